@@ -1,0 +1,47 @@
+# Alem: `make run` sets up and serves the demo; `make test` runs the whole suite.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run migrate seed test lint format bench clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $(STAMP)
+
+install: $(STAMP)
+
+var:
+	mkdir -p var
+
+migrate: install var
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --no-input
+
+seed: migrate
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
+
+# Web server and a Celery worker with embedded beat, on SQLite and the filesystem broker unless
+# DATABASE_URL / REDIS_URL say otherwise. Ctrl-C stops both.
+run: seed
+	@echo "Alem on http://127.0.0.1:8000/  (API: /api/v1/, docs: /api/docs/, admin: /admin/)"
+	@trap 'kill 0' EXIT INT TERM; \
+	DEBUG=$${DEBUG:-1} $(BIN)/celery -A alem worker --beat --loglevel=info \
+		--schedule var/celerybeat-schedule & \
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

@@ -1,0 +1,170 @@
+"""The hash-chained audit log (rule 11).
+
+Every row stores the hash of the row before it and a hash of its own content, so altering,
+removing or reordering any row breaks the chain at that row. Writers lock the single
+``AuditChain`` row, which keeps the chain linear when requests run concurrently.
+"""
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from governance.models import AuditChain, AuditEvent
+
+GENESIS_HASH = "0" * 64
+
+
+def normalise_payload(payload: dict | None) -> dict:
+    """The payload as it will read back from the JSON column (decimals and dates as strings)."""
+    return json.loads(json.dumps(payload or {}, cls=DjangoJSONEncoder))
+
+
+def event_hash(
+    *,
+    previous_hash: str,
+    sequence: int,
+    created_at,
+    actor_id: int | None,
+    action: str,
+    fund_id: int | None,
+    proposal_id: int | None,
+    payload: dict,
+) -> str:
+    """SHA-256 over the previous hash and a canonical JSON form of the event's content."""
+    content = json.dumps(
+        {
+            "sequence": sequence,
+            "created_at": created_at.astimezone(UTC).isoformat(),
+            "actor": actor_id,
+            "action": action,
+            "fund": fund_id,
+            "proposal": proposal_id,
+            "payload": payload,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(f"{previous_hash}\n{content}".encode()).hexdigest()
+
+
+def _locked_chain() -> AuditChain:
+    chain = AuditChain.objects.select_for_update().filter(pk=1).first()
+    if chain is None:
+        if AuditEvent.objects.exists():
+            raise RuntimeError(
+                "The audit chain head is missing while events exist; run verify_audit."
+            )
+        try:
+            with transaction.atomic():
+                AuditChain.objects.create(pk=1, length=0, head_hash=GENESIS_HASH)
+        except IntegrityError:
+            pass  # another writer created it first
+        chain = AuditChain.objects.select_for_update().get(pk=1)
+    return chain
+
+
+def audit_record(
+    *, action: str, actor=None, fund=None, proposal=None, payload: dict | None = None
+) -> AuditEvent:
+    """Append one event to the chain. Must run inside the transaction of the change it records.
+
+    Locks the chain head until that transaction ends.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("audit_record must run inside the transaction of the change it records.")
+    chain = _locked_chain()
+    sequence = chain.length + 1
+    created_at = timezone.now()
+    payload = normalise_payload(payload)
+    actor_id = actor.pk if actor is not None else None
+    fund_id = fund.pk if fund is not None else (proposal.fund_id if proposal is not None else None)
+    proposal_id = proposal.pk if proposal is not None else None
+    digest = event_hash(
+        previous_hash=chain.head_hash,
+        sequence=sequence,
+        created_at=created_at,
+        actor_id=actor_id,
+        action=action,
+        fund_id=fund_id,
+        proposal_id=proposal_id,
+        payload=payload,
+    )
+    event = AuditEvent.objects.create(
+        sequence=sequence,
+        created_at=created_at,
+        actor_id=actor_id,
+        action=action,
+        fund_id=fund_id,
+        proposal_id=proposal_id,
+        payload=payload,
+        previous_hash=chain.head_hash,
+        hash=digest,
+    )
+    chain.length = sequence
+    chain.head_hash = digest
+    chain.save(update_fields=["length", "head_hash"])
+    return event
+
+
+@dataclass(frozen=True)
+class ChainVerification:
+    ok: bool
+    length: int
+    first_bad_sequence: int | None = None
+    first_bad_id: int | None = None
+    reason: str = ""
+
+
+def verify_events(events: Iterable[AuditEvent], *, head: AuditChain | None) -> ChainVerification:
+    """Replay ``events`` (in stored order) and compare them with the chain head."""
+    previous_hash = GENESIS_HASH
+    expected_sequence = 1
+    count = 0
+    for event in events:
+        problem = ""
+        if event.sequence != expected_sequence:
+            problem = f"sequence {event.sequence} where {expected_sequence} was expected"
+        elif event.previous_hash != previous_hash:
+            problem = "its previous hash does not match the row before it"
+        elif event.hash != event_hash(
+            previous_hash=event.previous_hash,
+            sequence=event.sequence,
+            created_at=event.created_at,
+            actor_id=event.actor_id,
+            action=event.action,
+            fund_id=event.fund_id,
+            proposal_id=event.proposal_id,
+            payload=event.payload,
+        ):
+            problem = "its content does not match its hash"
+        if problem:
+            return ChainVerification(False, count, event.sequence, event.pk, problem)
+        previous_hash = event.hash
+        expected_sequence += 1
+        count += 1
+    head_length = head.length if head else 0
+    head_hash = head.head_hash if head else GENESIS_HASH
+    if head_length != count or head_hash != previous_hash:
+        return ChainVerification(
+            False,
+            count,
+            count + 1,
+            None,
+            f"the chain head records {head_length} events ending in {head_hash[:12]}…, but the "
+            f"stored rows are {count} ending in {previous_hash[:12]}… (rows were removed at the end)",
+        )
+    return ChainVerification(True, count)
+
+
+def audit_verify() -> ChainVerification:
+    """Verify the whole stored chain, streaming it in sequence order."""
+    head = AuditChain.objects.filter(pk=1).first()
+    events = AuditEvent.objects.order_by("sequence", "id").iterator(chunk_size=2000)
+    return verify_events(events, head=head)

@@ -1,0 +1,165 @@
+"""Pre-trade compliance (rule 8): pure checks over plain values, with pass / warn / block.
+
+``governance.selectors.compliance_facts`` gathers the facts from the books; this module only
+judges them, so every limit can be tested without a database.
+"""
+
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+
+PASS, WARN, BLOCK = "pass", "warn", "block"
+_SEVERITY = {PASS: 0, WARN: 1, BLOCK: 2}
+
+
+@dataclass(frozen=True)
+class ComplianceFacts:
+    """What the checks look at, in USD, for one proposed buy."""
+
+    asset_symbol: str
+    notional_usd: Decimal
+    whitelisted: bool
+    max_proposal_notional_usd: Decimal
+    max_asset_share: Decimal
+    cash_usd: Decimal
+    # Notional still reserved by other approved, not yet executed proposals of the fund.
+    reserved_usd: Decimal
+    # Market value of the fund's current holding of the asset, and of all holdings.
+    asset_value_usd: Decimal
+    holdings_value_usd: Decimal
+    # Holdings that could not be valued because no price is stored for them.
+    unpriced_symbols: tuple[str, ...] = ()
+    warn_at: Decimal = Decimal("0.90")
+
+
+@dataclass(frozen=True)
+class Check:
+    rule: str
+    outcome: str
+    message: str
+    values: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ComplianceReport:
+    outcome: str
+    checks: tuple[Check, ...]
+
+    @property
+    def blocking(self) -> list[Check]:
+        return [check for check in self.checks if check.outcome == BLOCK]
+
+    def as_json(self) -> dict:
+        """The report as JSON-ready values, decimals as strings."""
+        return {
+            "outcome": self.outcome,
+            "checks": [
+                {**asdict(check), "values": {k: str(v) for k, v in check.values.items()}}
+                for check in self.checks
+            ],
+        }
+
+
+def _near(value: Decimal, limit: Decimal, warn_at: Decimal) -> bool:
+    return limit > 0 and value >= limit * warn_at
+
+
+def check_whitelist(facts: ComplianceFacts) -> Check:
+    if facts.whitelisted:
+        return Check("whitelist", PASS, f"{facts.asset_symbol} is on the fund's whitelist.")
+    return Check("whitelist", BLOCK, f"{facts.asset_symbol} is not on the fund's whitelist.")
+
+
+def check_single_proposal_limit(facts: ComplianceFacts) -> Check:
+    values = {"notional_usd": facts.notional_usd, "limit_usd": facts.max_proposal_notional_usd}
+    if facts.notional_usd > facts.max_proposal_notional_usd:
+        return Check(
+            "single_proposal_limit",
+            BLOCK,
+            f"Notional USD {facts.notional_usd} exceeds the single-proposal limit "
+            f"of USD {facts.max_proposal_notional_usd}.",
+            values,
+        )
+    if _near(facts.notional_usd, facts.max_proposal_notional_usd, facts.warn_at):
+        return Check(
+            "single_proposal_limit", WARN, "Notional is close to the single-proposal limit.", values
+        )
+    return Check("single_proposal_limit", PASS, "Notional is within the limit.", values)
+
+
+def check_cash(facts: ComplianceFacts) -> Check:
+    available = facts.cash_usd - facts.reserved_usd
+    values = {
+        "cash_usd": facts.cash_usd,
+        "reserved_usd": facts.reserved_usd,
+        "available_usd": available,
+        "notional_usd": facts.notional_usd,
+    }
+    if facts.notional_usd > available:
+        return Check(
+            "cash",
+            BLOCK,
+            f"Not enough cash: USD {available} available after USD {facts.reserved_usd} reserved "
+            f"for approved proposals, USD {facts.notional_usd} needed.",
+            values,
+        )
+    if _near(facts.notional_usd, available, facts.warn_at):
+        return Check("cash", WARN, "The proposal would use almost all available cash.", values)
+    return Check("cash", PASS, "Enough cash is available.", values)
+
+
+def post_trade_share(facts: ComplianceFacts) -> Decimal | None:
+    """The asset's share of the fund after the buy; a buy turns cash into the asset.
+
+    Returns None when the fund is worth nothing, so no share can be computed.
+    """
+    total = facts.cash_usd + facts.holdings_value_usd
+    if total <= 0:
+        return None
+    return (facts.asset_value_usd + facts.notional_usd) / total
+
+
+def check_concentration(facts: ComplianceFacts) -> Check:
+    if facts.unpriced_symbols:
+        missing = ", ".join(facts.unpriced_symbols)
+        return Check(
+            "concentration",
+            BLOCK,
+            f"Holdings cannot be valued: no stored price for {missing}.",
+            {"unpriced": missing},
+        )
+    share = post_trade_share(facts)
+    if share is None:
+        return Check("concentration", BLOCK, "The fund has no value to measure a share against.")
+    values = {
+        "post_trade_share": share.quantize(Decimal("0.000001")),
+        "limit": facts.max_asset_share,
+    }
+    if share > facts.max_asset_share:
+        return Check(
+            "concentration",
+            BLOCK,
+            f"After the trade {facts.asset_symbol} would be {share:.2%} of the fund, above the "
+            f"limit of {facts.max_asset_share:.2%}.",
+            values,
+        )
+    if _near(share, facts.max_asset_share, facts.warn_at):
+        return Check(
+            "concentration",
+            WARN,
+            f"After the trade {facts.asset_symbol} would be {share:.2%} of the fund, close to the "
+            f"limit of {facts.max_asset_share:.2%}.",
+            values,
+        )
+    return Check(
+        "concentration", PASS, f"Post-trade share of {facts.asset_symbol}: {share:.2%}.", values
+    )
+
+
+CHECKS = (check_whitelist, check_single_proposal_limit, check_cash, check_concentration)
+
+
+def evaluate(facts: ComplianceFacts) -> ComplianceReport:
+    """Run every pre-trade check; the report's outcome is the most severe of theirs."""
+    checks = tuple(check(facts) for check in CHECKS)
+    outcome = max((check.outcome for check in checks), key=_SEVERITY.__getitem__)
+    return ComplianceReport(outcome, checks)

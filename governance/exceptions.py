@@ -1,0 +1,68 @@
+"""Domain errors of the governance app. Each carries a stable ``code`` the API returns."""
+
+
+class GovernanceError(Exception):
+    """A business rule or state conflict: the API answers 409 with ``code`` and ``detail``."""
+
+    code = "governance_error"
+    status_code = 409
+
+    def __init__(self, detail: str, *, context: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.context = context or {}
+
+
+class NotPermitted(GovernanceError):
+    """The user lacks the fund role the action needs (the API answers 403)."""
+
+    code = "not_permitted"
+    status_code = 403
+
+
+class SegregationOfDuties(GovernanceError):
+    """Rule 1: the author never decides on, nor executes, their own proposal."""
+
+    code = "segregation_of_duties"
+
+
+class InvalidTransition(GovernanceError):
+    """The proposal's state does not allow the action."""
+
+    code = "invalid_state"
+
+
+class StageNotCurrent(GovernanceError):
+    """Rule 3: a decision names a stage that is not the proposal's current stage."""
+
+    code = "stage_not_current"
+
+
+class AlreadyDecided(GovernanceError):
+    """Rule 2: one person counts once per proposal version."""
+
+    code = "already_decided"
+
+
+class ComplianceBlocked(GovernanceError):
+    """Rule 8: a pre-trade compliance check blocks the transition."""
+
+    code = "compliance_blocked"
+
+
+class NoPolicyInForce(GovernanceError):
+    """The fund has no published approval policy, so nothing can be submitted."""
+
+    code = "no_policy_in_force"
+
+
+class PolicyInvalid(GovernanceError):
+    """A policy's stages do not form a usable approval chain."""
+
+    code = "policy_invalid"
+
+
+class FourEyesRequired(GovernanceError):
+    """A change that needs a second person was attempted by the same person."""
+
+    code = "four_eyes_required"

@@ -1,0 +1,196 @@
+"""Demo data: both funds, their users and roles, policies, cash and real price history.
+
+Idempotent: running it again adds nothing that is already there.
+"""
+
+from decimal import Decimal
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from governance.policies import StageSpec
+from governance.selectors import policy_in_force
+from governance.services import contribution_record, policy_draft, policy_publish, role_grant
+from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry
+from portfolio.selectors import latest_price
+from portfolio.services import parse_daily_closes, price_history_import
+
+PRICE_DIR = Path(__file__).resolve().parents[3] / "portfolio" / "data" / "prices"
+DEFAULT_PASSWORD = "alem-demo-2026"
+
+ASSETS = [
+    # symbol, name, chain, Binance pair, CoinGecko id, peg
+    ("BNB", "BNB", "BNB Smart Chain", "BNBUSDT", "binancecoin", ""),
+    ("BTC", "Bitcoin", "Bitcoin", "BTCUSDT", "bitcoin", ""),
+    ("ETH", "Ether", "Ethereum", "ETHUSDT", "ethereum", ""),
+    ("SOL", "Solana", "Solana", "SOLUSDT", "solana", ""),
+    ("KZTE", "Tenge stablecoin", "Solana", "", "", "KZT"),
+]
+
+R = FundRole
+USERS_BY_ROLE = [
+    ("manager", R.PROPOSE),
+    ("risk", R.REVIEW_RISK),
+    ("committee1", R.VOTE_COMMITTEE),
+    ("committee2", R.VOTE_COMMITTEE),
+    ("committee3", R.VOTE_COMMITTEE),
+    ("ministry", R.APPROVE_MINISTRY),
+    ("treasury", R.EXECUTE_TRADES),
+    ("auditor", R.AUDIT),
+    ("fundadmin", R.MANAGE_POLICY),
+]
+
+FUNDS = [
+    {
+        "slug": "alem",
+        "prefix": "",
+        "name": "Alem Crypto Fund",
+        "limits": {
+            "max_asset_share": Decimal("0.40"),
+            "max_proposal_notional_usd": Decimal("5000000.00"),
+            "execution_window_days": 5,
+            "price_tolerance": Decimal("0.02"),
+        },
+        "whitelist": ["BNB", "BTC", "ETH"],
+        "sources": [("Republican budget allocation", FundingSource.Kind.BUDGET_ALLOCATION)],
+        "cash": [("Republican budget allocation", Decimal("25000000.00"))],
+        "in_kind": [],
+        "stages": [
+            StageSpec(1, "Risk review", R.REVIEW_RISK, 1),
+            StageSpec(2, "Investment committee", R.VOTE_COMMITTEE, 2),
+            StageSpec(3, "Ministry sign-off", R.APPROVE_MINISTRY, 1, Decimal("1000000.00")),
+        ],
+    },
+    {
+        "slug": "reserve",
+        "prefix": "reserve_",
+        "name": "National Digital Asset Reserve",
+        "limits": {
+            "max_asset_share": Decimal("0.70"),
+            "max_proposal_notional_usd": Decimal("10000000.00"),
+            "execution_window_days": 3,
+            "price_tolerance": Decimal("0.015"),
+        },
+        "whitelist": ["BTC", "ETH"],
+        "sources": [
+            ("Seized digital assets", FundingSource.Kind.SEIZED_ASSETS),
+            ("State mining revenue", FundingSource.Kind.MINING_REVENUE),
+        ],
+        "cash": [("State mining revenue", Decimal("8000000.00"))],
+        "in_kind": [("Seized digital assets", "BTC", Decimal("120"))],
+        "stages": [
+            StageSpec(1, "Risk review", R.REVIEW_RISK, 1),
+            StageSpec(2, "Investment committee", R.VOTE_COMMITTEE, 2),
+            StageSpec(3, "Ministry sign-off", R.APPROVE_MINISTRY, 1, Decimal("500000.00")),
+        ],
+    },
+]
+
+
+class Command(BaseCommand):
+    help = "Create the demo funds, users, roles, policies, cash and price history (idempotent)."
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--password",
+            help=f"Password for every demo user (default {DEFAULT_PASSWORD!r}); given "
+            "explicitly, it is also reset on users that already exist.",
+        )
+
+    def handle(self, *args, password=None, verbosity=1, **options):
+        self.verbosity = verbosity
+        User = get_user_model()
+        with transaction.atomic():
+            admin = self._user(User, "admin", password, superuser=True)
+            assets = {symbol: self._asset(symbol, *rest) for symbol, *rest in ASSETS}
+            for symbol, asset in assets.items():
+                path = PRICE_DIR / f"{symbol}-USD.csv"
+                if path.exists():
+                    added = price_history_import(asset=asset, closes=parse_daily_closes(path))
+                    self._say(f"{symbol}: {added} daily prices added")
+            for spec in FUNDS:
+                self._fund(User, spec, assets, admin, password)
+        self.stdout.write(self.style.SUCCESS("Demo data ready."))
+        self.stdout.write(
+            f"Users: admin (superuser), {', '.join(u for u, _ in USERS_BY_ROLE)}, and the same "
+            f"prefixed reserve_; password: {password or DEFAULT_PASSWORD!r}."
+        )
+
+    def _say(self, message: str) -> None:
+        if self.verbosity >= 1:
+            self.stdout.write(f"  {message}")
+
+    def _user(self, User, username: str, password: str | None, *, superuser: bool = False):
+        user, created = User.objects.get_or_create(
+            username=username,
+            defaults={"email": f"{username}@alem.example", "is_staff": superuser},
+        )
+        if superuser and not user.is_superuser:
+            user.is_superuser = user.is_staff = True
+            user.save(update_fields=["is_superuser", "is_staff"])
+        if created or password:
+            user.set_password(password or DEFAULT_PASSWORD)
+            user.save(update_fields=["password"])
+        return user
+
+    def _asset(self, symbol, name, chain, binance_symbol, coingecko_id, peg) -> Asset:
+        asset, _ = Asset.objects.get_or_create(
+            symbol=symbol,
+            defaults={
+                "name": name,
+                "chain": chain,
+                "binance_symbol": binance_symbol,
+                "coingecko_id": coingecko_id,
+                "peg_currency": peg,
+            },
+        )
+        return asset
+
+    def _fund(self, User, spec: dict, assets: dict, admin, password) -> None:
+        fund, created = Fund.objects.get_or_create(
+            slug=spec["slug"], defaults={"name": spec["name"], **spec["limits"]}
+        )
+        self._say(f"{fund.name}: {'created' if created else 'already there'}")
+        fund.whitelisted_assets.add(*(assets[s] for s in spec["whitelist"]))
+        sources = {
+            name: FundingSource.objects.get_or_create(
+                fund=fund, name=name, defaults={"kind": kind}
+            )[0]
+            for name, kind in spec["sources"]
+        }
+        users = {}
+        for username, role in USERS_BY_ROLE:
+            user = self._user(User, spec["prefix"] + username, password)
+            role_grant(actor=admin, user=user, fund=fund, role=role)
+            users[username] = user
+        # The site administrator is the second pair of eyes on policy changes in the demo.
+        role_grant(actor=admin, user=admin, fund=fund, role=R.MANAGE_POLICY)
+
+        if policy_in_force(fund) is None:
+            policy = policy_draft(
+                actor=users["fundadmin"], fund=fund, stages=spec["stages"], note="Initial policy"
+            )
+            policy_publish(actor=admin, policy_id=policy.pk)
+
+        if not LedgerEntry.objects.filter(fund=fund, kind=LedgerEntry.Kind.CONTRIBUTION).exists():
+            for source_name, amount in spec["cash"]:
+                contribution_record(
+                    actor=users["fundadmin"],
+                    fund=fund,
+                    funding_source=sources[source_name],
+                    amount_usd=amount,
+                    memo="Opening contribution",
+                )
+            for source_name, symbol, quantity in spec["in_kind"]:
+                price = latest_price(assets[symbol])
+                contribution_record(
+                    actor=users["fundadmin"],
+                    fund=fund,
+                    funding_source=sources[source_name],
+                    asset=assets[symbol],
+                    quantity=quantity,
+                    amount_usd=(quantity * price.price).quantize(Decimal("0.01")),
+                    memo="Transferred to the reserve by court order",
+                )

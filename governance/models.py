@@ -1,0 +1,282 @@
+"""Proposals, the approval policies that govern them, decisions and the audit log."""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+from portfolio.fields import MoneyField, PriceField
+from portfolio.models import Asset, Fund, FundingSource, FundRole
+
+# The roles that decide at a policy stage.
+DECIDING_ROLES = (FundRole.REVIEW_RISK, FundRole.VOTE_COMMITTEE, FundRole.APPROVE_MINISTRY)
+
+
+class ApprovalPolicy(models.Model):
+    """A numbered version of a fund's approval policy.
+
+    A version is drafted by one fund administrator and published by another; once published it
+    never changes, and the newest published version is the one in force.
+    """
+
+    fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="policies")
+    version = models.PositiveIntegerField()
+    note = models.CharField(max_length=500, blank=True)
+    drafted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    drafted_at = models.DateTimeField(auto_now_add=True)
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    published_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["fund", "-version"]
+        verbose_name_plural = "approval policies"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fund", "version"], name="%(app_label)s_%(class)s_unique_version"
+            ),
+            models.CheckConstraint(
+                condition=Q(version__gte=1), name="%(app_label)s_%(class)s_version_positive"
+            ),
+            # Four eyes: whoever drafts a policy cannot also put it in force.
+            models.CheckConstraint(
+                condition=Q(published_by__isnull=True) | ~Q(published_by=F("drafted_by")),
+                name="%(app_label)s_%(class)s_publisher_is_not_drafter",
+            ),
+            models.CheckConstraint(
+                condition=Q(published_by__isnull=True, published_at__isnull=True)
+                | Q(published_by__isnull=False, published_at__isnull=False),
+                name="%(app_label)s_%(class)s_published_by_and_at_together",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.fund} policy v{self.version}"
+
+    @property
+    def is_published(self) -> bool:
+        return self.published_at is not None
+
+
+class PolicyStage(models.Model):
+    """One ordered stage of a policy: who decides, how many must approve, from what notional."""
+
+    policy = models.ForeignKey(ApprovalPolicy, on_delete=models.CASCADE, related_name="stages")
+    order = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=100)
+    permission = models.CharField(
+        max_length=32, choices=[(role.value, role.label) for role in DECIDING_ROLES]
+    )
+    quorum = models.PositiveSmallIntegerField(default=1)
+    applies_from_usd = MoneyField(
+        default=0, help_text=_("The stage applies to proposals of at least this notional.")
+    )
+
+    class Meta:
+        ordering = ["policy", "order"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["policy", "order"], name="%(app_label)s_%(class)s_unique_order"
+            ),
+            models.CheckConstraint(
+                condition=Q(quorum__gte=1), name="%(app_label)s_%(class)s_quorum_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(applies_from_usd__gte=0),
+                name="%(app_label)s_%(class)s_applies_from_not_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(permission__in=[role.value for role in DECIDING_ROLES]),
+                name="%(app_label)s_%(class)s_permission_is_deciding_role",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.order}. {self.name}"
+
+
+class ProposalState(models.TextChoices):
+    DRAFT = "draft", _("Draft: the author is preparing it")
+    IN_REVIEW = "in_review", _("In review: the policy's stages are deciding")
+    CHANGES_REQUESTED = "changes_requested", _("Changes requested: back with the author")
+    APPROVED = "approved", _("Approved: may be executed within the execution window")
+    EXECUTED = "executed", _("Executed: fully filled or closed")
+    REJECTED = "rejected", _("Rejected at a stage")
+    WITHDRAWN = "withdrawn", _("Withdrawn by the author")
+    EXPIRED = "expired", _("Expired: not executed within the execution window")
+
+
+class Proposal(models.Model):
+    """An investment proposal: a mandate to spend at most ``notional_usd`` on an asset."""
+
+    class Side(models.TextChoices):
+        BUY = "buy", _("Buy")
+
+    fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="proposals")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="proposals")
+    side = models.CharField(max_length=8, choices=Side.choices, default=Side.BUY)
+    notional_usd = MoneyField(help_text=_("Maximum spend in USD, fees included."))
+    limit_price_usd = PriceField(help_text=_("Highest unit price the treasury may pay."))
+    rationale = models.TextField()
+    funding_source = models.ForeignKey(
+        FundingSource, on_delete=models.PROTECT, related_name="proposals"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="proposals"
+    )
+    state = models.CharField(
+        max_length=20, choices=ProposalState.choices, default=ProposalState.DRAFT
+    )
+    version = models.PositiveIntegerField(default=1)
+    policy = models.ForeignKey(
+        ApprovalPolicy,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="proposals",
+        help_text=_("The policy version in force at the latest submission."),
+    )
+    current_stage = models.ForeignKey(
+        PolicyStage, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    compliance = models.JSONField(
+        default=dict, blank=True, help_text=_("The latest pre-trade compliance report.")
+    )
+    executed_notional_usd = MoneyField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    approval_expires_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["fund", "state"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(notional_usd__gt=0), name="%(app_label)s_%(class)s_notional_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(limit_price_usd__gt=0),
+                name="%(app_label)s_%(class)s_limit_price_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(version__gte=1), name="%(app_label)s_%(class)s_version_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(executed_notional_usd__gte=0)
+                & Q(executed_notional_usd__lte=F("notional_usd")),
+                name="%(app_label)s_%(class)s_executed_within_notional",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=ProposalState.values),
+                name="%(app_label)s_%(class)s_state_valid",
+            ),
+            # Only a proposal in review is waiting at a stage.
+            models.CheckConstraint(
+                condition=Q(state=ProposalState.IN_REVIEW, current_stage__isnull=False)
+                | (~Q(state=ProposalState.IN_REVIEW) & Q(current_stage__isnull=True)),
+                name="%(app_label)s_%(class)s_current_stage_only_in_review",
+            ),
+            models.CheckConstraint(
+                condition=~Q(state=ProposalState.APPROVED) | Q(approval_expires_at__isnull=False),
+                name="%(app_label)s_%(class)s_approved_has_expiry",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.side} {self.asset} {self.notional_usd} USD ({self.fund})"
+
+
+class Decision(models.Model):
+    """One person's verdict on one version of a proposal at one stage, with what they saw."""
+
+    class Verdict(models.TextChoices):
+        APPROVE = "approve", _("Approve")
+        REJECT = "reject", _("Reject")
+        REQUEST_CHANGES = "request_changes", _("Request changes")
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.PROTECT, related_name="decisions")
+    proposal_version = models.PositiveIntegerField()
+    stage = models.ForeignKey(PolicyStage, on_delete=models.PROTECT, related_name="decisions")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="decisions"
+    )
+    # Copied from the proposal so the database itself refuses a decision by the author.
+    proposal_author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    verdict = models.CharField(max_length=20, choices=Verdict.choices)
+    comment = models.TextField(blank=True)
+    evidence = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["proposal", "proposal_version", "user"],
+                name="%(app_label)s_%(class)s_one_per_user_and_version",
+            ),
+            models.CheckConstraint(
+                condition=~Q(user=F("proposal_author")),
+                name="%(app_label)s_%(class)s_author_never_decides",
+            ),
+            models.CheckConstraint(
+                condition=Q(verdict__in=["approve", "reject", "request_changes"]),
+                name="%(app_label)s_%(class)s_verdict_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.verdict} #{self.proposal_id} v{self.proposal_version}"
+
+
+class AuditChain(models.Model):
+    """The head of the audit chain: one row, locked by every writer so the chain stays linear."""
+
+    length = models.PositiveBigIntegerField(default=0)
+    head_hash = models.CharField(max_length=64)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="%(app_label)s_%(class)s_single_row")
+        ]
+
+
+class AuditEvent(models.Model):
+    """An append-only, hash-chained record of one thing that happened or was refused.
+
+    ``hash`` covers the row's content and ``previous_hash``; ``manage.py verify_audit`` replays
+    the chain. Rows are written by ``governance.audit.audit_record`` only, never changed.
+    """
+
+    sequence = models.PositiveBigIntegerField(unique=True)
+    created_at = models.DateTimeField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    action = models.CharField(max_length=64, db_index=True)
+    fund = models.ForeignKey(
+        Fund, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
+    )
+    proposal = models.ForeignKey(
+        Proposal, null=True, blank=True, on_delete=models.PROTECT, related_name="events"
+    )
+    payload = models.JSONField(default=dict)
+    previous_hash = models.CharField(max_length=64, unique=True)
+    hash = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["sequence"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(sequence__gte=1), name="%(app_label)s_%(class)s_sequence_positive"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.action}"

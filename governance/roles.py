@@ -1,0 +1,58 @@
+"""Who holds which role on which fund: django-guardian object permissions on ``Fund``.
+
+Superusers get no fund role implicitly: site administrators run the back office, they do not
+decide on public money unless a role is granted to them like to anyone else.
+"""
+
+from django.contrib.auth import get_user_model
+from django.db.models import Q, QuerySet
+from guardian.shortcuts import get_group_perms, get_objects_for_user, get_user_perms
+
+from portfolio.models import Fund, FundRole
+
+User = get_user_model()
+
+# Holding any role, or view_fund itself, lets a user see the fund.
+VIEWING_PERMISSIONS = [f"portfolio.{role}" for role in FundRole.values] + ["portfolio.view_fund"]
+
+
+def roles_on_fund(user, fund: Fund) -> set[str]:
+    """The role codenames ``user`` holds on ``fund``, directly or through a group."""
+    if not user.is_authenticated or not user.is_active:
+        return set()
+    codenames = set(get_user_perms(user, fund).values_list("codename", flat=True))
+    codenames |= set(get_group_perms(user, fund).values_list("codename", flat=True))
+    return codenames & set(FundRole.values)
+
+
+def has_role(user, fund: Fund, role: str) -> bool:
+    return role in roles_on_fund(user, fund)
+
+
+def funds_for_user(user, roles: list[str] | None = None) -> QuerySet[Fund]:
+    """Funds on which ``user`` holds any of ``roles`` (default: any role at all)."""
+    if not user.is_authenticated or not user.is_active:
+        return Fund.objects.none()
+    perms = [f"portfolio.{role}" for role in roles] if roles else VIEWING_PERMISSIONS
+    return get_objects_for_user(
+        user, perms, klass=Fund, any_perm=True, with_superuser=False, accept_global_perms=False
+    )
+
+
+def users_with_role(fund: Fund, role: str) -> QuerySet:
+    """Active users holding ``role`` on ``fund``, directly or through a group."""
+    direct = User.objects.filter(
+        userobjectpermission__permission__codename=role,
+        userobjectpermission__object_pk=str(fund.pk),
+        userobjectpermission__content_type__app_label="portfolio",
+        userobjectpermission__content_type__model="fund",
+    )
+    via_group = User.objects.filter(
+        groups__groupobjectpermission__permission__codename=role,
+        groups__groupobjectpermission__object_pk=str(fund.pk),
+        groups__groupobjectpermission__content_type__app_label="portfolio",
+        groups__groupobjectpermission__content_type__model="fund",
+    )
+    return User.objects.filter(
+        Q(pk__in=direct.values("pk")) | Q(pk__in=via_group.values("pk")), is_active=True
+    )

@@ -1,0 +1,119 @@
+"""Reads of governance data, already scoped to what the user may see."""
+
+from collections import defaultdict
+from decimal import Decimal
+
+from django.conf import settings
+from django.db.models import F, Prefetch, QuerySet, Sum
+
+from governance import compliance, policies
+from governance.models import ApprovalPolicy, AuditEvent, Decision, Proposal, ProposalState
+from governance.roles import funds_for_user
+from portfolio import selectors as books
+from portfolio.models import Fund
+
+
+def policy_in_force(fund: Fund) -> ApprovalPolicy | None:
+    """The newest published policy version of ``fund``."""
+    return (
+        ApprovalPolicy.objects.filter(fund=fund, published_at__isnull=False)
+        .order_by("-version")
+        .first()
+    )
+
+
+def proposal_list_for_user(user) -> QuerySet[Proposal]:
+    """Proposals of every fund the user holds a role in, with what the API shows prefetched."""
+    return (
+        Proposal.objects.filter(fund__in=funds_for_user(user))
+        .select_related("fund", "asset", "author", "funding_source", "policy", "current_stage")
+        .prefetch_related(
+            "policy__stages",
+            Prefetch(
+                "decisions",
+                queryset=Decision.objects.select_related("user", "stage").order_by("created_at"),
+            ),
+        )
+    )
+
+
+def proposal_events(proposal: Proposal) -> QuerySet[AuditEvent]:
+    """The proposal's audit timeline, oldest first."""
+    return proposal.events.select_related("actor").order_by("sequence")
+
+
+def proposal_stage_statuses(proposal: Proposal) -> list[policies.StageStatus]:
+    """Each applicable stage of the proposal's policy snapshot with its current-version approvals.
+
+    Uses ``proposal.policy.stages`` and ``proposal.decisions`` as prefetched by
+    ``proposal_list_for_user``, so listing proposals costs no query per proposal.
+    """
+    if proposal.policy is None:
+        return []
+    applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
+    verdicts: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for decision in proposal.decisions.all():
+        if decision.proposal_version == proposal.version:
+            verdicts[decision.stage.order].append((decision.user.username, decision.verdict))
+    return policies.stage_statuses(
+        applicable,
+        state=proposal.state,
+        current_order=proposal.current_stage.order if proposal.current_stage else None,
+        verdicts_by_stage=verdicts,
+    )
+
+
+def reserved_notional_usd(fund: Fund, *, excluding: Proposal | None = None) -> Decimal:
+    """Notional approved but not yet executed: cash already promised to other proposals."""
+    approved = Proposal.objects.filter(fund=fund, state=ProposalState.APPROVED)
+    if excluding is not None:
+        approved = approved.exclude(pk=excluding.pk)
+    total = approved.aggregate(s=Sum(F("notional_usd") - F("executed_notional_usd")))["s"]
+    return total or Decimal("0")
+
+
+def compliance_facts(proposal: Proposal) -> tuple[compliance.ComplianceFacts, dict]:
+    """Gather from the books what pre-trade compliance judges, and the prices it rested on.
+
+    Holdings are valued at the latest stored price of each asset.
+    """
+    fund = proposal.fund
+    holdings = books.fund_holdings(fund)
+    prices = books.latest_prices([h.asset_id for h in holdings] + [proposal.asset_id])
+    asset_value = Decimal("0")
+    holdings_value = Decimal("0")
+    unpriced = []
+    for holding in holdings:
+        price = prices.get(holding.asset_id)
+        if price is None:
+            unpriced.append(holding.symbol)
+            continue
+        value = holding.quantity * price.price
+        holdings_value += value
+        if holding.asset_id == proposal.asset_id:
+            asset_value = value
+    facts = compliance.ComplianceFacts(
+        asset_symbol=proposal.asset.symbol,
+        notional_usd=proposal.notional_usd,
+        whitelisted=fund.whitelisted_assets.filter(pk=proposal.asset_id).exists(),
+        max_proposal_notional_usd=fund.max_proposal_notional_usd,
+        max_asset_share=fund.max_asset_share,
+        cash_usd=books.fund_cash_usd(fund),
+        reserved_usd=reserved_notional_usd(fund, excluding=proposal),
+        asset_value_usd=asset_value,
+        holdings_value_usd=holdings_value,
+        unpriced_symbols=tuple(unpriced),
+        warn_at=Decimal(settings.ALEM_COMPLIANCE_WARN_AT),
+    )
+    price = prices.get(proposal.asset_id)
+    price_seen = (
+        {
+            "asset": proposal.asset.symbol,
+            "price_usd": str(price.price),
+            "source": price.source,
+            "observed_at": price.observed_at.isoformat(),
+        }
+        if price
+        else {"asset": proposal.asset.symbol, "price_usd": None}
+    )
+    return facts, price_seen

@@ -1,0 +1,29 @@
+"""Decimal columns with the precision set once in ``settings.ALEM_DECIMALS``."""
+
+from django.conf import settings
+from django.db import models
+
+
+def _decimal_field(kind: str, **kwargs) -> models.DecimalField:
+    max_digits, decimal_places = settings.ALEM_DECIMALS[kind]
+    return models.DecimalField(max_digits=max_digits, decimal_places=decimal_places, **kwargs)
+
+
+def MoneyField(**kwargs) -> models.DecimalField:  # noqa: N802 - reads like a field class
+    """US dollars entered by people: notionals, contributions, limits (cents)."""
+    return _decimal_field("money", **kwargs)
+
+
+def PriceField(**kwargs) -> models.DecimalField:  # noqa: N802
+    """A unit price in USD."""
+    return _decimal_field("price", **kwargs)
+
+
+def QuantityField(**kwargs) -> models.DecimalField:  # noqa: N802
+    """An asset quantity or a computed USD amount, with 18 decimals."""
+    return _decimal_field("quantity", **kwargs)
+
+
+def RatioField(**kwargs) -> models.DecimalField:  # noqa: N802
+    """A share or tolerance as a fraction of one (0.25 is 25%)."""
+    return _decimal_field("ratio", **kwargs)

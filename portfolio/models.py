@@ -1,0 +1,259 @@
+"""Funds, assets, prices and the ledger a fund's holdings are derived from.
+
+Portfolio knows nothing of proposals: it keeps the books and values them. Governance decides
+what may happen and calls ``portfolio.services`` to book it.
+"""
+
+from django.conf import settings
+from django.core.validators import RegexValidator
+from django.db import models
+from django.db.models import F, Q
+from django.utils.translation import gettext_lazy as _
+
+from portfolio.fields import MoneyField, PriceField, QuantityField, RatioField
+
+
+class FundRole(models.TextChoices):
+    """Roles held per fund, as django-guardian object permissions on ``Fund``.
+
+    The values are permission codenames and part of the public contract.
+    """
+
+    PROPOSE = "propose", _("Fund manager: drafts, submits and withdraws proposals")
+    REVIEW_RISK = "review_risk", _("Risk and compliance officer: first review stage")
+    VOTE_COMMITTEE = "vote_committee", _("Investment committee member: committee stage")
+    APPROVE_MINISTRY = "approve_ministry", _("Ministry official: sign-off of large proposals")
+    EXECUTE_TRADES = "execute_trades", _("Treasury operator: records executions")
+    AUDIT = "audit", _("Auditor: reads everything of the fund")
+    MANAGE_POLICY = "manage_policy", _("Fund administrator: policies and mandate limits")
+
+
+class Asset(models.Model):
+    """A digital asset the fund may hold, with its identifiers at each market-data provider."""
+
+    symbol = models.CharField(
+        max_length=16,
+        unique=True,
+        validators=[RegexValidator(r"^[A-Z0-9]{2,16}$", _("Use 2-16 capital letters or digits."))],
+    )
+    name = models.CharField(max_length=100)
+    chain = models.CharField(max_length=100, blank=True)
+    binance_symbol = models.CharField(
+        max_length=32, blank=True, help_text=_("Binance spot pair quoted in USDT, e.g. BNBUSDT.")
+    )
+    coingecko_id = models.CharField(max_length=100, blank=True)
+    peg_currency = models.CharField(
+        max_length=3,
+        blank=True,
+        help_text=_("For a stablecoin valued at its peg through the official rate, e.g. KZT."),
+    )
+
+    class Meta:
+        ordering = ["symbol"]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+
+class Fund(models.Model):
+    """A reserve fund with its mandate limits. Roles are object permissions on it."""
+
+    name = models.CharField(max_length=200, unique=True)
+    slug = models.SlugField(max_length=50, unique=True)
+    base_currency = models.CharField(max_length=3, default="USD", editable=False)
+    reporting_currency = models.CharField(max_length=3, default="KZT")
+    max_asset_share = RatioField(
+        help_text=_("Largest share of the fund any one asset may reach after a trade (0-1).")
+    )
+    max_proposal_notional_usd = MoneyField(
+        help_text=_("Largest notional a single proposal may ask for, in USD.")
+    )
+    execution_window_days = models.PositiveSmallIntegerField(
+        default=5, help_text=_("Days an approval stays valid for execution.")
+    )
+    price_tolerance = RatioField(
+        help_text=_("Largest deviation of an execution price from the consensus price (0-1).")
+    )
+    disclose_holdings = models.BooleanField(
+        default=False, help_text=_("Publish holdings in the fund's public disclosure.")
+    )
+    whitelisted_assets = models.ManyToManyField(
+        Asset, blank=True, related_name="whitelisting_funds"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        permissions = [(role.value, role.label) for role in FundRole]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(max_asset_share__gt=0, max_asset_share__lte=1),
+                name="%(app_label)s_%(class)s_max_asset_share_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_proposal_notional_usd__gt=0),
+                name="%(app_label)s_%(class)s_max_proposal_notional_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(execution_window_days__gte=1),
+                name="%(app_label)s_%(class)s_execution_window_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(price_tolerance__gt=0, price_tolerance__lt=1),
+                name="%(app_label)s_%(class)s_price_tolerance_in_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class FundingSource(models.Model):
+    """Where a fund's money comes from. Data, not code: each reserve names its own."""
+
+    class Kind(models.TextChoices):
+        BUDGET_ALLOCATION = "budget_allocation", _("Budget allocation")
+        SEIZED_ASSETS = "seized_assets", _("Seized assets")
+        MINING_REVENUE = "mining_revenue", _("State mining revenue")
+        OTHER = "other", _("Other")
+
+    fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="funding_sources")
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+
+    class Meta:
+        ordering = ["fund", "name"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fund", "name"], name="%(app_label)s_%(class)s_unique_name_per_fund"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Price(models.Model):
+    """One observed price of an asset from one source."""
+
+    class Source(models.TextChoices):
+        BINANCE = "binance", _("Binance")
+        COINGECKO = "coingecko", _("CoinGecko")
+        YAHOO = "yahoo", _("Yahoo Finance daily close (history)")
+        MANUAL = "manual", _("Entered by an administrator")
+
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="prices")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    quote_currency = models.CharField(max_length=8, default="USD")
+    price = PriceField()
+    observed_at = models.DateTimeField()
+    fetched_at = models.DateTimeField(auto_now_add=True)
+    entered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-observed_at"]
+        indexes = [models.Index(fields=["asset", "-observed_at"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["asset", "source", "quote_currency", "observed_at"],
+                name="%(app_label)s_%(class)s_unique_observation",
+            ),
+            models.CheckConstraint(
+                condition=Q(price__gt=0), name="%(app_label)s_%(class)s_price_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.asset} {self.price} {self.quote_currency} ({self.source}, {self.observed_at})"
+        )
+
+
+class FxRate(models.Model):
+    """An official exchange rate of the day: how many ``quote`` for one ``base``."""
+
+    base_currency = models.CharField(max_length=3, default="USD")
+    quote_currency = models.CharField(max_length=3, default="KZT")
+    rate = PriceField()
+    date = models.DateField()
+    source = models.CharField(max_length=32, default="nbk")
+
+    class Meta:
+        ordering = ["-date"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["base_currency", "quote_currency", "date"],
+                name="%(app_label)s_%(class)s_unique_rate_per_day",
+            ),
+            models.CheckConstraint(
+                condition=Q(rate__gt=0), name="%(app_label)s_%(class)s_rate_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.base_currency}/{self.quote_currency} {self.rate} on {self.date}"
+
+
+class LedgerEntry(models.Model):
+    """One immutable change of a fund's cash (``asset`` empty, in USD) or of one holding.
+
+    Positions and cash are sums over these rows; nothing updates or deletes them.
+    """
+
+    class Kind(models.TextChoices):
+        CONTRIBUTION = "contribution", _("Contribution of cash or assets")
+        BUY = "buy", _("Purchase")
+        SELL = "sell", _("Sale")
+        FEE = "fee", _("Fee")
+
+    fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    asset = models.ForeignKey(
+        Asset,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="ledger_entries",
+        help_text=_("Empty for US dollar cash."),
+    )
+    quantity = QuantityField(help_text=_("Signed change: asset units, or USD for cash."))
+    value_usd = QuantityField(help_text=_("Signed USD value at booking (cost for holdings)."))
+    funding_source = models.ForeignKey(
+        FundingSource, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reference = models.CharField(
+        max_length=200, blank=True, help_text=_("What booked it, unique per fund when set.")
+    )
+    memo = models.CharField(max_length=500, blank=True)
+    booked_at = models.DateTimeField()
+    booked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["booked_at", "id"]
+        verbose_name_plural = "ledger entries"
+        indexes = [models.Index(fields=["fund", "asset"])]
+        constraints = [
+            models.CheckConstraint(
+                condition=~Q(quantity=0), name="%(app_label)s_%(class)s_quantity_nonzero"
+            ),
+            models.CheckConstraint(
+                condition=Q(asset__isnull=False) | Q(value_usd=F("quantity")),
+                name="%(app_label)s_%(class)s_cash_value_is_quantity",
+            ),
+            models.CheckConstraint(
+                condition=~Q(kind="contribution") | Q(quantity__gt=0, value_usd__gte=0),
+                name="%(app_label)s_%(class)s_contribution_positive",
+            ),
+            models.UniqueConstraint(
+                fields=["fund", "reference"],
+                condition=~Q(reference=""),
+                name="%(app_label)s_%(class)s_unique_reference",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.quantity} {self.asset or 'USD'}"

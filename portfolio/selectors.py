@@ -1,0 +1,62 @@
+"""Reads of the books: cash, holdings and the latest prices. Callers scope by fund."""
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db.models import Sum
+
+from portfolio.models import Asset, Fund, LedgerEntry, Price
+
+ZERO = Decimal("0")
+
+
+@dataclass(frozen=True)
+class Holding:
+    asset_id: int
+    symbol: str
+    quantity: Decimal
+    cost_usd: Decimal
+
+
+def fund_cash_usd(fund: Fund) -> Decimal:
+    """US dollar cash: the sum of the fund's cash ledger entries."""
+    total = LedgerEntry.objects.filter(fund=fund, asset__isnull=True).aggregate(s=Sum("quantity"))
+    return total["s"] or ZERO
+
+
+def fund_holdings(fund: Fund) -> list[Holding]:
+    """Non-zero holdings per asset, summed from the ledger, ordered by symbol."""
+    rows = (
+        LedgerEntry.objects.filter(fund=fund, asset__isnull=False)
+        .values("asset_id", "asset__symbol")
+        .annotate(quantity=Sum("quantity"), cost=Sum("value_usd"))
+        .order_by("asset__symbol")
+    )
+    return [
+        Holding(row["asset_id"], row["asset__symbol"], row["quantity"], row["cost"])
+        for row in rows
+        if row["quantity"] != 0
+    ]
+
+
+def latest_price(asset: Asset, *, quote_currency: str = "USD") -> Price | None:
+    """The most recent stored price of ``asset`` from any source."""
+    return (
+        Price.objects.filter(asset=asset, quote_currency=quote_currency)
+        .order_by("-observed_at", "-id")
+        .first()
+    )
+
+
+def latest_prices(asset_ids, *, quote_currency: str = "USD") -> dict[int, Price]:
+    """The most recent stored price per asset id (assets without one are left out)."""
+    prices = {}
+    for asset_id in set(asset_ids):
+        price = (
+            Price.objects.filter(asset_id=asset_id, quote_currency=quote_currency)
+            .order_by("-observed_at", "-id")
+            .first()
+        )
+        if price is not None:
+            prices[asset_id] = price
+    return prices

@@ -1,0 +1,59 @@
+"""Shared fixtures, and the rule for tests that need a real service.
+
+A test marked ``postgres`` runs only when the database under test is PostgreSQL. When it is
+not, the test skips with the reason, except under CI (``CI`` set) with PostgreSQL unreachable,
+where it fails: CI must never pass by skipping.
+"""
+
+import os
+
+import pytest
+from django.db import connection
+
+from tests.factories import FundBuilder
+
+IN_CI = bool(os.environ.get("CI"))
+POSTGRES_PROBE_URL = os.environ.get(
+    "POSTGRES_PROBE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+REDIS_PROBE_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+def postgres_reachable() -> bool:
+    try:
+        import psycopg
+
+        with psycopg.connect(POSTGRES_PROBE_URL, connect_timeout=2):
+            return True
+    except Exception:
+        return False
+
+
+def redis_reachable() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(REDIS_PROBE_URL, socket_timeout=2).ping())
+    except Exception:
+        return False
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("postgres") and connection.vendor != "postgresql":
+        if IN_CI and not postgres_reachable():
+            pytest.fail("PostgreSQL is required under CI but is not reachable.")
+        pytest.skip(
+            "needs PostgreSQL: runs when DATABASE_URL points at PostgreSQL "
+            "(the second pass of make test in CI)"
+        )
+    if item.get_closest_marker("redis") and not redis_reachable():
+        if IN_CI:
+            pytest.fail(f"Redis is required under CI but {REDIS_PROBE_URL} does not answer.")
+        pytest.skip(f"needs Redis at {REDIS_PROBE_URL}")
+
+
+@pytest.fixture
+def alem(db):
+    """A fund shaped like the Alem Crypto Fund: users per role, USD 25M cash, policy v1
+    (risk 1, committee 2 of 3, ministry from USD 1M), BNB priced at USD 600."""
+    return FundBuilder.alem_like()

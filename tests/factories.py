@@ -1,0 +1,161 @@
+"""factory_boy factories and a builder for a fund with people, policy, cash and prices."""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import factory
+from django.contrib.auth import get_user_model
+from django.utils import timezone
+
+from governance import services
+from governance.models import Proposal
+from governance.policies import StageSpec
+from portfolio.models import Asset, Fund, FundingSource, FundRole, Price
+
+R = FundRole
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@alem.example")
+    password = factory.django.Password("pw-for-tests-only")
+
+
+class AssetFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Asset
+        django_get_or_create = ("symbol",)
+
+    symbol = factory.Sequence(lambda n: f"AS{n}")
+    name = factory.LazyAttribute(lambda a: a.symbol)
+    binance_symbol = factory.LazyAttribute(lambda a: f"{a.symbol}USDT")
+    coingecko_id = factory.LazyAttribute(lambda a: a.symbol.lower())
+
+
+class FundFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Fund
+
+    name = factory.Sequence(lambda n: f"Fund {n}")
+    slug = factory.Sequence(lambda n: f"fund-{n}")
+    max_asset_share = Decimal("0.40")
+    max_proposal_notional_usd = Decimal("5000000.00")
+    execution_window_days = 5
+    price_tolerance = Decimal("0.02")
+
+
+class FundingSourceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = FundingSource
+
+    fund = factory.SubFactory(FundFactory)
+    name = factory.Sequence(lambda n: f"Budget allocation {n}")
+    kind = FundingSource.Kind.BUDGET_ALLOCATION
+
+
+class PriceFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Price
+
+    asset = factory.SubFactory(AssetFactory)
+    source = Price.Source.BINANCE
+    price = Decimal("600.00")
+    observed_at = factory.LazyFunction(timezone.now)
+
+
+ALEM_STAGES = [
+    StageSpec(1, "Risk review", R.REVIEW_RISK, 1),
+    StageSpec(2, "Investment committee", R.VOTE_COMMITTEE, 2),
+    StageSpec(3, "Ministry sign-off", R.APPROVE_MINISTRY, 1, Decimal("1000000.00")),
+]
+
+ROLE_USERS = [
+    ("manager", R.PROPOSE),
+    ("manager2", R.PROPOSE),
+    ("risk", R.REVIEW_RISK),
+    ("committee1", R.VOTE_COMMITTEE),
+    ("committee2", R.VOTE_COMMITTEE),
+    ("committee3", R.VOTE_COMMITTEE),
+    ("ministry", R.APPROVE_MINISTRY),
+    ("treasury", R.EXECUTE_TRADES),
+    ("auditor", R.AUDIT),
+    ("fundadmin", R.MANAGE_POLICY),
+    ("fundadmin2", R.MANAGE_POLICY),
+]
+
+
+@dataclass
+class FundBuilder:
+    """A fund with one user per role (usernames prefixed per fund), a published policy, cash
+    and a priced whitelisted asset. ``users["risk"]`` etc.; ``proposal()`` drafts one."""
+
+    fund: Fund
+    asset: Asset
+    funding_source: FundingSource
+    users: dict = field(default_factory=dict)
+
+    @classmethod
+    def alem_like(
+        cls,
+        *,
+        prefix: str = "",
+        cash_usd: Decimal = Decimal("25000000.00"),
+        stages: list[StageSpec] = ALEM_STAGES,
+        asset_symbol: str = "BNB",
+        price_usd: Decimal = Decimal("600.00"),
+    ) -> "FundBuilder":
+        fund = FundFactory(name=f"{prefix}Alem Crypto Fund", slug=f"{prefix}alem".replace("_", "-"))
+        asset = AssetFactory(symbol=asset_symbol)
+        fund.whitelisted_assets.add(asset)
+        PriceFactory(asset=asset, price=price_usd)
+        source = FundingSourceFactory(fund=fund, name="Republican budget allocation")
+        users = {}
+        for name, role in ROLE_USERS:
+            user = UserFactory(username=f"{prefix}{name}")
+            services.role_grant(actor=None, user=user, fund=fund, role=role)
+            users[name] = user
+        policy = services.policy_draft(actor=users["fundadmin"], fund=fund, stages=stages)
+        services.policy_publish(actor=users["fundadmin2"], policy_id=policy.pk)
+        if cash_usd:
+            services.contribution_record(
+                actor=users["fundadmin"], fund=fund, funding_source=source, amount_usd=cash_usd
+            )
+        return cls(fund=fund, asset=asset, funding_source=source, users=users)
+
+    def proposal(self, *, author: str = "manager", submit: bool = False, **terms) -> Proposal:
+        values = {
+            "asset": self.asset,
+            "notional_usd": Decimal("500000.00"),
+            "limit_price_usd": Decimal("650.00"),
+            "rationale": "Build the strategic BNB position.",
+            "funding_source": self.funding_source,
+            **terms,
+        }
+        proposal = services.proposal_create(author=self.users[author], fund=self.fund, **values)
+        if submit:
+            proposal = services.proposal_submit(proposal_id=proposal.pk, actor=self.users[author])
+        return proposal
+
+    def decide(self, proposal: Proposal, username: str, verdict: str = "approve", **kwargs):
+        return services.decision_record(
+            proposal_id=proposal.pk, user=self.users[username], verdict=verdict, **kwargs
+        )
+
+    def approve_fully(self, proposal: Proposal) -> Proposal:
+        """Walk a submitted proposal through every applicable stage of this builder's policy."""
+        for username in ("risk", "committee1", "committee2", "ministry"):
+            proposal.refresh_from_db()
+            if proposal.state != "in_review":
+                break
+            self.decide(proposal, username)
+        proposal.refresh_from_db()
+        return proposal
+
+
+def days_ago(days: int) -> dt.datetime:
+    return timezone.now() - dt.timedelta(days=days)
