@@ -157,8 +157,8 @@ def verify_events(events: Iterable[AuditEvent], *, head: AuditChain | None) -> C
             count,
             count + 1,
             None,
-            f"the chain head records {head_length} events ending in {head_hash[:12]}…, but the "
-            f"stored rows are {count} ending in {previous_hash[:12]}… (rows were removed at the end)",
+            f"the chain head records {head_length} events ending in {head_hash[:12]}…, but "
+            f"{count} are stored, ending in {previous_hash[:12]}… (rows removed at the end)",
         )
     return ChainVerification(True, count)
 

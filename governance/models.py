@@ -246,6 +246,9 @@ class AuditChain(models.Model):
             models.CheckConstraint(condition=Q(id=1), name="%(app_label)s_%(class)s_single_row")
         ]
 
+    def __str__(self) -> str:
+        return f"Audit chain of {self.length} events"
+
 
 class AuditEvent(models.Model):
     """An append-only, hash-chained record of one thing that happened or was refused.

@@ -161,7 +161,7 @@ def policy_publish(*, actor, policy_id: int) -> ApprovalPolicy:
         current = policy_in_force(policy.fund)
         if current is not None and current.version > policy.version:
             raise InvalidTransition(
-                f"Version {policy.version} is older than version {current.version}, already in force."
+                f"Version {policy.version} is older than version {current.version} in force."
             )
         policies.validate_stages(list(policy.stages.all()))
         policy.published_by = actor

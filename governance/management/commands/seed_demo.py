@@ -101,9 +101,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, password=None, verbosity=1, **options):
         self.verbosity = verbosity
-        User = get_user_model()
+        user_model = get_user_model()
         with transaction.atomic():
-            admin = self._user(User, "admin", password, superuser=True)
+            admin = self._user(user_model, "admin", password, superuser=True)
             assets = {symbol: self._asset(symbol, *rest) for symbol, *rest in ASSETS}
             for symbol, asset in assets.items():
                 path = PRICE_DIR / f"{symbol}-USD.csv"
@@ -111,7 +111,7 @@ class Command(BaseCommand):
                     added = price_history_import(asset=asset, closes=parse_daily_closes(path))
                     self._say(f"{symbol}: {added} daily prices added")
             for spec in FUNDS:
-                self._fund(User, spec, assets, admin, password)
+                self._fund(user_model, spec, assets, admin, password)
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(
             f"Users: admin (superuser), {', '.join(u for u, _ in USERS_BY_ROLE)}, and the same "
@@ -122,8 +122,8 @@ class Command(BaseCommand):
         if self.verbosity >= 1:
             self.stdout.write(f"  {message}")
 
-    def _user(self, User, username: str, password: str | None, *, superuser: bool = False):
-        user, created = User.objects.get_or_create(
+    def _user(self, user_model, username: str, password: str | None, *, superuser: bool = False):
+        user, created = user_model.objects.get_or_create(
             username=username,
             defaults={"email": f"{username}@alem.example", "is_staff": superuser},
         )
@@ -148,7 +148,7 @@ class Command(BaseCommand):
         )
         return asset
 
-    def _fund(self, User, spec: dict, assets: dict, admin, password) -> None:
+    def _fund(self, user_model, spec: dict, assets: dict, admin, password) -> None:
         fund, created = Fund.objects.get_or_create(
             slug=spec["slug"], defaults={"name": spec["name"], **spec["limits"]}
         )
@@ -162,7 +162,7 @@ class Command(BaseCommand):
         }
         users = {}
         for username, role in USERS_BY_ROLE:
-            user = self._user(User, spec["prefix"] + username, password)
+            user = self._user(user_model, spec["prefix"] + username, password)
             role_grant(actor=admin, user=user, fund=fund, role=role)
             users[username] = user
         # The site administrator is the second pair of eyes on policy changes in the demo.
