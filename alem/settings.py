@@ -215,6 +215,8 @@ ALEM_DECIMALS = {
     "price": (28, 10),
     # Asset quantities keep 18 decimals (the precision of BNB and ETH).
     "quantity": (38, 18),
+    # Computed USD amounts and ledger movements: quantity x price + fee stays exact.
+    "amount": (48, 28),
     # Shares and tolerances, as fractions of one.
     "ratio": (7, 6),
 }

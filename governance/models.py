@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
-from portfolio.fields import MoneyField, PriceField
+from portfolio.fields import AmountField, MoneyField, PriceField
 from portfolio.models import Asset, Fund, FundingSource, FundRole
 
 # The roles that decide at a policy stage.
@@ -145,7 +145,9 @@ class Proposal(models.Model):
     compliance = models.JSONField(
         default=dict, blank=True, help_text=_("The latest pre-trade compliance report.")
     )
-    executed_notional_usd = MoneyField(default=0)
+    executed_notional_usd = AmountField(
+        default=0, help_text=_("Total cost of the fills booked so far, fees included.")
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)

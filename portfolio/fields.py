@@ -20,8 +20,13 @@ def PriceField(**kwargs) -> models.DecimalField:  # noqa: N802
 
 
 def QuantityField(**kwargs) -> models.DecimalField:  # noqa: N802
-    """An asset quantity or a computed USD amount, with 18 decimals."""
+    """An asset quantity, with 18 decimals."""
     return _decimal_field("quantity", **kwargs)
+
+
+def AmountField(**kwargs) -> models.DecimalField:  # noqa: N802
+    """A computed amount (quantity x price + fee, ledger movements), kept exact."""
+    return _decimal_field("amount", **kwargs)
 
 
 def RatioField(**kwargs) -> models.DecimalField:  # noqa: N802

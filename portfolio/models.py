@@ -10,7 +10,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
-from portfolio.fields import MoneyField, PriceField, QuantityField, RatioField
+from portfolio.fields import AmountField, MoneyField, PriceField, RatioField
 
 
 class FundRole(models.TextChoices):
@@ -218,8 +218,8 @@ class LedgerEntry(models.Model):
         related_name="ledger_entries",
         help_text=_("Empty for US dollar cash."),
     )
-    quantity = QuantityField(help_text=_("Signed change: asset units, or USD for cash."))
-    value_usd = QuantityField(help_text=_("Signed USD value at booking (cost for holdings)."))
+    quantity = AmountField(help_text=_("Signed change: asset units, or USD for cash."))
+    value_usd = AmountField(help_text=_("Signed USD value at booking (cost for holdings)."))
     funding_source = models.ForeignKey(
         FundingSource, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
