@@ -66,3 +66,19 @@ class FourEyesRequired(GovernanceError):
     """A change that needs a second person was attempted by the same person."""
 
     code = "four_eyes_required"
+
+
+class ExecutionRefused(GovernanceError):
+    """Rule 10: a fill that would break the approved mandate; ``code`` names the rule."""
+
+    code = "execution_refused"
+
+    def __init__(self, detail: str, *, code: str, context: dict | None = None):
+        super().__init__(detail, context=context)
+        self.code = code
+
+
+class DuplicateExternalRef(GovernanceError):
+    """The external reference is already booked against another proposal."""
+
+    code = "duplicate_external_ref"

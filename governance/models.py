@@ -5,7 +5,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
-from portfolio.fields import AmountField, MoneyField, PriceField
+from portfolio.fields import AmountField, MoneyField, PriceField, QuantityField
 from portfolio.models import Asset, Fund, FundingSource, FundRole
 
 # The roles that decide at a policy stage.
@@ -285,3 +285,54 @@ class AuditEvent(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.action}"
+
+
+class Execution(models.Model):
+    """One fill recorded by a treasury operator against an approved proposal (rule 10).
+
+    ``cost_usd`` is quantity x price + fee, exact; the fill books its ledger entries in the same
+    transaction. ``external_ref`` (exchange order id or transaction hash) is unique, so the same
+    fill reported twice books nothing twice.
+    """
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.PROTECT, related_name="executions")
+    quantity = QuantityField()
+    price_usd = PriceField()
+    fee_usd = AmountField(default=0)
+    cost_usd = AmountField()
+    venue = models.CharField(max_length=100)
+    external_ref = models.CharField(max_length=200, unique=True)
+    executed_at = models.DateTimeField()
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="executions"
+    )
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    evidence = models.JSONField(
+        default=dict, help_text=_("The consensus price it was checked against.")
+    )
+
+    class Meta:
+        ordering = ["executed_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(quantity__gt=0), name="%(app_label)s_%(class)s_quantity_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(price_usd__gt=0), name="%(app_label)s_%(class)s_price_positive"
+            ),
+            models.CheckConstraint(
+                condition=Q(fee_usd__gte=0), name="%(app_label)s_%(class)s_fee_not_negative"
+            ),
+            # cost = quantity x price + fee is computed exactly by the service; SQLite would
+            # evaluate an equality check in floating point, so the database holds cost > fee.
+            models.CheckConstraint(
+                condition=Q(cost_usd__gt=F("fee_usd")),
+                name="%(app_label)s_%(class)s_cost_above_fee",
+            ),
+            models.CheckConstraint(
+                condition=~Q(external_ref=""), name="%(app_label)s_%(class)s_external_ref_set"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} {self.proposal.asset} @ {self.price_usd} ({self.external_ref})"

@@ -6,14 +6,14 @@ decide on public money unless a role is granted to them like to anyone else.
 
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
-from guardian.shortcuts import get_group_perms, get_objects_for_user, get_user_perms
+from guardian.shortcuts import get_group_perms, get_user_perms
 
 from portfolio.models import Fund, FundRole
+from portfolio.selectors import funds_for_user
+
+__all__ = ["funds_for_user", "has_role", "roles_on_fund", "users_with_role"]
 
 User = get_user_model()
-
-# Holding any role, or view_fund itself, lets a user see the fund.
-VIEWING_PERMISSIONS = [f"portfolio.{role}" for role in FundRole.values] + ["portfolio.view_fund"]
 
 
 def roles_on_fund(user, fund: Fund) -> set[str]:
@@ -27,16 +27,6 @@ def roles_on_fund(user, fund: Fund) -> set[str]:
 
 def has_role(user, fund: Fund, role: str) -> bool:
     return role in roles_on_fund(user, fund)
-
-
-def funds_for_user(user, roles: list[str] | None = None) -> QuerySet[Fund]:
-    """Funds on which ``user`` holds any of ``roles`` (default: any role at all)."""
-    if not user.is_authenticated or not user.is_active:
-        return Fund.objects.none()
-    perms = [f"portfolio.{role}" for role in roles] if roles else VIEWING_PERMISSIONS
-    return get_objects_for_user(
-        user, perms, klass=Fund, any_perm=True, with_superuser=False, accept_global_perms=False
-    )
 
 
 def users_with_role(fund: Fund, role: str) -> QuerySet:

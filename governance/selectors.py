@@ -31,7 +31,9 @@ def proposal_list_for_user(user) -> QuerySet[Proposal]:
             "policy__stages",
             Prefetch(
                 "decisions",
-                queryset=Decision.objects.select_related("user", "stage").order_by("created_at"),
+                queryset=Decision.objects.select_related("user", "stage").order_by(
+                    "created_at", "id"
+                ),
             ),
         )
     )

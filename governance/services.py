@@ -20,6 +20,8 @@ from governance.audit import audit_record
 from governance.exceptions import (
     AlreadyDecided,
     ComplianceBlocked,
+    DuplicateExternalRef,
+    ExecutionRefused,
     FourEyesRequired,
     GovernanceError,
     InvalidTransition,
@@ -31,6 +33,7 @@ from governance.exceptions import (
 from governance.models import (
     ApprovalPolicy,
     Decision,
+    Execution,
     PolicyStage,
     Proposal,
     ProposalState,
@@ -272,9 +275,17 @@ def _require_author(proposal: Proposal, actor, action: str) -> None:
         raise NotPermitted(f"You no longer hold the propose role needed to {action} it.")
 
 
-def _validate_terms(*, fund: Fund, funding_source: FundingSource) -> None:
-    if funding_source.fund_id != fund.pk:
-        raise ValidationError({"funding_source": "This funding source belongs to another fund."})
+def _validate_terms(proposal_terms: dict, *, fund: Fund) -> None:
+    errors = {
+        name: "Must be greater than zero."
+        for name in ("notional_usd", "limit_price_usd")
+        if name in proposal_terms and not proposal_terms[name] > 0
+    }
+    source = proposal_terms.get("funding_source")
+    if source is not None and source.fund_id != fund.pk:
+        errors["funding_source"] = "This funding source belongs to another fund."
+    if errors:
+        raise ValidationError(errors)
 
 
 def _terms_json(proposal: Proposal) -> dict:
@@ -306,7 +317,14 @@ def proposal_create(
     """
     if not has_role(author, fund, FundRole.PROPOSE):
         raise NotPermitted("Creating a proposal needs the propose role on the fund.")
-    _validate_terms(fund=fund, funding_source=funding_source)
+    _validate_terms(
+        {
+            "notional_usd": notional_usd,
+            "limit_price_usd": limit_price_usd,
+            "funding_source": funding_source,
+        },
+        fund=fund,
+    )
     with transaction.atomic():
         proposal = Proposal.objects.create(
             fund=fund,
@@ -341,10 +359,10 @@ def proposal_update(*, proposal_id: int, actor, **changes) -> Proposal:
         proposal = _lock_proposal(proposal_id)
         _require_author(proposal, actor, "edit")
         policies.transition("edit", proposal.state)
+        _validate_terms(changes, fund=proposal.fund)
         before = _terms_json(proposal)
         for name, value in changes.items():
             setattr(proposal, name, value)
-        _validate_terms(fund=proposal.fund, funding_source=proposal.funding_source)
         after = _terms_json(proposal)
         changed = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
         if not changed:
@@ -647,3 +665,286 @@ def _apply_decision(
         ]
     )
     return decision, events
+
+
+# ---------------------------------------------------------------------------------------------
+# Executions
+# ---------------------------------------------------------------------------------------------
+
+
+def _existing_fill(external_ref: str, proposal_id: int) -> Execution | None:
+    """The fill already booked under ``external_ref``, if it was booked for this proposal."""
+    existing = Execution.objects.filter(external_ref=external_ref).first()
+    if existing is not None and existing.proposal_id != proposal_id:
+        raise DuplicateExternalRef(
+            f"External reference {external_ref!r} is already booked against another proposal."
+        )
+    return existing
+
+
+def _check_execution_allowed(
+    proposal: Proposal,
+    actor,
+    *,
+    quantity: Decimal,
+    price_usd: Decimal,
+    cost_usd: Decimal,
+    executed_at: dt.datetime,
+    now: dt.datetime,
+) -> dict:
+    """Rule 10 for one attempted fill; returns the consensus evidence it was checked against."""
+    from portfolio.prices.selectors import consensus_for
+
+    if not has_role(actor, proposal.fund, FundRole.EXECUTE_TRADES):
+        raise NotPermitted("Recording an execution needs the execute_trades role on the fund.")
+    if proposal.author_id == actor.pk:
+        raise SegregationOfDuties("The author of a proposal cannot execute it.")
+    if proposal.decisions.filter(user=actor, verdict=Decision.Verdict.APPROVE).exists():
+        raise SegregationOfDuties("Someone who approved a proposal cannot execute it.")
+    policies.transition("execute", proposal.state)
+
+    def refuse(code: str, detail: str, **context):
+        raise ExecutionRefused(detail, code=code, context=context)
+
+    if proposal.approval_expires_at <= now:
+        refuse("approval_expired", "The approval has expired; the proposal accepts no fill.")
+    if executed_at > now:
+        refuse("executed_in_future", "The execution time is in the future.")
+    if executed_at < proposal.decided_at:
+        refuse("executed_before_approval", "The execution time is before the approval.")
+    if price_usd > proposal.limit_price_usd:
+        refuse(
+            "above_limit_price",
+            f"Price USD {price_usd} is above the limit price USD {proposal.limit_price_usd}.",
+        )
+    remaining = proposal.notional_usd - proposal.executed_notional_usd
+    if cost_usd > remaining:
+        refuse(
+            "over_notional",
+            f"The fill costs USD {cost_usd} but only USD {remaining} of the approved notional "
+            "remains.",
+            remaining_usd=str(remaining),
+        )
+    consensus = consensus_for(proposal.asset, at=executed_at)
+    evidence = consensus.as_json()
+    if not consensus.usable:
+        flags = ", ".join(consensus.flags) or "no price"
+        refuse(
+            "consensus_unusable",
+            f"The consensus price at the execution time cannot back a fill ({flags}).",
+            consensus=evidence,
+        )
+    deviation = abs(price_usd - consensus.price) / consensus.price
+    if deviation > proposal.fund.price_tolerance:
+        refuse(
+            "price_outside_tolerance",
+            f"Price USD {price_usd} is {deviation:.2%} from the consensus USD {consensus.price}; "
+            f"the fund tolerates {proposal.fund.price_tolerance:.2%}.",
+            consensus=evidence,
+        )
+    return evidence
+
+
+def execution_record(
+    *,
+    proposal_id: int,
+    actor,
+    quantity: Decimal,
+    price_usd: Decimal,
+    fee_usd: Decimal,
+    venue: str,
+    external_ref: str,
+    executed_at: dt.datetime,
+    close: bool = False,
+) -> tuple[Execution, bool]:
+    """Record one fill of an approved proposal; returns (execution, created).
+
+    Preconditions: lock held on the proposal; state ``approved`` and not past its expiry;
+    ``actor`` holds ``execute_trades``, is not the author and did not approve it; executed
+    between the approval and now; price at most the limit price and within the fund's tolerance
+    of a usable consensus price at the execution time; total cost within the approved notional.
+    The same ``external_ref`` again returns the booked fill (``created`` False) and books nothing.
+    Effects: the execution; ledger entries (asset in, cash out, fee out); the executed notional
+    grows; the fill that uses the whole notional, or ``close=True``, moves the proposal to
+    ``executed``. Audit ``execution.recorded`` (and ``proposal.executed``); a refusal is audited
+    as ``execution.refused``.
+    """
+    if quantity <= 0 or price_usd <= 0 or fee_usd < 0:
+        raise ValidationError("Quantity and price must be positive and the fee not negative.")
+    if not external_ref.strip() or not venue.strip():
+        raise ValidationError({"external_ref": "The venue and external reference are required."})
+    existing = _existing_fill(external_ref, proposal_id)
+    if existing is not None:
+        return existing, False
+    cost_usd = quantity * price_usd + fee_usd
+    refusal = None
+    with transaction.atomic():
+        proposal = _lock_proposal(proposal_id)
+        existing = _existing_fill(external_ref, proposal_id)
+        if existing is not None:
+            return existing, False
+        try:
+            evidence = _check_execution_allowed(
+                proposal,
+                actor,
+                quantity=quantity,
+                price_usd=price_usd,
+                cost_usd=cost_usd,
+                executed_at=executed_at,
+                now=timezone.now(),
+            )
+        except GovernanceError as exc:
+            refusal = exc
+            audit_record(
+                action="execution.refused",
+                actor=actor,
+                proposal=proposal,
+                payload={
+                    "code": exc.code,
+                    "detail": exc.detail,
+                    "external_ref": external_ref,
+                    "quantity": str(quantity),
+                    "price_usd": str(price_usd),
+                    "fee_usd": str(fee_usd),
+                },
+            )
+        else:
+            execution = _book_fill(
+                proposal,
+                actor,
+                quantity=quantity,
+                price_usd=price_usd,
+                fee_usd=fee_usd,
+                cost_usd=cost_usd,
+                venue=venue,
+                external_ref=external_ref,
+                executed_at=executed_at,
+                evidence=evidence,
+                close=close,
+            )
+            return execution, True
+    raise refusal
+
+
+def _book_fill(proposal: Proposal, actor, *, close: bool, **fill) -> Execution:
+    try:
+        with transaction.atomic():
+            execution = Execution.objects.create(proposal=proposal, recorded_by=actor, **fill)
+    except IntegrityError as exc:
+        # The same external reference was booked concurrently on another proposal.
+        raise DuplicateExternalRef(
+            f"External reference {fill['external_ref']!r} is already booked."
+        ) from exc
+    gross = execution.quantity * execution.price_usd
+    common = {"fund": proposal.fund, "booked_at": execution.executed_at, "booked_by": actor}
+    books.ledger_entry_book(
+        kind=LedgerEntry.Kind.BUY,
+        asset=proposal.asset,
+        quantity=execution.quantity,
+        value_usd=gross,
+        reference=f"execution:{execution.pk}:asset",
+        **common,
+    )
+    books.ledger_entry_book(
+        kind=LedgerEntry.Kind.BUY,
+        quantity=-gross,
+        value_usd=-gross,
+        reference=f"execution:{execution.pk}:cash",
+        **common,
+    )
+    if execution.fee_usd:
+        books.ledger_entry_book(
+            kind=LedgerEntry.Kind.FEE,
+            quantity=-execution.fee_usd,
+            value_usd=-execution.fee_usd,
+            reference=f"execution:{execution.pk}:fee",
+            **common,
+        )
+    proposal.executed_notional_usd += execution.cost_usd
+    audit_record(
+        action="execution.recorded",
+        actor=actor,
+        proposal=proposal,
+        payload={
+            "execution": execution.pk,
+            "external_ref": execution.external_ref,
+            "venue": execution.venue,
+            "quantity": str(execution.quantity),
+            "price_usd": str(execution.price_usd),
+            "fee_usd": str(execution.fee_usd),
+            "cost_usd": str(execution.cost_usd),
+            "executed_at": execution.executed_at.isoformat(),
+            "executed_notional_usd": str(proposal.executed_notional_usd),
+        },
+    )
+    if close or proposal.executed_notional_usd == proposal.notional_usd:
+        _mark_executed(proposal, actor, reason="closed with the fill" if close else "fully filled")
+    proposal.save(update_fields=["executed_notional_usd", "state", "updated_at"])
+    return execution
+
+
+def _mark_executed(proposal: Proposal, actor, *, reason: str) -> None:
+    proposal.state = policies.transition("execute", proposal.state)
+    audit_record(
+        action="proposal.executed",
+        actor=actor,
+        proposal=proposal,
+        payload={
+            "executed_notional_usd": str(proposal.executed_notional_usd),
+            "unspent_usd": str(proposal.notional_usd - proposal.executed_notional_usd),
+            "reason": reason,
+        },
+    )
+
+
+def proposal_close(*, proposal_id: int, actor, reason: str = "") -> Proposal:
+    """Close a partly executed proposal: the rest of its notional is released.
+
+    Preconditions: lock held; state ``approved`` with at least one fill; ``actor`` holds
+    ``execute_trades`` and is not the author.
+    Effects: state ``executed``; audit ``proposal.executed`` with the unspent notional.
+    """
+    with transaction.atomic():
+        proposal = _lock_proposal(proposal_id)
+        if not has_role(actor, proposal.fund, FundRole.EXECUTE_TRADES):
+            raise NotPermitted("Closing a proposal needs the execute_trades role on the fund.")
+        if proposal.author_id == actor.pk:
+            raise SegregationOfDuties("The author of a proposal cannot close its execution.")
+        policies.transition("execute", proposal.state)
+        if proposal.executed_notional_usd == 0:
+            raise InvalidTransition(
+                "Nothing has been executed; let the approval expire or have the author withdraw."
+            )
+        _mark_executed(proposal, actor, reason=reason or "closed by the treasury")
+        proposal.save(update_fields=["state", "updated_at"])
+    return proposal
+
+
+def proposals_expire_due(*, now: dt.datetime | None = None) -> list[int]:
+    """Expire every approved proposal whose execution window has passed; returns their ids.
+
+    Each proposal is locked and re-checked, so a fill racing the expiry either lands first or
+    is refused. Effects: state ``expired``; audit ``proposal.expired`` (actor: the system).
+    """
+    now = now or timezone.now()
+    due = Proposal.objects.filter(
+        state=ProposalState.APPROVED, approval_expires_at__lte=now
+    ).values_list("pk", flat=True)
+    expired = []
+    for proposal_id in due:
+        with transaction.atomic():
+            proposal = _lock_proposal(proposal_id)
+            if proposal.state != ProposalState.APPROVED or proposal.approval_expires_at > now:
+                continue
+            proposal.state = policies.transition("expire", proposal.state)
+            proposal.save(update_fields=["state", "updated_at"])
+            audit_record(
+                action="proposal.expired",
+                proposal=proposal,
+                payload={
+                    "approval_expires_at": proposal.approval_expires_at.isoformat(),
+                    "executed_notional_usd": str(proposal.executed_notional_usd),
+                },
+            )
+            expired.append(proposal_id)
+    return expired

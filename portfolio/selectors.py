@@ -3,11 +3,28 @@
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import Sum
+from django.db.models import QuerySet, Sum
+from guardian.shortcuts import get_objects_for_user
 
-from portfolio.models import Asset, Fund, LedgerEntry, Price
+from portfolio.models import Asset, Fund, FundRole, LedgerEntry, Price
 
 ZERO = Decimal("0")
+
+# Holding any role, or view_fund itself, lets a user see the fund.
+VIEWING_PERMISSIONS = [f"portfolio.{role}" for role in FundRole.values] + ["portfolio.view_fund"]
+
+
+def funds_for_user(user, roles: list[str] | None = None) -> QuerySet[Fund]:
+    """Funds on which ``user`` holds any of ``roles`` (default: any role at all).
+
+    Object permissions only: global permissions and superuser status grant no fund.
+    """
+    if not user.is_authenticated or not user.is_active:
+        return Fund.objects.none()
+    perms = [f"portfolio.{role}" for role in roles] if roles else VIEWING_PERMISSIONS
+    return get_objects_for_user(
+        user, perms, klass=Fund, any_perm=True, with_superuser=False, accept_global_perms=False
+    )
 
 
 @dataclass(frozen=True)

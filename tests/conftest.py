@@ -52,6 +52,12 @@ def pytest_runtest_setup(item):
         pytest.skip(f"needs Redis at {REDIS_PROBE_URL}")
 
 
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """The builders create a dozen users per fund; the production hasher would dominate."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def alem(db):
     """A fund shaped like the Alem Crypto Fund: users per role, USD 25M cash, policy v1
