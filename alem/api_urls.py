@@ -4,6 +4,8 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.authtoken.views import obtain_auth_token
 
+from portfolio.api.prices import PriceView
+
 # ---------------------------------------------------------------------------------------------
 # v1: auth, funds and assets, proposals and decisions
 # ---------------------------------------------------------------------------------------------
@@ -19,7 +21,7 @@ v1_urlpatterns = [
 # The prices work adds its route to this list; it is kept apart so the two changes meet here.
 # ---------------------------------------------------------------------------------------------
 
-prices_urlpatterns: list = []
+prices_urlpatterns = [path("prices/", PriceView.as_view(), name="prices")]
 
 # ---------------------------------------------------------------------------------------------
 

@@ -1,6 +1,13 @@
-"""The Celery application: settings under the ``CELERY_`` namespace, tasks autodiscovered."""
+"""The Celery application: settings under the ``CELERY_`` namespace, tasks autodiscovered.
+
+Broker: Redis when ``REDIS_URL`` is set, else Celery's ``filesystem://`` transport under
+``var/`` (see the Celery section of ``alem.settings``). Periodic schedules live in the
+database (django-celery-beat); ``manage.py install_schedules`` installs the ones declared in
+code.
+"""
 
 import os
+from pathlib import Path
 
 from celery import Celery
 
@@ -9,3 +16,14 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alem.settings")
 app = Celery("alem")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@app.on_after_configure.connect
+def create_filesystem_broker_folders(sender, **kwargs):
+    """The filesystem transport reads and writes its folders but never creates them."""
+    if not str(sender.conf.broker_url).startswith("filesystem://"):
+        return
+    options = sender.conf.broker_transport_options or {}
+    for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
+        if options.get(key):
+            Path(options[key]).mkdir(parents=True, exist_ok=True)

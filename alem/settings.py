@@ -70,6 +70,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "guardian",
+    "django_celery_beat",
     "portfolio",
     "governance",
 ]
@@ -162,8 +163,9 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
+        # Token first, so an unauthenticated request gets 401 with WWW-Authenticate.
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -179,6 +181,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Governance and approvals of a state crypto reserve fund.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -187,21 +190,78 @@ SPECTACULAR_SETTINGS = {
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
 CELERY_BROKER_DIR = VAR_DIR / "celery-broker"
+# Seconds Redis waits for an acknowledgement before it hands a task to another worker. With late
+# acks a task holds its message while it runs or waits for a retry countdown, so every time
+# limit and countdown below stays well under it (a redelivery would run the task twice).
+CELERY_VISIBILITY_TIMEOUT = int(os.environ.get("CELERY_VISIBILITY_TIMEOUT", "3600"))
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 else:
+    # One folder serves as both ends of the queue, so a worker and a web server on the same
+    # machine talk through it. ``alem.celery`` creates the folders.
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
         "data_folder_out": str(CELERY_BROKER_DIR / "queue"),
         "processed_folder": str(CELERY_BROKER_DIR / "processed"),
+        "control_folder": str(CELERY_BROKER_DIR / "control"),
         "store_processed": False,
     }
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = TIME_ZONE
+# Acknowledge a task only once it has finished, and hand it back to the queue when the worker
+# dies under it: every task is safe to run twice (locks and unique constraints), none is lost.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_CANCEL_LONG_RUNNING_TASKS_ON_CONNECTION_LOSS = True
+# A worker reserves one task at a time, so a slow fetch never holds others hostage.
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SOFT_TIME_LIMIT = 240
+CELERY_TASK_TIME_LIMIT = 300
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+DJANGO_CELERY_BEAT_TZ_AWARE = True
+
+# ---------------------------------------------------------------------------------------------
+# Market data: providers, retries and the consensus price
+# ---------------------------------------------------------------------------------------------
+
+BINANCE_BASE_URL = os.environ.get("BINANCE_BASE_URL", "https://api.binance.com").rstrip("/")
+COINGECKO_BASE_URL = os.environ.get("COINGECKO_BASE_URL", "https://api.coingecko.com").rstrip("/")
+# Optional CoinGecko demo key (sent as x-cg-demo-api-key); the public API works without one.
+COINGECKO_API_KEY = os.environ.get("COINGECKO_API_KEY", "")
+NBK_RATES_URL = os.environ.get("NBK_RATES_URL", "https://nationalbank.kz/rss/get_rates.cfm")
+
+# Seconds to wait for a provider to answer, per request.
+ALEM_PRICE_TIMEOUT_SECONDS = float(os.environ.get("ALEM_PRICE_TIMEOUT_SECONDS", "10"))
+# Attempts per request on a timeout, a 5xx or a short 429; the waits between attempts double
+# from the base, up to the cap. A 429 whose Retry-After exceeds the longest wait, and every
+# 418, pause the provider until Retry-After has passed instead.
+ALEM_PRICE_HTTP_ATTEMPTS = int(os.environ.get("ALEM_PRICE_HTTP_ATTEMPTS", "3"))
+ALEM_PRICE_BACKOFF_SECONDS = float(os.environ.get("ALEM_PRICE_BACKOFF_SECONDS", "1"))
+ALEM_PRICE_BACKOFF_MAX_SECONDS = float(os.environ.get("ALEM_PRICE_BACKOFF_MAX_SECONDS", "10"))
+ALEM_PRICE_RETRY_AFTER_MAX_WAIT_SECONDS = float(
+    os.environ.get("ALEM_PRICE_RETRY_AFTER_MAX_WAIT_SECONDS", "10")
+)
+# Pause after a 429 or 418 that names no Retry-After.
+ALEM_PRICE_DEFAULT_PAUSE_SECONDS = int(os.environ.get("ALEM_PRICE_DEFAULT_PAUSE_SECONDS", "300"))
+# A fetch still marked running after this long is taken for dead (its process was killed), so
+# the next run may start: longer than the fetch task's time limit, and for backfills (commands
+# without a time limit) long enough for five years of history.
+ALEM_PRICE_FETCH_LEASE_SECONDS = int(os.environ.get("ALEM_PRICE_FETCH_LEASE_SECONDS", "300"))
+ALEM_PRICE_BACKFILL_LEASE_SECONDS = int(os.environ.get("ALEM_PRICE_BACKFILL_LEASE_SECONDS", "3600"))
+# Consensus: sources further apart than this share of the median are "divergent"; a price whose
+# freshest quote is older than the limit is "stale". Pegged assets follow the official rate,
+# published once per business day, hence their own limit.
+ALEM_PRICE_MAX_DIVERGENCE = os.environ.get("ALEM_PRICE_MAX_DIVERGENCE", "0.02")
+ALEM_PRICE_STALE_AFTER_SECONDS = int(os.environ.get("ALEM_PRICE_STALE_AFTER_SECONDS", "900"))
+ALEM_PRICE_PEG_STALE_AFTER_SECONDS = int(
+    os.environ.get("ALEM_PRICE_PEG_STALE_AFTER_SECONDS", str(4 * 24 * 3600))
+)
 
 # ---------------------------------------------------------------------------------------------
 # Alem: money, quantities and workflow

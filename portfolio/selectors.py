@@ -1,11 +1,14 @@
 """Reads of the books: cash, holdings and the latest prices. Callers scope by fund."""
 
+import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db.models import QuerySet, Sum
+from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
+from portfolio.calculations import Valuation, value_positions
 from portfolio.models import Asset, Fund, FundRole, LedgerEntry, Price
 
 ZERO = Decimal("0")
@@ -35,16 +38,22 @@ class Holding:
     cost_usd: Decimal
 
 
-def fund_cash_usd(fund: Fund) -> Decimal:
-    """US dollar cash: the sum of the fund's cash ledger entries."""
-    total = LedgerEntry.objects.filter(fund=fund, asset__isnull=True).aggregate(s=Sum("quantity"))
+def _ledger(fund: Fund, at: dt.datetime | None):
+    entries = LedgerEntry.objects.filter(fund=fund)
+    return entries if at is None else entries.filter(booked_at__lte=at)
+
+
+def fund_cash_usd(fund: Fund, *, at: dt.datetime | None = None) -> Decimal:
+    """US dollar cash: the sum of the fund's cash ledger entries (booked by ``at``, if given)."""
+    total = _ledger(fund, at).filter(asset__isnull=True).aggregate(s=Sum("quantity"))
     return total["s"] or ZERO
 
 
-def fund_holdings(fund: Fund) -> list[Holding]:
-    """Non-zero holdings per asset, summed from the ledger, ordered by symbol."""
+def fund_holdings(fund: Fund, *, at: dt.datetime | None = None) -> list[Holding]:
+    """Non-zero holdings per asset summed from the ledger (booked by ``at``), by symbol."""
     rows = (
-        LedgerEntry.objects.filter(fund=fund, asset__isnull=False)
+        _ledger(fund, at)
+        .filter(asset__isnull=False)
         .values("asset_id", "asset__symbol")
         .annotate(quantity=Sum("quantity"), cost=Sum("value_usd"))
         .order_by("asset__symbol")
@@ -77,3 +86,30 @@ def latest_prices(asset_ids, *, quote_currency: str = "USD") -> dict[int, Price]
         if price is not None:
             prices[asset_id] = price
     return prices
+
+
+@dataclass(frozen=True)
+class FundValuation:
+    """A fund valued at one moment, with the consensus behind each holding's price."""
+
+    at: dt.datetime
+    valuation: Valuation
+    consensus: dict  # asset id -> portfolio.prices.consensus.Consensus
+
+
+def fund_valuation(fund: Fund, *, at: dt.datetime | None = None) -> FundValuation:
+    """Positions, cash and NAV of ``fund`` at ``at`` (now by default).
+
+    Holdings are the ledger booked by ``at``; each is valued at its consensus price at ``at``
+    (shown even when flagged; the flags travel with it). Queries: two for the ledger and a few
+    per held asset, whatever the number of ledger entries.
+    """
+    from portfolio.prices.selectors import consensus_for_assets
+
+    at = at or timezone.now()
+    holdings = fund_holdings(fund, at=at)
+    assets = Asset.objects.in_bulk([h.asset_id for h in holdings])
+    consensus = consensus_for_assets(list(assets.values()), at=at)
+    prices = {asset_id: c.price for asset_id, c in consensus.items()}
+    valuation = value_positions(holdings, prices, fund_cash_usd(fund, at=at))
+    return FundValuation(at=at, valuation=valuation, consensus=consensus)

@@ -1,0 +1,1 @@
+"""Market data: provider clients, parsing, the consensus price, fetch services and schedules."""

@@ -1,0 +1,671 @@
+"""Services that fetch market data and store it: prices, official rates and failures.
+
+Each fetch is one ``PriceFetch`` row. It is created ``running`` before the first request and
+holds the lock of its provider and kind (a unique constraint admits one running fetch), so an
+overlapping run does nothing. It is finished in one transaction with everything it stored and
+every failure, with the reason. Nothing that failed to parse is ever stored as a price.
+
+A provider that answered 429 or 418 with Retry-After is paused: until then its fetches are
+recorded as ``skipped`` and make no request.
+"""
+
+import datetime as dt
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from portfolio.fields import PriceField
+from portfolio.models import Asset, FetchFailure, FxRate, MarketDataProvider, Price, PriceFetch
+from portfolio.prices import selectors
+from portfolio.prices.exceptions import ManualPriceInvalid
+from portfolio.prices.parsing import DIVISION_DIGITS
+from portfolio.prices.providers import (
+    BinanceClient,
+    CoinGeckoClient,
+    FetchError,
+    NbkClient,
+    ProviderClient,
+    client_for,
+)
+
+logger = logging.getLogger(__name__)
+
+Outcome = PriceFetch.Outcome
+Reason = FetchFailure.Reason
+Kind = PriceFetch.Kind
+# Not a stored outcome: another fetch of the same provider and kind was running, so this one
+# did nothing at all.
+BUSY = "busy"
+Progress = Callable[[int, int, str], None]
+# Days of official rates stored per transaction by a backfill.
+OFFICIAL_RATES_BATCH = 100
+
+
+@dataclass(frozen=True)
+class FailureNote:
+    reason: str
+    detail: str
+    asset: Asset | None = None
+    http_status: int | None = None
+    pause_seconds: float | None = None
+
+    @classmethod
+    def from_error(cls, error: FetchError, asset: Asset | None = None) -> "FailureNote":
+        return cls(error.reason, error.detail, asset, error.http_status, error.pause_seconds)
+
+
+@dataclass
+class FetchReport:
+    """What one fetch did: for the command's output, the task's result and tests."""
+
+    provider: str
+    kind: str
+    outcome: str
+    fetch_id: int | None = None
+    requests: int = 0
+    stored: int = 0
+    # (asset symbol, price, quote currency) for every price the provider returned.
+    prices: list[tuple[str, Decimal, str]] = field(default_factory=list)
+    failures: list[FailureNote] = field(default_factory=list)
+    paused_until: dt.datetime | None = None
+    detail: str = ""
+
+    def as_json(self) -> dict:
+        return {
+            "provider": self.provider,
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "fetch_id": self.fetch_id,
+            "requests": self.requests,
+            "stored": self.stored,
+            "prices": [[symbol, str(price), quote] for symbol, price, quote in self.prices],
+            "failures": [
+                {"reason": f.reason, "detail": f.detail, "asset": f.asset and f.asset.symbol}
+                for f in self.failures
+            ],
+            "paused_until": self.paused_until and self.paused_until.isoformat(),
+            "detail": self.detail,
+        }
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage helpers
+# ---------------------------------------------------------------------------------------------
+
+
+def storable_price(value: Decimal) -> Decimal | None:
+    """``value`` at the stored precision (half-even beyond the last place), or None when it
+    does not fit the column or rounds to nothing."""
+    field_ = PriceField()
+    places, max_digits = field_.decimal_places, field_.max_digits
+    with localcontext() as ctx:
+        ctx.prec = DIVISION_DIGITS
+        stored = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    if stored <= 0 or stored.adjusted() >= max_digits - places:
+        return None
+    return stored
+
+
+def _store_prices(rows: list[Price]) -> int:
+    """Insert the prices not stored yet (same asset, source, quote currency and time); returns
+    how many were new. Safe to repeat."""
+    groups = defaultdict(list)
+    for row in rows:
+        groups[(row.asset_id, row.source, row.quote_currency)].append(row)
+    new = []
+    for (asset_id, source, quote), group in groups.items():
+        times = [row.observed_at for row in group]
+        seen = set(
+            Price.objects.filter(
+                asset_id=asset_id,
+                source=source,
+                quote_currency=quote,
+                observed_at__gte=min(times),
+                observed_at__lte=max(times),
+            ).values_list("observed_at", flat=True)
+        )
+        for row in group:
+            if row.observed_at not in seen:
+                seen.add(row.observed_at)
+                new.append(row)
+    Price.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
+    return len(new)
+
+
+def _store_fx_rates(rates: list[FxRate]) -> int:
+    """Insert the USD/KZT rates of days not stored yet; returns how many were new. A stored
+    rate is never overwritten."""
+    if not rates:
+        return 0
+    days = {rate.date for rate in rates}
+    seen = set(
+        FxRate.objects.filter(base_currency="USD", quote_currency="KZT", date__in=days).values_list(
+            "date", flat=True
+        )
+    )
+    new = []
+    for rate in rates:
+        if rate.date not in seen:
+            seen.add(rate.date)
+            new.append(rate)
+    FxRate.objects.bulk_create(new, ignore_conflicts=True)
+    return len(new)
+
+
+def _begin(provider: str, kind: str, requested: list[str], now: dt.datetime) -> PriceFetch | None:
+    """Take the lock of ``provider`` and ``kind`` by creating the running fetch; None when
+    another one runs. A running fetch older than the lease is taken for dead first."""
+    lease = dt.timedelta(
+        seconds=settings.ALEM_PRICE_BACKFILL_LEASE_SECONDS
+        if kind == Kind.HISTORY
+        else settings.ALEM_PRICE_FETCH_LEASE_SECONDS
+    )
+    PriceFetch.objects.filter(
+        provider=provider, kind=kind, outcome=Outcome.RUNNING, started_at__lt=now - lease
+    ).update(
+        outcome=Outcome.ABANDONED,
+        finished_at=now,
+        detail=f"still running after {lease}; its worker is taken for dead",
+    )
+    try:
+        with transaction.atomic():
+            return PriceFetch.objects.create(
+                provider=provider, kind=kind, requested=requested, started_at=now
+            )
+    except IntegrityError:
+        return None
+
+
+def _finish(
+    fetch: PriceFetch,
+    *,
+    failures: list[FailureNote],
+    requests: int,
+    priced: int,
+    rows: list[Price] = (),
+    fx_rates: list[FxRate] = (),
+    stored_already: int = 0,
+    detail: str = "",
+) -> tuple[int, dt.datetime | None]:
+    """Store what the fetch brought and its failures, and close it, in one transaction.
+    Returns the number of rows stored and the pause the failures asked for, if any."""
+    now = timezone.now()
+    pauses = [now + dt.timedelta(seconds=f.pause_seconds) for f in failures if f.pause_seconds]
+    paused_until = max(pauses) if pauses else None
+    with transaction.atomic():
+        stored = stored_already + _store_prices(list(rows)) + _store_fx_rates(list(fx_rates))
+        FetchFailure.objects.bulk_create(
+            FetchFailure(
+                fetch=fetch,
+                provider=fetch.provider,
+                asset=note.asset,
+                reason=note.reason,
+                http_status=note.http_status,
+                detail=note.detail[:2000],
+                paused_until=(
+                    now + dt.timedelta(seconds=note.pause_seconds) if note.pause_seconds else None
+                ),
+                occurred_at=now,
+            )
+            for note in failures
+        )
+        if not failures:
+            fetch.outcome = Outcome.OK
+        elif priced:
+            fetch.outcome = Outcome.PARTIAL
+        else:
+            fetch.outcome = Outcome.FAILED
+        fetch.stored = stored
+        fetch.attempts = min(requests, 32767)
+        fetch.detail = detail
+        fetch.finished_at = now
+        fetch.save(update_fields=["outcome", "stored", "attempts", "detail", "finished_at"])
+    return stored, paused_until
+
+
+def _finish_interrupted(fetch: PriceFetch, failures: list[FailureNote], requests: int) -> None:
+    """Close a fetch a fault (or a signal) broke off, so it does not hold the lock until its
+    lease runs out. The fault is raised again by the caller; this must not hide it."""
+    try:
+        _finish(fetch, failures=failures, requests=requests, priced=0)
+    except Exception:
+        logger.exception("Could not record the end of %s", fetch)
+
+
+def _skipped(provider: str, kind: str, pause: FetchFailure, now: dt.datetime) -> FetchReport:
+    detail = (
+        f"paused until {pause.paused_until.isoformat()} after "
+        f"{pause.get_reason_display().lower()} (fetch #{pause.fetch_id})"
+    )
+    fetch = PriceFetch.objects.create(
+        provider=provider,
+        kind=kind,
+        outcome=Outcome.SKIPPED,
+        detail=detail,
+        started_at=now,
+        finished_at=now,
+    )
+    return FetchReport(
+        provider, kind, Outcome.SKIPPED, fetch.id, paused_until=pause.paused_until, detail=detail
+    )
+
+
+def _busy(provider: str, kind: str) -> FetchReport:
+    return FetchReport(
+        provider, kind, BUSY, detail="another fetch of this provider is running; nothing done"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# What to ask each provider
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_provider(provider: str) -> None:
+    if provider not in MarketDataProvider.values:
+        raise ValueError(
+            f"unknown provider {provider!r}; expected one of {', '.join(MarketDataProvider.values)}"
+        )
+
+
+def _listed_assets(provider: str, symbols: list[str] | None = None) -> dict[str, list[Asset]]:
+    """Assets listed by a market provider, keyed by the provider's id for them."""
+    assets = Asset.objects.order_by("symbol")
+    if symbols:
+        assets = assets.filter(symbol__in=[s.upper() for s in symbols])
+    by_key = defaultdict(list)
+    for asset in assets:
+        key = asset.binance_symbol if provider == MarketDataProvider.BINANCE else asset.coingecko_id
+        key = key.strip()
+        if key:
+            by_key[key.upper() if provider == MarketDataProvider.BINANCE else key].append(asset)
+    return dict(by_key)
+
+
+def _pegged_assets(symbols: list[str] | None = None) -> list[Asset]:
+    assets = Asset.objects.exclude(peg_currency="").order_by("symbol")
+    if symbols:
+        assets = assets.filter(symbol__in=[s.upper() for s in symbols])
+    return list(assets)
+
+
+def _price_rows(
+    provider: str,
+    listed: dict[str, list[Asset]],
+    key: str,
+    observations,
+    quote_currency: str,
+    failures: list[FailureNote],
+) -> list[Price]:
+    rows = []
+    for asset in listed[key]:
+        for observed in observations:
+            price = storable_price(observed.price)
+            if price is None:
+                failures.append(
+                    FailureNote(
+                        Reason.MALFORMED,
+                        f"{key}: price {observed.price} does not fit the stored precision",
+                        asset,
+                    )
+                )
+                continue
+            rows.append(
+                Price(
+                    asset=asset,
+                    source=provider,
+                    quote_currency=quote_currency,
+                    price=price,
+                    observed_at=observed.observed_at,
+                )
+            )
+    return rows
+
+
+def _peg_rows(
+    rates: dict[str, Decimal], day: dt.date, pegged: list[Asset], failures: list[FailureNote]
+) -> list[Price]:
+    """Prices in USD of assets pegged to a currency, through the National Bank's tenge rates:
+    a KZT-pegged asset is worth 1 / (tenge per dollar). Observed at the start of the rate's day
+    in Almaty, when the official rate takes effect."""
+    usd = rates["USD"]
+    observed_at = dt.datetime.combine(day, dt.time.min, tzinfo=timezone.get_default_timezone())
+    rows = []
+    for asset in pegged:
+        peg = asset.peg_currency.upper()
+        tenge_per_unit = Decimal(1) if peg == "KZT" else rates.get(peg)
+        if tenge_per_unit is None:
+            failures.append(
+                FailureNote(Reason.UNKNOWN_SYMBOL, f"no official rate for {peg}", asset)
+            )
+            continue
+        with localcontext() as ctx:
+            ctx.prec = DIVISION_DIGITS
+            price = storable_price(tenge_per_unit / usd)
+        if price is None:
+            failures.append(FailureNote(Reason.MALFORMED, f"{peg} peg out of range", asset))
+            continue
+        rows.append(
+            Price(
+                asset=asset,
+                source=Price.Source.NBK,
+                quote_currency="USD",
+                price=price,
+                observed_at=observed_at,
+            )
+        )
+    return rows
+
+
+def _official_rates(client: NbkClient, day: dt.date, pegged: list[Asset], failures):
+    """The USD/KZT rate of ``day`` and the peg prices it gives; raises ``FetchError``."""
+    rates = client.rates(day)
+    if "USD" not in rates.rates:
+        raise FetchError(Reason.NO_RATES, f"no USD rate on {rates.date:%d.%m.%Y}", http_status=200)
+    usd = storable_price(rates.rates["USD"])
+    if usd is None:
+        raise FetchError(Reason.MALFORMED, f"USD rate {rates.rates['USD']} out of range")
+    fx_rate = FxRate(
+        base_currency="USD", quote_currency="KZT", rate=usd, date=rates.date, source="nbk"
+    )
+    return fx_rate, _peg_rows(rates.rates, rates.date, pegged, failures)
+
+
+# ---------------------------------------------------------------------------------------------
+# Latest quotes
+# ---------------------------------------------------------------------------------------------
+
+
+def prices_fetch_latest(*, provider: str, client: ProviderClient | None = None) -> FetchReport:
+    """Fetch the latest prices of every asset ``provider`` lists, in one batched request, and
+    store them with the failures. For the National Bank: today's USD/KZT rate and the prices
+    of pegged assets.
+
+    Does nothing (``BUSY``) while another latest fetch of the provider runs; records a
+    ``skipped`` fetch without any request while the provider is paused. Provider failures are
+    recorded, never raised; a fault of Alem's own is recorded as ``internal_error`` and raised.
+    """
+    _check_provider(provider)
+    now = timezone.now()
+    kind = Kind.LATEST
+    pause = selectors.provider_pause(provider, now=now)
+    if pause is not None:
+        return _skipped(provider, kind, pause, now)
+    if provider == MarketDataProvider.NBK:
+        listed, pegged = {}, _pegged_assets()
+        requested = ["USD", *sorted({a.peg_currency for a in pegged} - {"KZT", "USD"})]
+    else:
+        listed, pegged = _listed_assets(provider), []
+        requested = sorted(listed)
+    fetch = _begin(provider, kind, requested, now)
+    if fetch is None:
+        return _busy(provider, kind)
+
+    own_client = client is None
+    client = client or client_for(provider)
+    report = FetchReport(provider, kind, Outcome.RUNNING, fetch.id)
+    rows, fx_rates, failures = [], [], report.failures
+    try:
+        if provider == MarketDataProvider.NBK:
+            fx_rate, rows = _official_rates(client, timezone.localdate(now), pegged, failures)
+            fx_rates.append(fx_rate)
+            report.prices.append(("USD/KZT", fx_rate.rate, "KZT"))
+        elif requested:
+            answer = client.latest(requested)
+            for key, observed in answer.prices.items():
+                rows += _price_rows(
+                    provider, listed, key, [observed], answer.quote_currency, failures
+                )
+            for key, why in answer.unknown.items():
+                failures.extend(
+                    FailureNote(Reason.UNKNOWN_SYMBOL, f"{key}: {why}", asset)
+                    for asset in listed[key]
+                )
+        else:
+            report.detail = "no asset is listed by this provider; nothing asked"
+    except FetchError as error:
+        failures.append(FailureNote.from_error(error))
+    except BaseException as exc:
+        failures.append(FailureNote(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        _finish_interrupted(fetch, failures, client.requests)
+        raise
+    finally:
+        if own_client:
+            client.close()
+
+    report.prices += [(row.asset.symbol, row.price, row.quote_currency) for row in rows]
+    report.requests = client.requests
+    report.stored, report.paused_until = _finish(
+        fetch,
+        failures=failures,
+        requests=client.requests,
+        priced=len(rows) + len(fx_rates),
+        rows=rows,
+        fx_rates=fx_rates,
+        detail=report.detail,
+    )
+    report.outcome = fetch.outcome
+    return report
+
+
+def prices_fetch_all(*, providers: list[str] | None = None) -> list[FetchReport]:
+    """``prices_fetch_latest`` of each provider in turn; one provider's failure, even a fault
+    of Alem's own, never keeps the others from being fetched."""
+    reports = []
+    for provider in providers or MarketDataProvider.values:
+        try:
+            reports.append(prices_fetch_latest(provider=provider))
+        except Exception as exc:
+            logger.exception("Fetching latest prices from %s failed", provider)
+            reports.append(
+                FetchReport(
+                    provider,
+                    Kind.LATEST,
+                    Outcome.FAILED,
+                    failures=[FailureNote(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}")],
+                )
+            )
+    return reports
+
+
+# ---------------------------------------------------------------------------------------------
+# History
+# ---------------------------------------------------------------------------------------------
+
+
+def prices_backfill(
+    *,
+    provider: str,
+    days: int,
+    symbols: list[str] | None = None,
+    progress: Progress | None = None,
+    client: ProviderClient | None = None,
+) -> FetchReport:
+    """Store the daily history of the last ``days`` days: Binance klines, CoinGecko market
+    charts, or the National Bank's rate of each day (and the prices of pegged assets).
+
+    Idempotent: observations already stored are skipped, and for the National Bank days
+    whose rate is stored are not asked again. Each asset (or day) is stored as soon as it
+    arrives, so an interrupted backfill keeps what it got. A pause (429/418) stops the
+    provider's backfill there. ``progress(done, total, label)`` is called after each step.
+    """
+    _check_provider(provider)
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    now = timezone.now()
+    kind = Kind.HISTORY
+    pause = selectors.provider_pause(provider, now=now)
+    if pause is not None:
+        return _skipped(provider, kind, pause, now)
+    nbk = provider == MarketDataProvider.NBK
+    listed = {} if nbk else _listed_assets(provider, symbols)
+    pegged = _pegged_assets(symbols) if nbk else []
+    requested = ["USD"] if nbk else sorted(listed)
+    fetch = _begin(provider, kind, requested, now)
+    if fetch is None:
+        return _busy(provider, kind)
+
+    own_client = client is None
+    client = client or client_for(provider)
+    report = FetchReport(provider, kind, Outcome.RUNNING, fetch.id)
+    failures = report.failures
+    stored = priced = 0
+    try:
+        if nbk:
+            stored, priced = _backfill_official_rates(client, days, pegged, failures, progress)
+        else:
+            stored, priced = _backfill_market(
+                provider, client, listed, days, now, failures, progress
+            )
+    except BaseException as exc:
+        failures.append(FailureNote(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        _finish_interrupted(fetch, failures, client.requests)
+        raise
+    finally:
+        if own_client:
+            client.close()
+    report.requests = client.requests
+    report.stored, report.paused_until = _finish(
+        fetch,
+        failures=failures,
+        requests=client.requests,
+        priced=priced,
+        stored_already=stored,
+    )
+    report.outcome = fetch.outcome
+    return report
+
+
+def _backfill_market(provider, client, listed, days, now, failures, progress) -> tuple[int, int]:
+    start = dt.datetime.combine(
+        (now - dt.timedelta(days=days)).astimezone(dt.UTC).date(), dt.time.min, tzinfo=dt.UTC
+    )
+    stored = priced = 0
+    for done, key in enumerate(sorted(listed), start=1):
+        try:
+            if isinstance(client, BinanceClient):
+                observed = client.daily_closes(key, start=start)
+            elif isinstance(client, CoinGeckoClient):
+                observed = client.daily_prices(key, days=days)
+            else:
+                raise TypeError(f"{type(client).__name__} has no market history")
+        except FetchError as error:
+            failures.extend(FailureNote.from_error(error, asset) for asset in listed[key])
+            if error.pause_seconds:
+                break
+            continue
+        finally:
+            if progress:
+                progress(done, len(listed), key)
+        rows = _price_rows(provider, listed, key, observed, client.quote_currency, failures)
+        priced += len(rows)
+        with transaction.atomic():
+            stored += _store_prices(rows)
+    return stored, priced
+
+
+def _backfill_official_rates(client, days, pegged, failures, progress) -> tuple[int, int]:
+    """One request per day not stored yet, stored in batches (a transaction per day is what
+    costs most on SQLite)."""
+    today = timezone.localdate()
+    wanted = [today - dt.timedelta(days=offset) for offset in range(days, -1, -1)]
+    have = set(
+        FxRate.objects.filter(
+            base_currency="USD", quote_currency="KZT", date__gte=wanted[0]
+        ).values_list("date", flat=True)
+    )
+    stored = priced = 0
+    empty_days, fx_rates, rows = [], [], []
+
+    def flush() -> int:
+        with transaction.atomic():
+            count = _store_fx_rates(fx_rates) + _store_prices(rows)
+        fx_rates.clear()
+        rows.clear()
+        return count
+
+    for done, day in enumerate(wanted, start=1):
+        try:
+            if day in have:
+                continue
+            fx_rate, day_rows = _official_rates(client, day, pegged, failures)
+        except FetchError as error:
+            if error.reason == Reason.NO_RATES:
+                empty_days.append(day)
+                continue
+            failures.append(FailureNote.from_error(error))
+            if error.pause_seconds:
+                break
+            continue
+        finally:
+            if progress:
+                progress(done, len(wanted), f"{day:%d.%m.%Y}")
+        priced += 1 + len(day_rows)
+        have.add(fx_rate.date)
+        fx_rates.append(fx_rate)
+        rows.extend(day_rows)
+        if len(fx_rates) >= OFFICIAL_RATES_BATCH:
+            stored += flush()
+    stored += flush()
+    if empty_days:
+        failures.append(
+            FailureNote(
+                Reason.NO_RATES,
+                f"no rates published on {len(empty_days)} day(s): "
+                + ", ".join(f"{day:%d.%m.%Y}" for day in empty_days[:50])
+                + (" …" if len(empty_days) > 50 else ""),
+                http_status=200,
+            )
+        )
+    return stored, priced
+
+
+# ---------------------------------------------------------------------------------------------
+# Manual prices
+# ---------------------------------------------------------------------------------------------
+
+
+def price_record_manual(
+    *, asset: Asset, price: Decimal, entered_by, observed_at: dt.datetime | None = None
+) -> Price:
+    """Store a USD price an administrator read elsewhere, marked ``manual`` and signed by
+    ``entered_by``. It counts as one more source in the consensus, never as a corroborated
+    price by itself.
+
+    Not audited here: governance wraps this in a service that writes the audit event in the
+    same transaction. Raises ``ManualPriceInvalid`` (nothing stored) for a price that is not
+    positive or is more precise than stored prices, a time in the future, or a second manual
+    price of the asset at the same moment.
+    """
+    now = timezone.now()
+    observed_at = observed_at or now
+    if observed_at > now + dt.timedelta(minutes=1):
+        raise ManualPriceInvalid("A price cannot be observed in the future.")
+    if not isinstance(price, Decimal) or not price.is_finite() or price <= 0:
+        raise ManualPriceInvalid("The price must be a positive decimal.")
+    stored = storable_price(price)
+    if stored is None or stored != price:
+        raise ManualPriceInvalid(
+            f"The price must fit {PriceField().max_digits} digits with at most "
+            f"{PriceField().decimal_places} decimal places."
+        )
+    try:
+        with transaction.atomic():
+            return Price.objects.create(
+                asset=asset,
+                source=Price.Source.MANUAL,
+                quote_currency="USD",
+                price=stored,
+                observed_at=observed_at,
+                entered_by=entered_by,
+            )
+    except IntegrityError as exc:
+        raise ManualPriceInvalid(
+            f"A manual price of {asset.symbol} observed at {observed_at.isoformat()} exists."
+        ) from exc

@@ -1,0 +1,93 @@
+"""Periodic fetches, declared once here and installed into django-celery-beat's tables, where
+administrators can change intervals or switch them off (Django admin, "Periodic tasks").
+
+``manage.py install_schedules`` adds the missing ones and leaves existing ones as the
+administrators set them (``--reset`` puts them back to these values).
+"""
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from django.db import transaction
+from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+from portfolio.models import MarketDataProvider
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    task: str
+    every: dt.timedelta
+    args: tuple = ()
+    description: str = ""
+
+
+SCHEDULES = (
+    Schedule(
+        "Fetch prices from Binance",
+        "portfolio.tasks.prices_fetch",
+        dt.timedelta(minutes=1),
+        (MarketDataProvider.BINANCE.value,),
+        "Latest prices of every asset with a Binance symbol, in one request.",
+    ),
+    Schedule(
+        "Fetch prices from CoinGecko",
+        "portfolio.tasks.prices_fetch",
+        dt.timedelta(minutes=2),
+        (MarketDataProvider.COINGECKO.value,),
+        "Latest prices of every asset with a CoinGecko id, in one request "
+        "(every two minutes: the public API allows few calls).",
+    ),
+    Schedule(
+        "Fetch the official USD/KZT rate",
+        "portfolio.tasks.prices_fetch",
+        dt.timedelta(hours=1),
+        (MarketDataProvider.NBK.value,),
+        "Today's National Bank of Kazakhstan rate, and the prices of tenge-pegged assets.",
+    ),
+)
+
+
+def _interval(every: dt.timedelta) -> IntervalSchedule:
+    seconds = int(every.total_seconds())
+    interval = IntervalSchedule.objects.filter(
+        every=seconds, period=IntervalSchedule.SECONDS
+    ).first()
+    return interval or IntervalSchedule.objects.create(
+        every=seconds, period=IntervalSchedule.SECONDS
+    )
+
+
+@transaction.atomic
+def schedules_install(
+    *, schedules: tuple[Schedule, ...] = SCHEDULES, reset: bool = False
+) -> list[tuple[str, str]]:
+    """Create the periodic tasks that do not exist yet; with ``reset``, also put existing ones
+    back to their declared task, arguments, interval and enabled state. Returns
+    ``(name, "created" | "reset" | "kept")`` per schedule."""
+    results = []
+    for schedule in schedules:
+        values = {
+            "task": schedule.task,
+            "args": json.dumps(list(schedule.args)),
+            "interval": _interval(schedule.every),
+            "crontab": None,
+            "solar": None,
+            "clocked": None,
+            "enabled": True,
+            "description": schedule.description,
+        }
+        task = PeriodicTask.objects.select_for_update().filter(name=schedule.name).first()
+        if task is None:
+            PeriodicTask.objects.create(name=schedule.name, **values)
+            results.append((schedule.name, "created"))
+        elif reset:
+            for name, value in values.items():
+                setattr(task, name, value)
+            task.save(update_fields=list(values))
+            results.append((schedule.name, "reset"))
+        else:
+            results.append((schedule.name, "kept"))
+    return results

@@ -1,0 +1,38 @@
+"""Celery tasks of the portfolio app: thin wrappers over ``portfolio.prices.fetching``.
+
+Schedules are declared in ``portfolio.prices.schedules``. HTTP retries with backoff happen in
+the provider clients, so a task never waits on a countdown; the next scheduled run is the
+retry of a failed one. An overlapping run of the same provider does nothing (the running
+``PriceFetch`` row is the lock).
+"""
+
+import logging
+
+from celery import shared_task
+
+from portfolio.prices import fetching
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(
+    name="portfolio.tasks.prices_fetch",
+    ignore_result=True,
+    # Under the fetch lease (ALEM_PRICE_FETCH_LEASE_SECONDS), so a killed run's lock is freed
+    # soon after, and far under the broker's visibility timeout.
+    soft_time_limit=180,
+    time_limit=240,
+)
+def prices_fetch(provider: str) -> dict:
+    """Fetch and store the latest prices of one provider (``binance``, ``coingecko``,
+    ``nbk``)."""
+    report = fetching.prices_fetch_latest(provider=provider)
+    logger.info(
+        "prices_fetch %s: %s, %d stored, %d failure(s) %s",
+        provider,
+        report.outcome,
+        report.stored,
+        len(report.failures),
+        "; ".join(f"{f.reason}: {f.detail}" for f in report.failures),
+    )
+    return report.as_json()
