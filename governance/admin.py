@@ -1,0 +1,806 @@
+"""Back office for governance: proposals, decisions, policies, the audit log and fund roles.
+
+Nothing here moves a proposal or writes a record directly. Proposals, decisions, audit events
+and published policies are read-only for everyone, superusers included; role grants, policy
+drafts, policy publication and contributions go through ``governance.services``, which enforce
+the rules (site administrator for roles, ``manage_policy`` and four eyes for policies) and write
+the audit events.
+"""
+
+import json
+
+from django.contrib import admin, messages
+from django.contrib.admin.utils import unquote
+from django.contrib.contenttypes.models import ContentType
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Prefetch
+from django.http import HttpResponseRedirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
+from django.utils.translation import gettext_lazy as _
+from guardian.models import UserObjectPermission
+
+from governance import services
+from governance.audit import audit_verify
+from governance.exceptions import GovernanceError, NotPermitted
+from governance.forms import ContributionForm, PolicyDraftForm, PolicyStageFormSet, RoleChangeForm
+from governance.models import (
+    ApprovalPolicy,
+    AuditChain,
+    AuditEvent,
+    Decision,
+    Execution,
+    PolicyStage,
+    Proposal,
+)
+from governance.roles import users_with_role
+from governance.selectors import policy_in_force, proposal_stage_statuses
+from portfolio import admin as portfolio_admin
+from portfolio.admin import ReadOnlyAdminMixin
+from portfolio.models import Fund, FundRole
+
+
+def _pretty_json(value) -> str:
+    return format_html(
+        '<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
+        json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False),
+    )
+
+
+def _proposal_link(proposal_id: int | None) -> str:
+    if proposal_id is None:
+        return "-"
+    url = reverse("admin:governance_proposal_change", args=[proposal_id])
+    return format_html('<a href="{}">#{}</a>', url, proposal_id)
+
+
+class ReadOnlyInlineMixin:
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Funds: role grants and contributions, on top of portfolio's fund page
+# ---------------------------------------------------------------------------------------------
+
+ROLE_ACTIONS = {
+    "grant": (
+        services.role_grant,
+        _("{user} now holds {role} on {fund}."),
+        _("{user} already held {role} on {fund}."),
+    ),
+    "revoke": (
+        services.role_revoke,
+        _("{user} no longer holds {role} on {fund}."),
+        _("{user} did not hold {role} on {fund}."),
+    ),
+}
+
+
+def _direct_role_holders(fund: Fund) -> set[tuple[int, str]]:
+    """(user id, role) pairs granted to the user directly, not through a group.
+
+    Only direct grants can be revoked per user; a role held through a group is the group's.
+    """
+    return set(
+        UserObjectPermission.objects.filter(
+            content_type=ContentType.objects.get_for_model(Fund),
+            object_pk=str(fund.pk),
+            permission__codename__in=FundRole.values,
+        ).values_list("user_id", "permission__codename")
+    )
+
+
+admin.site.unregister(Fund)
+
+
+@admin.register(Fund)
+class FundAdmin(portfolio_admin.FundAdmin):
+    """Portfolio's fund page plus the governance tools: per-fund roles and contributions."""
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/roles/",
+                self.admin_site.admin_view(self.roles_view),
+                name="{}_{}_roles".format(*info),
+            ),
+            path(
+                "<path:object_id>/contribution/",
+                self.admin_site.admin_view(self.contribution_view),
+                name="{}_{}_contribution".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    def fund_tools(self, request, fund: Fund) -> list[tuple[str, str]]:
+        tools = []
+        if request.user.is_superuser:
+            tools.append((_("Roles"), reverse("admin:portfolio_fund_roles", args=[fund.pk])))
+        tools.append(
+            (_("Record contribution"), reverse("admin:portfolio_fund_contribution", args=[fund.pk]))
+        )
+        return tools
+
+    def _fund_or_redirect(self, request, object_id):
+        fund = self.get_object(request, unquote(object_id))
+        if fund is None:
+            return None, self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        return fund, None
+
+    def _page_context(self, request, fund: Fund, title: str) -> dict:
+        return {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": fund,
+            "title": title,
+            "has_view_permission": self.has_view_permission(request, fund),
+            "has_change_permission": self.has_change_permission(request, fund),
+        }
+
+    def roles_view(self, request, object_id):
+        """Who holds which role on the fund; grant and revoke through the role services.
+
+        Site administrators only (the services enforce it as well). GET changes nothing.
+        """
+        if not request.user.is_superuser:
+            raise PermissionDenied
+        fund, redirect = self._fund_or_redirect(request, object_id)
+        if redirect:
+            return redirect
+        form = RoleChangeForm()
+        if request.method == "POST":
+            form = RoleChangeForm(request.POST)
+            action = ROLE_ACTIONS.get(request.POST.get("action", ""))
+            if action is None:
+                form.add_error(None, _("Choose to grant or to revoke."))
+            elif form.is_valid():
+                service, done, unchanged = action
+                user, role = form.cleaned_data["user"], form.cleaned_data["role"]
+                try:
+                    changed = service(actor=request.user, user=user, fund=fund, role=role)
+                except NotPermitted as exc:
+                    raise PermissionDenied(exc.detail) from exc
+                except (GovernanceError, ValidationError) as exc:
+                    messages.error(request, getattr(exc, "detail", None) or "; ".join(exc.messages))
+                else:
+                    text = (done if changed else unchanged).format(
+                        user=user.username, role=role, fund=fund
+                    )
+                    self.message_user(request, text, messages.SUCCESS if changed else messages.INFO)
+                return HttpResponseRedirect(request.path)
+        direct = _direct_role_holders(fund)
+        roles = [
+            {
+                "code": role.value,
+                "label": role.label,
+                "holders": [
+                    {"user": user, "direct": (user.pk, role.value) in direct}
+                    for user in users_with_role(fund, role.value).order_by("username")
+                ],
+            }
+            for role in FundRole
+        ]
+        context = {
+            **self._page_context(request, fund, _("Roles on %(fund)s") % {"fund": fund}),
+            "roles": roles,
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/portfolio/fund/roles.html", context)
+
+    def contribution_view(self, request, object_id):
+        """Book a contribution through ``contribution_record`` (needs ``manage_policy``)."""
+        fund, redirect = self._fund_or_redirect(request, object_id)
+        if redirect:
+            return redirect
+        if not self.has_view_permission(request, fund):
+            raise PermissionDenied
+        form = ContributionForm(request.POST or None, fund=fund)
+        if request.method == "POST" and form.is_valid():
+            try:
+                entry = services.contribution_record(
+                    actor=request.user, fund=fund, **form.cleaned_data
+                )
+            except GovernanceError as exc:
+                form.add_error(None, exc.detail)
+            except ValidationError as exc:
+                form.add_error(None, exc)
+            else:
+                self.message_user(
+                    request,
+                    _("Booked: %(entry)s to %(fund)s.") % {"entry": entry, "fund": fund},
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:portfolio_fund_change", args=[fund.pk]))
+        context = {
+            **self._page_context(
+                request, fund, _("Record a contribution to %(fund)s") % {"fund": fund}
+            ),
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/portfolio/fund/contribution.html", context)
+
+
+# ---------------------------------------------------------------------------------------------
+# Approval policies
+# ---------------------------------------------------------------------------------------------
+
+
+class PolicyStatusFilter(admin.SimpleListFilter):
+    title = _("status")
+    parameter_name = "status"
+
+    def lookups(self, request, model_admin):
+        return [("draft", _("Draft")), ("published", _("Published"))]
+
+    def queryset(self, request, queryset):
+        if self.value() == "draft":
+            return queryset.filter(published_at__isnull=True)
+        if self.value() == "published":
+            return queryset.filter(published_at__isnull=False)
+        return queryset
+
+
+class PolicyStageInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = PolicyStage
+    fields = ("order", "name", "permission", "quorum", "applies_from_usd")
+    readonly_fields = fields
+    ordering = ("order",)
+    show_change_link = False
+
+
+@admin.register(ApprovalPolicy)
+class ApprovalPolicyAdmin(admin.ModelAdmin):
+    """Versions are drafted through ``policy_draft`` (own add page) and put in force by the
+    "Publish" action (``policy_publish``, four eyes). No version is ever edited or deleted: to
+    change a policy, draft the next version."""
+
+    list_display = (
+        "fund",
+        "version",
+        "status",
+        "stage_summary",
+        "note",
+        "drafted_by",
+        "drafted_at",
+        "published_by",
+        "published_at",
+    )
+    list_display_links = ("fund", "version")
+    list_filter = (PolicyStatusFilter, "fund")
+    search_fields = ("fund__name", "note")
+    date_hierarchy = "drafted_at"
+    ordering = ("fund__name", "-version")
+    list_select_related = ("fund", "drafted_by", "published_by")
+    inlines = [PolicyStageInline]
+    fields = (
+        "fund",
+        "version",
+        "status",
+        "note",
+        "drafted_by",
+        "drafted_at",
+        "published_by",
+        "published_at",
+    )
+    readonly_fields = fields
+    actions = ["publish_selected"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("stages")
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("status"), ordering="published_at")
+    def status(self, policy: ApprovalPolicy) -> str:
+        return _("Published") if policy.is_published else _("Draft")
+
+    @admin.display(description=_("stages"))
+    def stage_summary(self, policy: ApprovalPolicy) -> str:
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}. {} ({} × {}{})",
+            (
+                (
+                    s.order,
+                    s.name,
+                    s.permission,
+                    s.quorum,
+                    f", from USD {s.applies_from_usd}" if s.applies_from_usd else "",
+                )
+                for s in sorted(policy.stages.all(), key=lambda s: s.order)
+            ),
+        )
+
+    @admin.action(description=_("Publish selected draft"))
+    def publish_selected(self, request, queryset):
+        for policy in queryset.select_related("fund").order_by("fund__name", "version"):
+            try:
+                services.policy_publish(actor=request.user, policy_id=policy.pk)
+            except GovernanceError as exc:
+                self.message_user(request, f"{policy}: {exc.detail}", messages.ERROR)
+            else:
+                self.message_user(
+                    request, _("%(policy)s is now in force.") % {"policy": policy}, messages.SUCCESS
+                )
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Draft the next version of a fund's policy through ``policy_draft``."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = PolicyDraftForm(request.POST)
+            stages = PolicyStageFormSet(request.POST, prefix="stages")
+            if form.is_valid() and stages.is_valid():
+                try:
+                    policy = services.policy_draft(
+                        actor=request.user,
+                        fund=form.cleaned_data["fund"],
+                        stages=stages.stage_specs(),
+                        note=form.cleaned_data["note"],
+                    )
+                except GovernanceError as exc:
+                    form.add_error(None, exc.detail)
+                else:
+                    self.message_user(
+                        request,
+                        _("%(policy)s is drafted. Another fund administrator must publish it.")
+                        % {"policy": policy},
+                        messages.SUCCESS,
+                    )
+                    return HttpResponseRedirect(
+                        reverse("admin:governance_approvalpolicy_change", args=[policy.pk])
+                    )
+        else:
+            fund = self._fund_from_query(request)
+            in_force = policy_in_force(fund) if fund else None
+            form = PolicyDraftForm(initial={"fund": fund})
+            stages = PolicyStageFormSet(
+                prefix="stages",
+                initial=[
+                    {
+                        "order": s.order,
+                        "name": s.name,
+                        "permission": s.permission,
+                        "quorum": s.quorum,
+                        "applies_from_usd": s.applies_from_usd,
+                    }
+                    for s in (in_force.stages.order_by("order") if in_force else [])
+                ],
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Draft a new policy version"),
+            "form": form,
+            "stages": stages,
+            "funds": Fund.objects.order_by("name"),
+            "add": True,
+            "has_view_permission": self.has_view_permission(request),
+            **(extra_context or {}),
+        }
+        return TemplateResponse(request, "admin/governance/approvalpolicy/draft.html", context)
+
+    @staticmethod
+    def _fund_from_query(request) -> Fund | None:
+        """``?fund=<id>`` starts the draft from the stages of that fund's policy in force."""
+        if "fund" not in request.GET:
+            return None
+        try:
+            return PolicyDraftForm.base_fields["fund"].clean(request.GET["fund"])
+        except ValidationError:
+            return None
+
+
+@admin.register(PolicyStage)
+class PolicyStageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Stages across policies, e.g. to find every stage a role decides at. Edited never: a
+    stage belongs to its policy version (drafted through ``policy_draft``)."""
+
+    list_display = ("policy", "order", "name", "permission", "quorum", "applies_from_usd")
+    list_filter = ("permission", "policy__fund")
+    search_fields = ("name", "policy__fund__name")
+    ordering = ("policy__fund__name", "-policy__version", "order")
+    list_select_related = ("policy__fund",)
+
+
+# ---------------------------------------------------------------------------------------------
+# Proposals, decisions and executions
+# ---------------------------------------------------------------------------------------------
+
+
+class DecisionInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = Decision
+    fk_name = "proposal"
+    fields = ("proposal_version", "stage", "user", "verdict", "comment", "created_at")
+    readonly_fields = fields
+    ordering = ("created_at", "id")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("stage", "user")
+
+
+class AuditEventInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = AuditEvent
+    fk_name = "proposal"
+    verbose_name = _("audit event")
+    verbose_name_plural = _("audit timeline")
+    fields = ("sequence", "created_at", "actor", "action", "details")
+    readonly_fields = fields
+    ordering = ("sequence",)
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("actor")
+
+    @admin.display(description=_("details"))
+    def details(self, event: AuditEvent) -> str:
+        return _pretty_json(event.payload)
+
+
+class ExecutionInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = Execution
+    fk_name = "proposal"
+    fields = (
+        "executed_at",
+        "quantity",
+        "price_usd",
+        "fee_usd",
+        "cost_usd",
+        "venue",
+        "external_ref",
+        "recorded_by",
+    )
+    readonly_fields = fields
+    ordering = ("executed_at", "id")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("recorded_by")
+
+
+@admin.register(Proposal)
+class ProposalAdmin(admin.ModelAdmin):
+    """Read-only: proposals are created, edited and moved only through the services (and so
+    through the API and the officials' pages), never by editing fields here."""
+
+    list_display = (
+        "id",
+        "fund",
+        "asset",
+        "side",
+        "notional_usd",
+        "state",
+        "version",
+        "stage_progress",
+        "author",
+        "submitted_at",
+        "created_at",
+    )
+    list_display_links = ("id",)
+    list_filter = ("state", "fund", "asset", "side")
+    search_fields = ("=id", "rationale", "author__username", "asset__symbol", "fund__name")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    list_select_related = ("fund", "asset", "author", "policy", "current_stage")
+    inlines = [DecisionInline, ExecutionInline, AuditEventInline]
+    fieldsets = (
+        (
+            _("Terms"),
+            {
+                "fields": (
+                    "fund",
+                    "asset",
+                    "side",
+                    "notional_usd",
+                    "limit_price_usd",
+                    "funding_source",
+                    "rationale",
+                    "author",
+                )
+            },
+        ),
+        (
+            _("Workflow"),
+            {
+                "fields": (
+                    "state",
+                    "version",
+                    "policy",
+                    "current_stage",
+                    "stage_table",
+                    "approval_expires_at",
+                    "executed_notional_usd",
+                )
+            },
+        ),
+        (_("Pre-trade compliance"), {"fields": ("compliance_report",)}),
+        (
+            _("Timestamps"),
+            {"fields": ("created_at", "updated_at", "submitted_at", "decided_at")},
+        ),
+    )
+    readonly_fields = ("stage_table", "compliance_report", "created_at", "updated_at")
+
+    def get_queryset(self, request):
+        # What stage_progress needs, fetched once per page rather than once per proposal.
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                "policy__stages",
+                Prefetch("decisions", queryset=Decision.objects.select_related("user", "stage")),
+            )
+        )
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("stages"))
+    def stage_progress(self, proposal: Proposal) -> str:
+        statuses = proposal_stage_statuses(proposal)
+        if not statuses:
+            return "-"
+        return format_html_join(
+            mark_safe("<br>"),
+            "{}. {}: {} ({}/{})",
+            ((s.order, s.name, s.status, len(s.approvals), s.quorum) for s in statuses),
+        )
+
+    @admin.display(description=_("stages of the current version"))
+    def stage_table(self, proposal: Proposal) -> str:
+        statuses = proposal_stage_statuses(proposal)
+        if not statuses:
+            return _("Not submitted yet: no policy snapshot.")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    s.order,
+                    s.name,
+                    s.permission,
+                    s.quorum,
+                    ", ".join(s.approvals) or "-",
+                    s.status,
+                )
+                for s in statuses
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>#</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>"
+            "<th>{}</th></tr></thead><tbody>{}</tbody></table>",
+            _("stage"),
+            _("role"),
+            _("quorum"),
+            _("approvals"),
+            _("status"),
+            rows,
+        )
+
+    @admin.display(description=_("latest report"))
+    def compliance_report(self, proposal: Proposal) -> str:
+        report = proposal.compliance or {}
+        if not report:
+            return _("Not checked yet: compliance runs at submission and at final approval.")
+        checks = format_html_join(
+            "",
+            "<tr><td>{}</td><td><strong>{}</strong></td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    check.get("rule", ""),
+                    str(check.get("outcome", "")).upper(),
+                    check.get("message", ""),
+                    ", ".join(f"{k} = {v}" for k, v in (check.get("values") or {}).items()),
+                )
+                for check in report.get("checks", [])
+            ),
+        )
+        price = report.get("price") or {}
+        price_text = (
+            f"{price.get('asset')} at USD {price['price_usd']} "
+            f"({price.get('source')}, observed {price.get('observed_at')})"
+            if price.get("price_usd")
+            else _("no stored price")
+        )
+        return format_html(
+            "<p><strong>{}</strong> · {} {} · {} {}</p><p>{} {}</p>"
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th></tr></thead>"
+            "<tbody>{}</tbody></table>",
+            str(report.get("outcome", "")).upper(),
+            _("checked for"),
+            report.get("checked_for", "-"),
+            _("at"),
+            report.get("checked_at", "-"),
+            _("Price seen:"),
+            price_text,
+            _("check"),
+            _("outcome"),
+            _("message"),
+            _("values"),
+            checks,
+        )
+
+
+@admin.register(Decision)
+class DecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "id",
+        "proposal_link",
+        "proposal_version",
+        "stage",
+        "user",
+        "verdict",
+        "created_at",
+    )
+    list_filter = ("verdict", "proposal__fund", "stage__permission")
+    search_fields = ("=proposal__id", "user__username", "comment")
+    date_hierarchy = "created_at"
+    ordering = ("-created_at", "-id")
+    list_select_related = ("stage", "user")
+    fields = (
+        "proposal",
+        "proposal_version",
+        "stage",
+        "user",
+        "proposal_author",
+        "verdict",
+        "comment",
+        "evidence_display",
+        "created_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("proposal"), ordering="proposal_id")
+    def proposal_link(self, decision: Decision) -> str:
+        return _proposal_link(decision.proposal_id)
+
+    @admin.display(description=_("evidence: what the decider saw"))
+    def evidence_display(self, decision: Decision) -> str:
+        return _pretty_json(decision.evidence)
+
+
+@admin.register(Execution)
+class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Fills are recorded by treasury operators through the execution service, never here."""
+
+    list_display = (
+        "id",
+        "proposal_link",
+        "quantity",
+        "price_usd",
+        "fee_usd",
+        "cost_usd",
+        "venue",
+        "external_ref",
+        "executed_at",
+        "recorded_by",
+    )
+    list_filter = ("venue", "proposal__fund")
+    search_fields = ("external_ref", "=proposal__id", "venue")
+    date_hierarchy = "executed_at"
+    ordering = ("-executed_at", "-id")
+    list_select_related = ("recorded_by",)
+    fields = (
+        "proposal",
+        "quantity",
+        "price_usd",
+        "fee_usd",
+        "cost_usd",
+        "venue",
+        "external_ref",
+        "executed_at",
+        "recorded_by",
+        "recorded_at",
+        "evidence_display",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("proposal"), ordering="proposal_id")
+    def proposal_link(self, execution: Execution) -> str:
+        return _proposal_link(execution.proposal_id)
+
+    @admin.display(description=_("evidence: the price it was checked against"))
+    def evidence_display(self, execution: Execution) -> str:
+        return _pretty_json(execution.evidence)
+
+
+# ---------------------------------------------------------------------------------------------
+# The audit log
+# ---------------------------------------------------------------------------------------------
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Append-only and read-only for everyone, superusers included (rule 11).
+
+    The changelist shows the chain head; verifying the whole chain replays every row, so it
+    runs on its own page when asked for.
+    """
+
+    list_display = ("sequence", "created_at", "actor", "action", "fund", "proposal_link")
+    list_display_links = ("sequence",)
+    list_filter = ("action", "fund")
+    search_fields = ("action", "payload", "actor__username")
+    date_hierarchy = "created_at"
+    ordering = ("-sequence",)
+    list_select_related = ("actor", "fund")
+    fields = (
+        "sequence",
+        "created_at",
+        "actor",
+        "action",
+        "fund",
+        "proposal",
+        "payload_display",
+        "previous_hash",
+        "hash",
+    )
+    readonly_fields = fields
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "verify/",
+                self.admin_site.admin_view(self.verify_view),
+                name="{}_{}_verify".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description=_("proposal"), ordering="proposal_id")
+    def proposal_link(self, event: AuditEvent) -> str:
+        return _proposal_link(event.proposal_id)
+
+    @admin.display(description=_("payload"))
+    def payload_display(self, event: AuditEvent) -> str:
+        return _pretty_json(event.payload)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {
+            "audit_chain": AuditChain.objects.filter(pk=1).first(),
+            **(extra_context or {}),
+        }
+        return super().changelist_view(request, extra_context)
+
+    def verify_view(self, request):
+        """Replay the whole chain (``audit_verify``) and show the result. Reads only."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Audit chain verification"),
+            "result": audit_verify(),
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/governance/auditevent/verify.html", context)
+
+
+@admin.register(AuditChain)
+class AuditChainAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("id", "length", "head_hash")
+    fields = ("length", "head_hash")
+    readonly_fields = fields

@@ -1,0 +1,116 @@
+"""Forms of the back office (Django admin): they parse input for one service call each."""
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.utils.translation import gettext_lazy as _
+
+from governance.models import DECIDING_ROLES
+from governance.policies import StageSpec
+from portfolio.models import Asset, Fund, FundRole
+
+User = get_user_model()
+
+MONEY_DIGITS, MONEY_PLACES = settings.ALEM_DECIMALS["money"]
+QUANTITY_DIGITS, QUANTITY_PLACES = settings.ALEM_DECIMALS["quantity"]
+
+
+class UserChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj) -> str:
+        full_name = obj.get_full_name()
+        return f"{obj.username} ({full_name})" if full_name else obj.username
+
+
+class RoleChangeForm(forms.Form):
+    """Who gets (or loses) which role; the fund comes from the page. For ``role_grant/revoke``."""
+
+    user = UserChoiceField(queryset=User.objects.filter(is_active=True).order_by("username"))
+    role = forms.ChoiceField(choices=FundRole.choices)
+
+
+class PolicyDraftForm(forms.Form):
+    """The fund and note of a new policy version, for ``policy_draft``."""
+
+    fund = forms.ModelChoiceField(queryset=Fund.objects.order_by("name"))
+    note = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text=_("Why this version: what changes and on whose decision."),
+    )
+
+
+class PolicyStageForm(forms.Form):
+    order = forms.IntegerField(min_value=1, max_value=32767)
+    name = forms.CharField(max_length=100)
+    permission = forms.ChoiceField(choices=[(role.value, role.label) for role in DECIDING_ROLES])
+    quorum = forms.IntegerField(min_value=1, max_value=32767, initial=1)
+    applies_from_usd = forms.DecimalField(
+        label=_("Applies from (USD)"),
+        min_value=0,
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        initial=0,
+    )
+
+    def as_spec(self) -> StageSpec:
+        data = self.cleaned_data
+        return StageSpec(
+            order=data["order"],
+            name=data["name"],
+            permission=data["permission"],
+            quorum=data["quorum"],
+            applies_from_usd=data["applies_from_usd"],
+        )
+
+
+class BasePolicyStageFormSet(forms.BaseFormSet):
+    def stage_specs(self) -> list[StageSpec]:
+        """The stages as plain values: prefilled and filled-in rows, less deleted ones."""
+        return [
+            form.as_spec()
+            for index, form in enumerate(self.forms)
+            if (index < self.initial_form_count() or form.has_changed())
+            and not self._should_delete_form(form)
+            and form.cleaned_data
+        ]
+
+
+PolicyStageFormSet = forms.formset_factory(
+    PolicyStageForm,
+    formset=BasePolicyStageFormSet,
+    extra=3,
+    can_delete=True,
+    min_num=1,
+    validate_min=True,
+    max_num=20,
+    validate_max=True,
+)
+
+
+class ContributionForm(forms.Form):
+    """A contribution of cash or of an asset in kind to one fund, for ``contribution_record``."""
+
+    funding_source = forms.ModelChoiceField(queryset=None)
+    amount_usd = forms.DecimalField(
+        label=_("Amount (USD)"),
+        help_text=_("The cash amount, or the value of the contributed asset (its cost basis)."),
+        min_value=0,
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+    )
+    asset = forms.ModelChoiceField(
+        queryset=Asset.objects.order_by("symbol"),
+        required=False,
+        help_text=_("Leave empty for US dollar cash."),
+    )
+    quantity = forms.DecimalField(
+        required=False,
+        max_digits=QUANTITY_DIGITS,
+        decimal_places=QUANTITY_PLACES,
+        help_text=_("Units of the asset contributed in kind."),
+    )
+    memo = forms.CharField(max_length=500, required=False)
+
+    def __init__(self, *args, fund: Fund, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["funding_source"].queryset = fund.funding_sources.order_by("name")
