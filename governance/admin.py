@@ -25,7 +25,13 @@ from guardian.models import UserObjectPermission
 from governance import services
 from governance.audit import audit_verify
 from governance.exceptions import GovernanceError, NotPermitted
-from governance.forms import ContributionForm, PolicyDraftForm, PolicyStageFormSet, RoleChangeForm
+from governance.forms import (
+    ContributionForm,
+    ManualPriceForm,
+    PolicyDraftForm,
+    PolicyStageFormSet,
+    RoleChangeForm,
+)
 from governance.models import (
     ApprovalPolicy,
     AuditChain,
@@ -39,7 +45,8 @@ from governance.roles import users_with_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
 from portfolio import admin as portfolio_admin
 from portfolio.admin import ReadOnlyAdminMixin
-from portfolio.models import Fund, FundRole
+from portfolio.exceptions import PortfolioError
+from portfolio.models import Fund, FundRole, Price
 
 
 def _pretty_json(value) -> str:
@@ -232,6 +239,51 @@ class FundAdmin(portfolio_admin.FundAdmin):
             "form": form,
         }
         return TemplateResponse(request, "admin/portfolio/fund/contribution.html", context)
+
+
+admin.site.unregister(Price)
+
+
+@admin.register(Price)
+class PriceAdmin(portfolio_admin.PriceAdmin):
+    """Portfolio's read-only price list plus an audited manual entry for site administrators."""
+
+    change_list_template = "admin/portfolio/price/change_list.html"
+
+    def get_urls(self):
+        return [
+            path(
+                "manual/",
+                self.admin_site.admin_view(self.manual_price_view),
+                name="portfolio_price_manual",
+            ),
+            *super().get_urls(),
+        ]
+
+    def manual_price_view(self, request):
+        """Enter a price through ``price_enter_manual`` (site administrators only)."""
+        if not request.user.is_superuser:
+            raise PermissionDenied
+        form = ManualPriceForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                price = services.price_enter_manual(actor=request.user, **form.cleaned_data)
+            except (GovernanceError, PortfolioError) as exc:
+                form.add_error(None, exc.detail)
+            else:
+                self.message_user(
+                    request,
+                    _("Manual price stored: %(price)s.") % {"price": price},
+                    messages.SUCCESS,
+                )
+                return HttpResponseRedirect(reverse("admin:portfolio_price_changelist"))
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": _("Enter a manual price"),
+            "form": form,
+        }
+        return TemplateResponse(request, "admin/portfolio/price/manual.html", context)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,12 @@ class ComplianceFacts:
     # Holdings that could not be valued because no price is stored for them.
     unpriced_symbols: tuple[str, ...] = ()
     warn_at: Decimal = Decimal("0.90")
+    # The asset's consensus price and its flags (stale, divergent, single_source, missing).
+    market_price_usd: Decimal | None = None
+    price_flags: tuple[str, ...] = ()
+    limit_price_usd: Decimal | None = None
+    # At the final approval a flagged price blocks; before it, it warns.
+    final_approval: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,49 @@ def check_concentration(facts: ComplianceFacts) -> Check:
     )
 
 
-CHECKS = (check_whitelist, check_single_proposal_limit, check_cash, check_concentration)
+def check_market_price(facts: ComplianceFacts) -> Check:
+    """A flagged or missing consensus price cannot back an approval (it warns before one)."""
+    if facts.market_price_usd is not None and not facts.price_flags:
+        return Check(
+            "market_price",
+            PASS,
+            f"{facts.asset_symbol} has a usable consensus price of USD {facts.market_price_usd}.",
+            {"price_usd": facts.market_price_usd},
+        )
+    flags = ", ".join(facts.price_flags) or "missing"
+    outcome = BLOCK if facts.final_approval else WARN
+    return Check(
+        "market_price",
+        outcome,
+        f"The consensus price of {facts.asset_symbol} cannot back an approval ({flags}).",
+        {"flags": flags},
+    )
+
+
+def check_limit_price(facts: ComplianceFacts) -> Check:
+    """A limit below the market means the treasury may be unable to fill the order."""
+    if facts.market_price_usd is None or facts.limit_price_usd is None:
+        return Check("limit_price", PASS, "No market price to compare the limit price with.")
+    values = {"limit_price_usd": facts.limit_price_usd, "market_price_usd": facts.market_price_usd}
+    if facts.limit_price_usd < facts.market_price_usd:
+        return Check(
+            "limit_price",
+            WARN,
+            f"The limit price USD {facts.limit_price_usd} is below the consensus price "
+            f"USD {facts.market_price_usd}: the order may not fill.",
+            values,
+        )
+    return Check("limit_price", PASS, "The limit price is at or above the market.", values)
+
+
+CHECKS = (
+    check_whitelist,
+    check_single_proposal_limit,
+    check_cash,
+    check_concentration,
+    check_market_price,
+    check_limit_price,
+)
 
 
 def evaluate(facts: ComplianceFacts) -> ComplianceReport:

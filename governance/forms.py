@@ -13,6 +13,7 @@ User = get_user_model()
 
 MONEY_DIGITS, MONEY_PLACES = settings.ALEM_DECIMALS["money"]
 QUANTITY_DIGITS, QUANTITY_PLACES = settings.ALEM_DECIMALS["quantity"]
+PRICE_DIGITS, PRICE_PLACES = settings.ALEM_DECIMALS["price"]
 
 
 class UserChoiceField(forms.ModelChoiceField):
@@ -114,3 +115,19 @@ class ContributionForm(forms.Form):
     def __init__(self, *args, fund: Fund, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["funding_source"].queryset = fund.funding_sources.order_by("name")
+
+
+class ManualPriceForm(forms.Form):
+    """A USD price read elsewhere, for ``price_enter_manual``."""
+
+    asset = forms.ModelChoiceField(queryset=Asset.objects.order_by("symbol"))
+    price = forms.DecimalField(
+        label=_("Price (USD)"),
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        min_value=0,
+    )
+    observed_at = forms.DateTimeField(
+        required=False,
+        help_text=_("When the price was seen (Asia/Almaty time); empty for now."),
+    )

@@ -10,7 +10,8 @@ from governance import compliance, policies
 from governance.models import ApprovalPolicy, AuditEvent, Decision, Proposal, ProposalState
 from governance.roles import funds_for_user
 from portfolio import selectors as books
-from portfolio.models import Fund
+from portfolio.models import Asset, Fund
+from portfolio.prices.selectors import consensus_for_assets
 
 
 def policy_in_force(fund: Fund) -> ApprovalPolicy | None:
@@ -74,26 +75,32 @@ def reserved_notional_usd(fund: Fund, *, excluding: Proposal | None = None) -> D
     return total or Decimal("0")
 
 
-def compliance_facts(proposal: Proposal) -> tuple[compliance.ComplianceFacts, dict]:
-    """Gather from the books what pre-trade compliance judges, and the prices it rested on.
+def compliance_facts(
+    proposal: Proposal, *, final_approval: bool = False
+) -> tuple[compliance.ComplianceFacts, dict]:
+    """Gather from the books what pre-trade compliance judges, and the consensus price of the
+    proposal's asset it rested on (as JSON, for the record).
 
-    Holdings are valued at the latest stored price of each asset.
+    Holdings are valued at each asset's consensus price now, flagged or not; the asset's own
+    consensus must be unflagged to back the final approval.
     """
     fund = proposal.fund
     holdings = books.fund_holdings(fund)
-    prices = books.latest_prices([h.asset_id for h in holdings] + [proposal.asset_id])
+    assets = Asset.objects.in_bulk([h.asset_id for h in holdings] + [proposal.asset_id])
+    consensus = consensus_for_assets(list(assets.values()))
     asset_value = Decimal("0")
     holdings_value = Decimal("0")
     unpriced = []
     for holding in holdings:
-        price = prices.get(holding.asset_id)
+        price = consensus[holding.asset_id].price
         if price is None:
             unpriced.append(holding.symbol)
             continue
-        value = holding.quantity * price.price
+        value = holding.quantity * price
         holdings_value += value
         if holding.asset_id == proposal.asset_id:
             asset_value = value
+    market = consensus[proposal.asset_id]
     facts = compliance.ComplianceFacts(
         asset_symbol=proposal.asset.symbol,
         notional_usd=proposal.notional_usd,
@@ -106,16 +113,9 @@ def compliance_facts(proposal: Proposal) -> tuple[compliance.ComplianceFacts, di
         holdings_value_usd=holdings_value,
         unpriced_symbols=tuple(unpriced),
         warn_at=Decimal(settings.ALEM_COMPLIANCE_WARN_AT),
+        market_price_usd=market.price,
+        price_flags=market.flags,
+        limit_price_usd=proposal.limit_price_usd,
+        final_approval=final_approval,
     )
-    price = prices.get(proposal.asset_id)
-    price_seen = (
-        {
-            "asset": proposal.asset.symbol,
-            "price_usd": str(price.price),
-            "source": price.source,
-            "observed_at": price.observed_at.isoformat(),
-        }
-        if price
-        else {"asset": proposal.asset.symbol, "price_usd": None}
-    )
-    return facts, price_seen
+    return facts, market.as_json()

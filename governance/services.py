@@ -41,7 +41,8 @@ from governance.models import (
 from governance.roles import has_role, roles_on_fund
 from governance.selectors import compliance_facts, policy_in_force
 from portfolio import services as books
-from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry
+from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, Price
+from portfolio.prices.fetching import price_record_manual
 
 User = get_user_model()
 
@@ -194,6 +195,40 @@ def _stages_json(stages) -> list[dict]:
         }
         for s in stages
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Manual prices
+# ---------------------------------------------------------------------------------------------
+
+
+def price_enter_manual(
+    *, actor, asset: Asset, price: Decimal, observed_at: dt.datetime | None = None
+) -> Price:
+    """Enter a USD price an administrator read elsewhere (e.g. while a provider is down).
+
+    Preconditions: ``actor`` is a site administrator. The price counts as one more source in the
+    consensus, so on its own it never makes a price usable (it is ``single_source``).
+    Effects: a ``Price`` with source ``manual`` signed by ``actor``; audit
+    ``price.entered_manually``. An invalid price raises ``ManualPriceInvalid``, storing nothing.
+    """
+    if not (actor.is_active and actor.is_superuser):
+        raise NotPermitted("Only a site administrator may enter a manual price.")
+    with transaction.atomic():
+        row = price_record_manual(
+            asset=asset, price=price, entered_by=actor, observed_at=observed_at
+        )
+        audit_record(
+            action="price.entered_manually",
+            actor=actor,
+            payload={
+                "price": row.pk,
+                "asset": asset.symbol,
+                "price_usd": str(row.price),
+                "observed_at": row.observed_at.isoformat(),
+            },
+        )
+    return row
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,8 +412,10 @@ def proposal_update(*, proposal_id: int, actor, **changes) -> Proposal:
     return proposal
 
 
-def _compliance_report(proposal: Proposal, *, at: str) -> tuple[compliance.ComplianceReport, dict]:
-    facts, price_seen = compliance_facts(proposal)
+def _compliance_report(
+    proposal: Proposal, *, at: str, final_approval: bool = False
+) -> tuple[compliance.ComplianceReport, dict]:
+    facts, price_seen = compliance_facts(proposal, final_approval=final_approval)
     report = compliance.evaluate(facts)
     stored = {
         **report.as_json(),
@@ -565,7 +602,6 @@ def _apply_decision(
     proposal: Proposal, stage: PolicyStage, user, verdict: str, comment: str
 ) -> tuple[Decision, list[tuple[str, dict]]]:
     """Work out the decision's effect, refuse if compliance blocks, then write it."""
-    report, stored = _compliance_report(proposal, at="decision")
     approvers = set(
         Decision.objects.filter(
             proposal=proposal,
@@ -580,6 +616,11 @@ def _apply_decision(
     applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
     following = policies.next_stage(applicable, stage) if stage_complete else None
     final_approval = stage_complete and following is None
+    report, stored = _compliance_report(
+        proposal,
+        at="final_approval" if final_approval else "decision",
+        final_approval=final_approval,
+    )
     if final_approval and report.outcome == compliance.BLOCK:
         raise _blocked_error(report, stored)
 
@@ -642,7 +683,7 @@ def _apply_decision(
         proposal.current_stage = None
         proposal.decided_at = now
         proposal.approval_expires_at = now + dt.timedelta(days=proposal.fund.execution_window_days)
-        proposal.compliance = {**stored, "checked_for": "final_approval"}
+        proposal.compliance = stored
         events.append(
             (
                 "proposal.approved",

@@ -92,7 +92,9 @@ ROLE_USERS = [
 @dataclass
 class FundBuilder:
     """A fund with one user per role (usernames prefixed per fund), a published policy, cash
-    and a priced whitelisted asset. ``users["risk"]`` etc.; ``proposal()`` drafts one."""
+    and a whitelisted asset with fresh prices from two sources.
+
+    ``users["risk"]`` etc.; ``proposal()`` drafts one."""
 
     fund: Fund
     asset: Asset
@@ -112,7 +114,9 @@ class FundBuilder:
         fund = FundFactory(name=f"{prefix}Alem Crypto Fund", slug=f"{prefix}alem".replace("_", "-"))
         asset = AssetFactory(symbol=asset_symbol)
         fund.whitelisted_assets.add(asset)
-        PriceFactory(asset=asset, price=price_usd)
+        # Two fresh sources a cent apart: an unflagged consensus at price_usd + 0.005.
+        PriceFactory(asset=asset, price=price_usd, source=Price.Source.BINANCE)
+        PriceFactory(asset=asset, price=price_usd + Decimal("0.01"), source=Price.Source.COINGECKO)
         source = FundingSourceFactory(fund=fund, name="Republican budget allocation")
         users = {}
         for name, role in ROLE_USERS:
