@@ -75,7 +75,7 @@ def test_ledger_entries_cannot_be_added_changed_or_deleted_even_by_a_superuser(a
 
 
 def test_prices_cannot_be_edited_in_admin(alem, admin_web):
-    price = Price.objects.get(asset=alem.asset)
+    price = Price.objects.get(asset=alem.asset, source=Price.Source.BINANCE)
 
     change = admin_web.post(admin_url(Price, "change", price.pk), {"price": "1.00"})
     delete = admin_web.post(admin_url(Price, "delete", price.pk), {"post": "yes"})
