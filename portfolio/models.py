@@ -360,3 +360,34 @@ class FetchFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_provider_display()}: {self.get_reason_display()}"
+
+
+class NavSnapshot(models.Model):
+    """A fund's net asset value at the end of one Almaty day (or so far today), kept for history.
+
+    Derived data: ``portfolio.services.nav_snapshot_take`` recomputes it from the ledger and the
+    prices, so retaking a day after a price backfill replaces it.
+    """
+
+    fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="nav_snapshots")
+    date = models.DateField()
+    valued_at = models.DateTimeField(help_text=_("The moment the holdings were valued."))
+    cash_usd = AmountField()
+    holdings_value_usd = AmountField(null=True, blank=True)
+    nav_usd = AmountField(null=True, blank=True, help_text=_("Empty when a holding has no price."))
+    usd_kzt_rate = PriceField(null=True, blank=True)
+    usd_kzt_rate_date = models.DateField(null=True, blank=True)
+    nav_kzt = AmountField(null=True, blank=True)
+    positions = models.JSONField(default=list)
+    taken_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["fund", "date"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fund", "date"], name="%(app_label)s_%(class)s_one_per_fund_and_day"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.fund} NAV on {self.date}: {self.nav_usd} USD"

@@ -9,7 +9,7 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from portfolio.calculations import Valuation, value_positions
-from portfolio.models import Asset, Fund, FundRole, LedgerEntry, Price
+from portfolio.models import Asset, Fund, FundRole, FxRate, LedgerEntry, Price
 
 ZERO = Decimal("0")
 
@@ -113,3 +113,13 @@ def fund_valuation(fund: Fund, *, at: dt.datetime | None = None) -> FundValuatio
     prices = {asset_id: c.price for asset_id, c in consensus.items()}
     valuation = value_positions(holdings, prices, fund_cash_usd(fund, at=at))
     return FundValuation(at=at, valuation=valuation, consensus=consensus)
+
+
+def official_rate(day: dt.date, *, quote_currency: str = "KZT") -> FxRate | None:
+    """The National Bank's USD rate in force on ``day``: that day's, or the last one before it
+    (no rate is published on weekends and holidays)."""
+    return (
+        FxRate.objects.filter(base_currency="USD", quote_currency=quote_currency, date__lte=day)
+        .order_by("-date")
+        .first()
+    )

@@ -9,8 +9,10 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
+from portfolio import selectors
+from portfolio.calculations import to_reporting_currency
 from portfolio.exceptions import PriceImportError
-from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, Price
+from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, NavSnapshot, Price
 
 
 def ledger_entry_book(
@@ -103,3 +105,58 @@ def price_history_import(
         before = Price.objects.filter(asset=asset, source=source).count()
         Price.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
         return Price.objects.filter(asset=asset, source=source).count() - before
+
+
+def end_of_day(day: dt.date) -> dt.datetime:
+    """The last instant of ``day`` in the project's time zone (Asia/Almaty)."""
+    return timezone.make_aware(dt.datetime.combine(day, dt.time.max))
+
+
+def nav_snapshot_take(*, fund: Fund, day: dt.date) -> NavSnapshot:
+    """Value ``fund`` at the end of ``day`` (or now, if the day is not over) and store it.
+
+    Holdings are the ledger booked by then, valued at the consensus price of that moment; NAV
+    in KZT uses the official rate in force on the day. Retaking a day replaces its snapshot.
+    """
+    valued_at = min(end_of_day(day), timezone.now())
+    current = selectors.fund_valuation(fund, at=valued_at)
+    valuation = current.valuation
+    rate = selectors.official_rate(day)
+    holdings_value = None if valuation.nav_usd is None else valuation.nav_usd - valuation.cash_usd
+    positions = [
+        {
+            "asset": p.symbol,
+            "quantity": str(p.quantity),
+            "cost_basis_usd": str(p.cost_basis_usd),
+            "price_usd": None if p.price_usd is None else str(p.price_usd),
+            "market_value_usd": None if p.market_value_usd is None else str(p.market_value_usd),
+            "price_flags": list(current.consensus[p.asset_id].flags),
+        }
+        for p in valuation.positions
+    ]
+    snapshot, _ = NavSnapshot.objects.update_or_create(
+        fund=fund,
+        date=day,
+        defaults={
+            "valued_at": valued_at,
+            "cash_usd": valuation.cash_usd,
+            "holdings_value_usd": holdings_value,
+            "nav_usd": valuation.nav_usd,
+            "usd_kzt_rate": rate.rate if rate else None,
+            "usd_kzt_rate_date": rate.date if rate else None,
+            "nav_kzt": to_reporting_currency(valuation.nav_usd, rate.rate if rate else None),
+            "positions": positions,
+        },
+    )
+    return snapshot
+
+
+def nav_snapshots_take_due(*, now: dt.datetime | None = None) -> int:
+    """Snapshot every fund for today so far and for yesterday (final); returns how many."""
+    today = timezone.localdate(now or timezone.now())
+    taken = 0
+    for fund in Fund.objects.all():
+        for day in (today - dt.timedelta(days=1), today):
+            nav_snapshot_take(fund=fund, day=day)
+            taken += 1
+    return taken

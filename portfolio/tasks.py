@@ -1,6 +1,6 @@
 """Celery tasks of the portfolio app: thin wrappers over ``portfolio.prices.fetching``.
 
-Schedules are declared in ``portfolio.prices.schedules``. HTTP retries with backoff happen in
+Schedules are declared in ``alem.schedules``. HTTP retries with backoff happen in
 the provider clients, so a task never waits on a countdown; the next scheduled run is the
 retry of a failed one. An overlapping run of the same provider does nothing (the running
 ``PriceFetch`` row is the lock).
@@ -11,6 +11,7 @@ import logging
 from celery import shared_task
 
 from portfolio.prices import fetching
+from portfolio.services import nav_snapshots_take_due
 
 logger = logging.getLogger(__name__)
 
@@ -36,3 +37,9 @@ def prices_fetch(provider: str) -> dict:
         "; ".join(f"{f.reason}: {f.detail}" for f in report.failures),
     )
     return report.as_json()
+
+
+@shared_task(name="portfolio.tasks.nav_snapshots_take", ignore_result=True)
+def nav_snapshots_take() -> int:
+    """Every fund's NAV for today so far and the final NAV of yesterday."""
+    return nav_snapshots_take_due()

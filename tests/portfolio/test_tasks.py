@@ -14,8 +14,8 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from alem.celery import app
+from alem.schedules import SCHEDULES, schedules_install
 from portfolio.models import Price, PriceFetch
-from portfolio.prices.schedules import SCHEDULES, schedules_install
 from portfolio.tasks import prices_fetch
 from tests.factories import AssetFactory
 from tests.portfolio import fake_market
@@ -60,8 +60,8 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
 
     again = schedules_install()
 
-    assert [what for _, what in first] == ["created", "created", "created"]
-    assert [what for _, what in again] == ["kept", "kept", "kept"]
+    assert [what for _, what in first] == ["created"] * len(SCHEDULES)
+    assert [what for _, what in again] == ["kept"] * len(SCHEDULES)
     rows = {
         task.name: (task.task, json.loads(task.args), task.interval.every, task.interval.period)
         for task in PeriodicTask.objects.all()
@@ -80,6 +80,13 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
             3600,
             "seconds",
         ),
+        "Expire approvals past their execution window": (
+            "governance.tasks.proposals_expire",
+            [],
+            300,
+            "seconds",
+        ),
+        "Take NAV snapshots": ("portfolio.tasks.nav_snapshots_take", [], 3600, "seconds"),
     }
 
 
@@ -90,13 +97,15 @@ def test_reset_puts_a_schedule_back_to_its_declaration():
 
     result = schedules_install(reset=True)
 
-    assert [what for _, what in result] == ["reset", "reset", "reset"]
+    assert [what for _, what in result] == ["reset"] * len(SCHEDULES)
     binance = PeriodicTask.objects.get(name="Fetch prices from Binance")
     assert binance.enabled
     assert (binance.interval.every, binance.interval.period) == (60, "seconds")
 
 
 def test_every_scheduled_task_exists():
+    app.loader.import_default_modules()  # what a worker does at start: autodiscover tasks
+
     assert {schedule.task for schedule in SCHEDULES} <= set(app.tasks)
 
 

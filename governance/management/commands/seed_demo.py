@@ -3,22 +3,31 @@
 Idempotent: running it again adds nothing that is already there.
 """
 
+import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
+from django.utils import timezone
 
 from governance.policies import StageSpec
 from governance.selectors import policy_in_force
 from governance.services import contribution_record, policy_draft, policy_publish, role_grant
 from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry
-from portfolio.selectors import latest_price
-from portfolio.services import parse_daily_closes, price_history_import
+from portfolio.prices.selectors import consensus_for
+from portfolio.services import (
+    end_of_day,
+    nav_snapshot_take,
+    parse_daily_closes,
+    price_history_import,
+)
 
 PRICE_DIR = Path(__file__).resolve().parents[3] / "portfolio" / "data" / "prices"
 DEFAULT_PASSWORD = "alem-demo-2026"
+# The opening contributions are dated here, so the NAV history spans the real price history.
+OPENING_DAY = dt.date(2025, 12, 1)
 
 ASSETS = [
     # symbol, name, chain, Binance pair, CoinGecko id, peg
@@ -111,7 +120,8 @@ class Command(BaseCommand):
                     added = price_history_import(asset=asset, closes=parse_daily_closes(path))
                     self._say(f"{symbol}: {added} daily prices added")
             for spec in FUNDS:
-                self._fund(user_model, spec, assets, admin, password)
+                fund = self._fund(user_model, spec, assets, admin, password)
+                self._nav_history(fund)
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(
             f"Users: admin (superuser), {', '.join(u for u, _ in USERS_BY_ROLE)}, and the same "
@@ -148,7 +158,17 @@ class Command(BaseCommand):
         )
         return asset
 
-    def _fund(self, user_model, spec: dict, assets: dict, admin, password) -> None:
+    def _nav_history(self, fund: Fund) -> None:
+        """End-of-day NAV from the opening day to today, for the charts."""
+        day, today = OPENING_DAY, timezone.localdate()
+        if fund.nav_snapshots.filter(date=today).exists():
+            return
+        while day <= today:
+            nav_snapshot_take(fund=fund, day=day)
+            day += dt.timedelta(days=1)
+        self._say(f"{fund.name}: NAV history from {OPENING_DAY} taken")
+
+    def _fund(self, user_model, spec: dict, assets: dict, admin, password) -> Fund:
         fund, created = Fund.objects.get_or_create(
             slug=spec["slug"], defaults={"name": spec["name"], **spec["limits"]}
         )
@@ -174,6 +194,7 @@ class Command(BaseCommand):
             )
             policy_publish(actor=admin, policy_id=policy.pk)
 
+        opened_at = end_of_day(OPENING_DAY - dt.timedelta(days=1))
         if not LedgerEntry.objects.filter(fund=fund, kind=LedgerEntry.Kind.CONTRIBUTION).exists():
             for source_name, amount in spec["cash"]:
                 contribution_record(
@@ -182,9 +203,10 @@ class Command(BaseCommand):
                     funding_source=sources[source_name],
                     amount_usd=amount,
                     memo="Opening contribution",
+                    booked_at=opened_at,
                 )
             for source_name, symbol, quantity in spec["in_kind"]:
-                price = latest_price(assets[symbol])
+                price = consensus_for(assets[symbol], at=opened_at)
                 contribution_record(
                     actor=users["fundadmin"],
                     fund=fund,
@@ -193,4 +215,6 @@ class Command(BaseCommand):
                     quantity=quantity,
                     amount_usd=(quantity * price.price).quantize(Decimal("0.01")),
                     memo="Transferred to the reserve by court order",
+                    booked_at=opened_at,
                 )
+        return fund

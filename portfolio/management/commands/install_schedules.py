@@ -3,7 +3,7 @@ django-celery-beat's tables, where the admin can edit them."""
 
 from django.core.management.base import BaseCommand
 
-from portfolio.prices.schedules import schedules_install
+from alem.schedules import schedules_install
 
 
 class Command(BaseCommand):

@@ -1,5 +1,7 @@
-"""Periodic fetches, declared once here and installed into django-celery-beat's tables, where
+"""Every periodic task, declared once here and installed into django-celery-beat's tables, where
 administrators can change intervals or switch them off (Django admin, "Periodic tasks").
+
+Tasks are named, not imported, so this list may name both apps' tasks.
 
 ``manage.py install_schedules`` adds the missing ones and leaves existing ones as the
 administrators set them (``--reset`` puts them back to these values).
@@ -46,6 +48,21 @@ SCHEDULES = (
         dt.timedelta(hours=1),
         (MarketDataProvider.NBK.value,),
         "Today's National Bank of Kazakhstan rate, and the prices of tenge-pegged assets.",
+    ),
+    Schedule(
+        "Expire approvals past their execution window",
+        "governance.tasks.proposals_expire",
+        dt.timedelta(minutes=5),
+        (),
+        "Approved proposals not fully executed within the fund's execution window expire.",
+    ),
+    Schedule(
+        "Take NAV snapshots",
+        "portfolio.tasks.nav_snapshots_take",
+        dt.timedelta(hours=1),
+        (),
+        "Every fund's NAV today (updated through the day) and, after midnight Almaty time, the "
+        "final NAV of the day before.",
     ),
 )
 
