@@ -1,20 +1,30 @@
-"""Back office for the books: funds, assets, funding sources, prices, FX rates and the ledger.
+"""Back office for the books: funds, assets, funding sources, prices, FX rates, the ledger and
+NAV snapshots.
 
 The ledger and the market data that valuation and compliance rest on are read-only here:
 ledger entries are booked by services (contributions through
 ``governance.services.contribution_record``), prices and rates come from the import and fetch
-tasks. Governance extends the fund page with role grants and contributions
-(``governance.admin.FundAdmin``), keeping this app free of governance imports.
+tasks, NAV snapshots from ``nav_snapshot_take``. The fund page shows the fund's positions and
+NAV now (``portfolio.selectors.fund_valuation``). Governance extends the fund page with role
+grants and contributions (``governance.admin.FundAdmin``), keeping this app free of governance
+imports.
 """
 
 from django.contrib import admin
 from django.contrib.admin.utils import unquote
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from portfolio.models import Asset, Fund, FundingSource, FxRate, LedgerEntry, Price
+from portfolio.api.fields import decimal_string
+from portfolio.calculations import to_reporting_currency
+from portfolio.models import Asset, Fund, FundingSource, FxRate, LedgerEntry, NavSnapshot, Price
 
 # Market-data fetches and failures register their own read-only admin on import (issue 3).
 from portfolio.prices import admin as prices_admin  # noqa: F401
+from portfolio.selectors import fund_valuation, official_rate
 
 
 class ReadOnlyAdminMixin:
@@ -31,6 +41,11 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+def exact(value) -> str:
+    """An amount as its exact digits without storage zeros ("-" when there is none)."""
+    return "-" if value is None else decimal_string(value)
 
 
 class CreateOnlyFieldsMixin:
@@ -74,7 +89,7 @@ class FundAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
     search_fields = ("name", "slug")
     ordering = ("name",)
     filter_horizontal = ("whitelisted_assets",)
-    readonly_fields = ("base_currency", "created_at")
+    readonly_fields = ("base_currency", "created_at", "valuation")
     create_only_fields = ("slug", *MANDATE_FIELDS)
     fieldsets = (
         (None, {"fields": ("name", "slug", "base_currency", "reporting_currency")}),
@@ -94,6 +109,63 @@ class FundAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
 
     def get_prepopulated_fields(self, request, obj=None):
         return {"slug": ("name",)} if obj is None else {}
+
+    def get_fieldsets(self, request, obj=None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None:
+            return fieldsets
+        return (
+            (
+                _("Positions"),
+                {
+                    "fields": ("valuation",),
+                    "description": _(
+                        "Derived from the ledger and valued at the consensus price now. "
+                        "Read-only: the books change through contributions and executions."
+                    ),
+                },
+            ),
+            *fieldsets,
+        )
+
+    @admin.display(description=_("valuation now"))
+    def valuation(self, fund: Fund) -> str:
+        if fund.pk is None:
+            return "-"
+        current = fund_valuation(fund)
+        rate = official_rate(timezone.localdate(current.at))
+        valuation = current.valuation
+        positions = [
+            {
+                "symbol": p.symbol,
+                "quantity": exact(p.quantity),
+                "average_cost_usd": exact(p.average_cost_usd),
+                "cost_basis_usd": exact(p.cost_basis_usd),
+                "price_usd": exact(p.price_usd),
+                "flags": ", ".join(current.consensus[p.asset_id].flags),
+                "sources": ", ".join(current.consensus[p.asset_id].sources),
+                "market_value_usd": exact(p.market_value_usd),
+                "unrealized_pnl_usd": exact(p.unrealized_pnl_usd),
+                "share": "-" if p.share is None else f"{p.share:.2%}",
+            }
+            for p in valuation.positions
+        ]
+        nav_kzt = to_reporting_currency(valuation.nav_usd, rate.rate if rate else None)
+        return render_to_string(
+            "admin/portfolio/fund/_positions.html",
+            {
+                "valued_at": current.at,
+                "cash_usd": exact(valuation.cash_usd),
+                "nav_usd": exact(valuation.nav_usd),
+                "nav_kzt": exact(nav_kzt),
+                "rate": rate,
+                "rate_value": exact(rate.rate) if rate else "-",
+                "unpriced": ", ".join(valuation.unpriced),
+                "positions": positions,
+                "nav_history_url": reverse("admin:portfolio_navsnapshot_changelist")
+                + f"?fund__id__exact={fund.pk}",
+            },
+        )
 
     def has_delete_permission(self, request, obj=None):
         # A fund's books and audit trail are public record.
@@ -179,3 +251,90 @@ class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description=_("asset"), ordering="asset__symbol")
     def holding(self, entry: LedgerEntry) -> str:
         return entry.asset.symbol if entry.asset_id else "USD cash"
+
+
+@admin.register(NavSnapshot)
+class NavSnapshotAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """End-of-day NAV history, taken by the scheduled task or ``manage.py take_nav_snapshots``."""
+
+    list_display = (
+        "date",
+        "fund",
+        "nav_usd_exact",
+        "nav_kzt_exact",
+        "usd_kzt_rate_exact",
+        "usd_kzt_rate_date",
+        "cash_usd_exact",
+        "holdings_value_usd_exact",
+        "valued_at",
+        "taken_at",
+    )
+    list_filter = ("fund",)
+    date_hierarchy = "date"
+    ordering = ("-date", "fund__name")
+    list_select_related = ("fund",)
+    fields = (
+        "fund",
+        "date",
+        "valued_at",
+        "cash_usd_exact",
+        "holdings_value_usd_exact",
+        "nav_usd_exact",
+        "usd_kzt_rate_exact",
+        "usd_kzt_rate_date",
+        "nav_kzt_exact",
+        "positions_display",
+        "taken_at",
+    )
+    readonly_fields = fields
+
+    @admin.display(description=_("NAV (USD)"), ordering="nav_usd")
+    def nav_usd_exact(self, snapshot: NavSnapshot) -> str:
+        return exact(snapshot.nav_usd)
+
+    @admin.display(description=_("NAV (KZT)"), ordering="nav_kzt")
+    def nav_kzt_exact(self, snapshot: NavSnapshot) -> str:
+        return exact(snapshot.nav_kzt)
+
+    @admin.display(description=_("USD/KZT rate"))
+    def usd_kzt_rate_exact(self, snapshot: NavSnapshot) -> str:
+        return exact(snapshot.usd_kzt_rate)
+
+    @admin.display(description=_("cash (USD)"))
+    def cash_usd_exact(self, snapshot: NavSnapshot) -> str:
+        return exact(snapshot.cash_usd)
+
+    @admin.display(description=_("holdings (USD)"))
+    def holdings_value_usd_exact(self, snapshot: NavSnapshot) -> str:
+        return exact(snapshot.holdings_value_usd)
+
+    @admin.display(description=_("positions"))
+    def positions_display(self, snapshot: NavSnapshot) -> str:
+        if not snapshot.positions:
+            return _("No holdings.")
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    p["asset"],
+                    exact(p["quantity"]),
+                    exact(p["cost_basis_usd"]),
+                    exact(p["price_usd"]),
+                    exact(p["market_value_usd"]),
+                    ", ".join(p.get("price_flags", [])) or "-",
+                )
+                for p in snapshot.positions
+            ),
+        )
+        return format_html(
+            "<table><thead><tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th>{}</th>"
+            "<th>{}</th></tr></thead><tbody>{}</tbody></table>",
+            _("asset"),
+            _("quantity"),
+            _("cost basis (USD)"),
+            _("price (USD)"),
+            _("market value (USD)"),
+            _("price flags"),
+            rows,
+        )

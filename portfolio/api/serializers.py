@@ -1,8 +1,13 @@
-"""Output shapes of funds and assets for the v1 API. Read-only: nothing here writes."""
+"""Output shapes of funds, assets, positions and NAV for the v1 API. Read-only: nothing here
+writes."""
 
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from portfolio.models import Asset, Fund, FundingSource
+from portfolio.api.fields import ExactDecimalField, ExactDecimalModelSerializer, decimal_string
+from portfolio.calculations import to_reporting_currency
+from portfolio.models import Asset, Fund, FundingSource, NavSnapshot
+from portfolio.prices.consensus import FLAGS
 
 
 class AssetSerializer(serializers.ModelSerializer):
@@ -51,5 +56,157 @@ class FundSerializer(serializers.ModelSerializer):
             "whitelisted_assets",
             "funding_sources",
             "created_at",
+        ]
+        read_only_fields = fields
+
+
+# ---------------------------------------------------------------------------------------------
+# Positions and NAV (issue 4): every amount through ExactDecimalField, so "25000000", not
+# "25000000.0000000000000000000000000000", and never rounded
+# ---------------------------------------------------------------------------------------------
+
+
+class ConsensusSummarySerializer(serializers.Serializer):
+    """What the price of a position rests on; a flagged price is shown but cannot back a trade."""
+
+    usable = serializers.BooleanField(help_text="Present and unflagged.")
+    flags = serializers.ListField(child=serializers.ChoiceField(choices=FLAGS))
+    sources = serializers.ListField(
+        child=serializers.CharField(), help_text="Sources whose fresh quotes made the price."
+    )
+    age_seconds = serializers.SerializerMethodField(
+        help_text="Age of the freshest quote at the valuation time; null without quotes."
+    )
+
+    def get_age_seconds(self, consensus) -> int | None:
+        return None if consensus.age is None else int(consensus.age.total_seconds())
+
+
+class PositionSerializer(serializers.Serializer):
+    """One holding (``portfolio.calculations.Position``) valued at its consensus price."""
+
+    asset = serializers.CharField(source="position.symbol")
+    quantity = ExactDecimalField(source="position.quantity")
+    average_cost_usd = ExactDecimalField(
+        source="position.average_cost_usd",
+        help_text="Cost basis per unit, to 28 significant digits.",
+    )
+    cost_basis_usd = ExactDecimalField(source="position.cost_basis_usd")
+    price_usd = ExactDecimalField(
+        source="position.price_usd", allow_null=True, help_text="The consensus price."
+    )
+    price = ConsensusSummarySerializer(source="consensus")
+    market_value_usd = ExactDecimalField(source="position.market_value_usd", allow_null=True)
+    unrealized_pnl_usd = ExactDecimalField(source="position.unrealized_pnl_usd", allow_null=True)
+    share = ExactDecimalField(
+        source="position.share",
+        allow_null=True,
+        help_text="Market value over NAV (0-1), to 28 significant digits.",
+    )
+
+
+class FundPositionsSerializer(serializers.Serializer):
+    """A fund's cash, positions and NAV now; takes ``{"fund", "current", "rate"}`` where
+    ``current`` is a ``portfolio.selectors.FundValuation`` and ``rate`` an ``FxRate`` or None."""
+
+    fund = serializers.IntegerField(source="fund.pk")
+    valued_at = serializers.DateTimeField(source="current.at")
+    cash_usd = ExactDecimalField(source="current.valuation.cash_usd")
+    holdings_value_usd = serializers.SerializerMethodField()
+    nav_usd = ExactDecimalField(
+        source="current.valuation.nav_usd",
+        allow_null=True,
+        help_text="Cash plus every position's market value; null while a holding has no price.",
+    )
+    usd_kzt_rate = ExactDecimalField(
+        source="rate.rate",
+        allow_null=True,
+        help_text="The National Bank's official rate in force on the valuation day.",
+    )
+    usd_kzt_rate_date = serializers.DateField(source="rate.date", allow_null=True)
+    nav_kzt = serializers.SerializerMethodField()
+    unpriced = serializers.ListField(
+        source="current.valuation.unpriced",
+        child=serializers.CharField(),
+        help_text="Symbols of holdings without any price.",
+    )
+    positions = serializers.SerializerMethodField()
+
+    @extend_schema_field(ExactDecimalField(allow_null=True))
+    def get_holdings_value_usd(self, report) -> str | None:
+        valuation = report["current"].valuation
+        if valuation.nav_usd is None:
+            return None
+        return decimal_string(valuation.nav_usd - valuation.cash_usd)
+
+    @extend_schema_field(ExactDecimalField(allow_null=True))
+    def get_nav_kzt(self, report) -> str | None:
+        rate = report["rate"]
+        nav_kzt = to_reporting_currency(
+            report["current"].valuation.nav_usd, rate.rate if rate else None
+        )
+        return None if nav_kzt is None else decimal_string(nav_kzt)
+
+    @extend_schema_field(PositionSerializer(many=True))
+    def get_positions(self, report) -> list:
+        current = report["current"]
+        rows = [
+            {"position": p, "consensus": current.consensus[p.asset_id]}
+            for p in current.valuation.positions
+        ]
+        return PositionSerializer(rows, many=True).data
+
+
+class NavQuerySerializer(serializers.Serializer):
+    """``?from=YYYY-MM-DD&to=YYYY-MM-DD``, both optional and inclusive."""
+
+    def get_fields(self):
+        # ``from`` is a Python keyword, so the fields cannot be class attributes.
+        return {
+            "from": serializers.DateField(
+                required=False, input_formats=["iso-8601"], help_text="First day (inclusive)."
+            ),
+            "to": serializers.DateField(
+                required=False, input_formats=["iso-8601"], help_text="Last day (inclusive)."
+            ),
+        }
+
+    def validate(self, attrs):
+        if "from" in attrs and "to" in attrs and attrs["from"] > attrs["to"]:
+            raise serializers.ValidationError({"from": "Must not be after `to`."})
+        return attrs
+
+
+class NavPositionSerializer(serializers.Serializer):
+    """A position as stored in a snapshot (decimals kept as strings there)."""
+
+    asset = serializers.CharField()
+    quantity = ExactDecimalField()
+    cost_basis_usd = ExactDecimalField()
+    price_usd = ExactDecimalField(allow_null=True)
+    market_value_usd = ExactDecimalField(allow_null=True)
+    # Plain strings: the flags of the consensus when the snapshot was taken (see ``flags`` of
+    # the positions endpoint for the current set); a second enum here would duplicate its name.
+    price_flags = serializers.ListField(child=serializers.CharField())
+
+
+class NavSnapshotSerializer(ExactDecimalModelSerializer):
+    """A fund's NAV at the end of one Almaty day (or so far today)."""
+
+    positions = NavPositionSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = NavSnapshot
+        fields = [
+            "date",
+            "valued_at",
+            "cash_usd",
+            "holdings_value_usd",
+            "nav_usd",
+            "usd_kzt_rate",
+            "usd_kzt_rate_date",
+            "nav_kzt",
+            "positions",
+            "taken_at",
         ]
         read_only_fields = fields

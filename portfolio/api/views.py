@@ -1,17 +1,38 @@
-"""Funds and assets in the v1 API: read-only, funds scoped to the caller's roles."""
+"""Funds and assets in the v1 API: read-only, funds scoped to the caller's roles.
 
+A fund's positions and NAV history hang off the fund (``/funds/{id}/positions/``,
+``/funds/{id}/nav/``), so they share its scoping: any fund outside the caller's roles is a 404.
+"""
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.decorators import action
+from rest_framework.response import Response
 
-from portfolio.api.serializers import AssetSerializer, FundSerializer
+from portfolio.api.serializers import (
+    AssetSerializer,
+    FundPositionsSerializer,
+    FundSerializer,
+    NavQuerySerializer,
+    NavSnapshotSerializer,
+)
 from portfolio.models import Asset, Fund
-from portfolio.selectors import funds_for_user
+from portfolio.selectors import fund_valuation, funds_for_user, official_rate
 
 # Token first: DRF answers an unauthenticated request with the first class's
 # ``WWW-Authenticate`` challenge, and only then can it be a 401 (session auth has none).
 API_AUTHENTICATION = (TokenAuthentication, SessionAuthentication)
 
+NOT_FOUND = OpenApiResponse(description="No such fund among the caller's funds.")
+INVALID = OpenApiResponse(description="Invalid input: errors per parameter.")
 
+
+@extend_schema_view(
+    list=extend_schema(summary="Funds the caller holds any role in"),
+    retrieve=extend_schema(summary="One fund", responses={200: FundSerializer, 404: NOT_FOUND}),
+)
 class FundViewSet(viewsets.ReadOnlyModelViewSet):
     """Funds the caller holds any role in; any other fund is a 404."""
 
@@ -21,9 +42,41 @@ class FundViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Fund.objects.none()
-        return funds_for_user(self.request.user).prefetch_related(
-            "whitelisted_assets", "funding_sources"
+        funds = funds_for_user(self.request.user)
+        if self.action in ("positions", "nav"):
+            return funds
+        return funds.prefetch_related("whitelisted_assets", "funding_sources")
+
+    @extend_schema(
+        summary="Cash, positions and NAV now, in USD and in tenge",
+        responses={200: FundPositionsSerializer, 404: NOT_FOUND},
+    )
+    @action(detail=True, methods=["get"])
+    def positions(self, request, pk=None):
+        fund = self.get_object()
+        current = fund_valuation(fund)
+        rate = official_rate(timezone.localdate(current.at))
+        return Response(
+            FundPositionsSerializer({"fund": fund, "current": current, "rate": rate}).data
         )
+
+    @extend_schema(
+        summary="End-of-day NAV history, oldest first",
+        parameters=[NavQuerySerializer],
+        responses={200: NavSnapshotSerializer(many=True), 400: INVALID, 404: NOT_FOUND},
+    )
+    @action(detail=True, methods=["get"])
+    def nav(self, request, pk=None):
+        fund = self.get_object()
+        query = NavQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        snapshots = fund.nav_snapshots.order_by("date")
+        if "from" in query.validated_data:
+            snapshots = snapshots.filter(date__gte=query.validated_data["from"])
+        if "to" in query.validated_data:
+            snapshots = snapshots.filter(date__lte=query.validated_data["to"])
+        page = self.paginate_queryset(snapshots)
+        return self.get_paginated_response(NavSnapshotSerializer(page, many=True).data)
 
 
 class AssetViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
