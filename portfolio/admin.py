@@ -14,17 +14,15 @@ from django.contrib import admin
 from django.contrib.admin.utils import unquote
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from portfolio.api.fields import decimal_string
-from portfolio.calculations import to_reporting_currency
 from portfolio.models import Asset, Fund, FundingSource, FxRate, LedgerEntry, NavSnapshot, Price
 
 # Market-data fetches and failures register their own read-only admin on import (issue 3).
 from portfolio.prices import admin as prices_admin  # noqa: F401
-from portfolio.selectors import fund_valuation, official_rate
+from portfolio.selectors import fund_valuation
 
 
 class ReadOnlyAdminMixin:
@@ -133,8 +131,7 @@ class FundAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
         if fund.pk is None:
             return "-"
         current = fund_valuation(fund)
-        rate = official_rate(timezone.localdate(current.at))
-        valuation = current.valuation
+        valuation, rate = current.valuation, current.rate
         positions = [
             {
                 "symbol": p.symbol,
@@ -150,14 +147,13 @@ class FundAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
             }
             for p in valuation.positions
         ]
-        nav_kzt = to_reporting_currency(valuation.nav_usd, rate.rate if rate else None)
         return render_to_string(
             "admin/portfolio/fund/_positions.html",
             {
                 "valued_at": current.at,
                 "cash_usd": exact(valuation.cash_usd),
                 "nav_usd": exact(valuation.nav_usd),
-                "nav_kzt": exact(nav_kzt),
+                "nav_kzt": exact(current.nav_kzt),
                 "rate": rate,
                 "rate_value": exact(rate.rate) if rate else "-",
                 "unpriced": ", ".join(valuation.unpriced),

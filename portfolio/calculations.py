@@ -77,3 +77,20 @@ def to_reporting_currency(amount_usd: Decimal | None, usd_rate: Decimal | None) 
     if amount_usd is None or usd_rate is None:
         return None
     return amount_usd * usd_rate
+
+
+def decimal_string(value: Decimal | int | str) -> str:
+    """``value`` in plain notation without trailing fractional zeros, every digit kept.
+
+    ``Decimal("100")`` stays "100" (``normalize`` would give "1E+2"); ``Decimal("-0.00")`` is
+    "0". Floats are refused: they are not exact.
+    """
+    if isinstance(value, float):
+        raise TypeError("Amounts are Decimals, never floats.")
+    number = value if isinstance(value, Decimal) else Decimal(str(value))
+    if not number.is_finite():
+        raise ValueError(f"{number} is not an amount.")
+    text = format(number, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text == "-0" else text

@@ -8,8 +8,8 @@ from django.db.models import QuerySet, Sum
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
-from portfolio.calculations import Valuation, value_positions
-from portfolio.models import Asset, Fund, FundRole, FxRate, LedgerEntry, Price
+from portfolio.calculations import Valuation, to_reporting_currency, value_positions
+from portfolio.models import Asset, Fund, FundRole, FxRate, LedgerEntry, NavSnapshot, Price
 
 ZERO = Decimal("0")
 
@@ -90,11 +90,22 @@ def latest_prices(asset_ids, *, quote_currency: str = "USD") -> dict[int, Price]
 
 @dataclass(frozen=True)
 class FundValuation:
-    """A fund valued at one moment, with the consensus behind each holding's price."""
+    """A fund valued at one moment, with the consensus behind each holding's price and the
+    official USD/KZT rate in force that day."""
 
     at: dt.datetime
     valuation: Valuation
     consensus: dict  # asset id -> portfolio.prices.consensus.Consensus
+    rate: FxRate | None
+
+    @property
+    def holdings_value_usd(self) -> Decimal | None:
+        nav = self.valuation.nav_usd
+        return None if nav is None else nav - self.valuation.cash_usd
+
+    @property
+    def nav_kzt(self) -> Decimal | None:
+        return to_reporting_currency(self.valuation.nav_usd, self.rate.rate if self.rate else None)
 
 
 def fund_valuation(fund: Fund, *, at: dt.datetime | None = None) -> FundValuation:
@@ -112,7 +123,20 @@ def fund_valuation(fund: Fund, *, at: dt.datetime | None = None) -> FundValuatio
     consensus = consensus_for_assets(list(assets.values()), at=at)
     prices = {asset_id: c.price for asset_id, c in consensus.items()}
     valuation = value_positions(holdings, prices, fund_cash_usd(fund, at=at))
-    return FundValuation(at=at, valuation=valuation, consensus=consensus)
+    rate = official_rate(timezone.localdate(at))
+    return FundValuation(at=at, valuation=valuation, consensus=consensus, rate=rate)
+
+
+def nav_history(
+    fund: Fund, *, start: dt.date | None = None, end: dt.date | None = None
+) -> QuerySet[NavSnapshot]:
+    """End-of-day NAV snapshots of ``fund`` from ``start`` to ``end`` inclusive, oldest first."""
+    rows = NavSnapshot.objects.filter(fund=fund).order_by("date")
+    if start is not None:
+        rows = rows.filter(date__gte=start)
+    if end is not None:
+        rows = rows.filter(date__lte=end)
+    return rows
 
 
 def official_rate(day: dt.date, *, quote_currency: str = "KZT") -> FxRate | None:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portfolio import selectors
-from portfolio.calculations import to_reporting_currency
+from portfolio.calculations import decimal_string
 from portfolio.exceptions import PriceImportError
 from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, NavSnapshot, Price
 
@@ -120,16 +120,18 @@ def nav_snapshot_take(*, fund: Fund, day: dt.date) -> NavSnapshot:
     """
     valued_at = min(end_of_day(day), timezone.now())
     current = selectors.fund_valuation(fund, at=valued_at)
-    valuation = current.valuation
-    rate = selectors.official_rate(day)
-    holdings_value = None if valuation.nav_usd is None else valuation.nav_usd - valuation.cash_usd
+    valuation, rate = current.valuation, current.rate
+
+    def exact(value):
+        return None if value is None else decimal_string(value)
+
     positions = [
         {
             "asset": p.symbol,
-            "quantity": str(p.quantity),
-            "cost_basis_usd": str(p.cost_basis_usd),
-            "price_usd": None if p.price_usd is None else str(p.price_usd),
-            "market_value_usd": None if p.market_value_usd is None else str(p.market_value_usd),
+            "quantity": exact(p.quantity),
+            "cost_basis_usd": exact(p.cost_basis_usd),
+            "price_usd": exact(p.price_usd),
+            "market_value_usd": exact(p.market_value_usd),
             "price_flags": list(current.consensus[p.asset_id].flags),
         }
         for p in valuation.positions
@@ -140,11 +142,11 @@ def nav_snapshot_take(*, fund: Fund, day: dt.date) -> NavSnapshot:
         defaults={
             "valued_at": valued_at,
             "cash_usd": valuation.cash_usd,
-            "holdings_value_usd": holdings_value,
+            "holdings_value_usd": current.holdings_value_usd,
             "nav_usd": valuation.nav_usd,
             "usd_kzt_rate": rate.rate if rate else None,
             "usd_kzt_rate_date": rate.date if rate else None,
-            "nav_kzt": to_reporting_currency(valuation.nav_usd, rate.rate if rate else None),
+            "nav_kzt": current.nav_kzt,
             "positions": positions,
         },
     )

@@ -5,27 +5,12 @@ Computed amounts are stored with 28 decimal places, so DRF's ``DecimalField`` wo
 stripped, never rounded, never in exponent notation, never a float.
 """
 
-from decimal import Decimal
-
 from django.db import models
 from rest_framework import serializers
 
+from portfolio.calculations import decimal_string
 
-def decimal_string(value: Decimal | int | str) -> str:
-    """``value`` in plain notation without trailing fractional zeros, every digit kept.
-
-    ``Decimal("100")`` stays "100" (``normalize`` would give "1E+2"); ``Decimal("-0.00")`` is
-    "0". Floats are refused: they are not exact.
-    """
-    if isinstance(value, float):
-        raise TypeError("Amounts are Decimals, never floats.")
-    number = value if isinstance(value, Decimal) else Decimal(str(value))
-    if not number.is_finite():
-        raise ValueError(f"{number} is not an amount.")
-    text = format(number, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
+__all__ = ["ExactDecimalField", "ExactDecimalModelSerializer", "decimal_string"]
 
 
 class ExactDecimalField(serializers.DecimalField):

@@ -4,8 +4,7 @@ writes."""
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from portfolio.api.fields import ExactDecimalField, ExactDecimalModelSerializer, decimal_string
-from portfolio.calculations import to_reporting_currency
+from portfolio.api.fields import ExactDecimalField, ExactDecimalModelSerializer
 from portfolio.models import Asset, Fund, FundingSource, NavSnapshot
 from portfolio.prices.consensus import FLAGS
 
@@ -106,46 +105,31 @@ class PositionSerializer(serializers.Serializer):
 
 
 class FundPositionsSerializer(serializers.Serializer):
-    """A fund's cash, positions and NAV now; takes ``{"fund", "current", "rate"}`` where
-    ``current`` is a ``portfolio.selectors.FundValuation`` and ``rate`` an ``FxRate`` or None."""
+    """A fund's cash, positions and NAV now; takes ``{"fund", "current"}`` where ``current`` is
+    a ``portfolio.selectors.FundValuation``."""
 
     fund = serializers.IntegerField(source="fund.pk")
     valued_at = serializers.DateTimeField(source="current.at")
     cash_usd = ExactDecimalField(source="current.valuation.cash_usd")
-    holdings_value_usd = serializers.SerializerMethodField()
+    holdings_value_usd = ExactDecimalField(source="current.holdings_value_usd", allow_null=True)
     nav_usd = ExactDecimalField(
         source="current.valuation.nav_usd",
         allow_null=True,
         help_text="Cash plus every position's market value; null while a holding has no price.",
     )
     usd_kzt_rate = ExactDecimalField(
-        source="rate.rate",
+        source="current.rate.rate",
         allow_null=True,
         help_text="The National Bank's official rate in force on the valuation day.",
     )
-    usd_kzt_rate_date = serializers.DateField(source="rate.date", allow_null=True)
-    nav_kzt = serializers.SerializerMethodField()
+    usd_kzt_rate_date = serializers.DateField(source="current.rate.date", allow_null=True)
+    nav_kzt = ExactDecimalField(source="current.nav_kzt", allow_null=True)
     unpriced = serializers.ListField(
         source="current.valuation.unpriced",
         child=serializers.CharField(),
         help_text="Symbols of holdings without any price.",
     )
     positions = serializers.SerializerMethodField()
-
-    @extend_schema_field(ExactDecimalField(allow_null=True))
-    def get_holdings_value_usd(self, report) -> str | None:
-        valuation = report["current"].valuation
-        if valuation.nav_usd is None:
-            return None
-        return decimal_string(valuation.nav_usd - valuation.cash_usd)
-
-    @extend_schema_field(ExactDecimalField(allow_null=True))
-    def get_nav_kzt(self, report) -> str | None:
-        rate = report["rate"]
-        nav_kzt = to_reporting_currency(
-            report["current"].valuation.nav_usd, rate.rate if rate else None
-        )
-        return None if nav_kzt is None else decimal_string(nav_kzt)
 
     @extend_schema_field(PositionSerializer(many=True))
     def get_positions(self, report) -> list:

@@ -4,7 +4,6 @@ A fund's positions and NAV history hang off the fund (``/funds/{id}/positions/``
 ``/funds/{id}/nav/``), so they share its scoping: any fund outside the caller's roles is a 404.
 """
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
@@ -19,7 +18,7 @@ from portfolio.api.serializers import (
     NavSnapshotSerializer,
 )
 from portfolio.models import Asset, Fund
-from portfolio.selectors import fund_valuation, funds_for_user, official_rate
+from portfolio.selectors import fund_valuation, funds_for_user, nav_history
 
 # Token first: DRF answers an unauthenticated request with the first class's
 # ``WWW-Authenticate`` challenge, and only then can it be a 401 (session auth has none).
@@ -55,10 +54,7 @@ class FundViewSet(viewsets.ReadOnlyModelViewSet):
     def positions(self, request, pk=None):
         fund = self.get_object()
         current = fund_valuation(fund)
-        rate = official_rate(timezone.localdate(current.at))
-        return Response(
-            FundPositionsSerializer({"fund": fund, "current": current, "rate": rate}).data
-        )
+        return Response(FundPositionsSerializer({"fund": fund, "current": current}).data)
 
     @extend_schema(
         summary="End-of-day NAV history, oldest first",
@@ -70,11 +66,9 @@ class FundViewSet(viewsets.ReadOnlyModelViewSet):
         fund = self.get_object()
         query = NavQuerySerializer(data=request.query_params)
         query.is_valid(raise_exception=True)
-        snapshots = fund.nav_snapshots.order_by("date")
-        if "from" in query.validated_data:
-            snapshots = snapshots.filter(date__gte=query.validated_data["from"])
-        if "to" in query.validated_data:
-            snapshots = snapshots.filter(date__lte=query.validated_data["to"])
+        snapshots = nav_history(
+            fund, start=query.validated_data.get("from"), end=query.validated_data.get("to")
+        )
         page = self.paginate_queryset(snapshots)
         return self.get_paginated_response(NavSnapshotSerializer(page, many=True).data)
 
