@@ -7,7 +7,14 @@ from django.conf import settings
 from django.db.models import F, Prefetch, QuerySet, Sum
 
 from governance import compliance, policies
-from governance.models import ApprovalPolicy, AuditEvent, Decision, Proposal, ProposalState
+from governance.models import (
+    ApprovalPolicy,
+    AuditEvent,
+    Decision,
+    Execution,
+    Proposal,
+    ProposalState,
+)
 from governance.roles import funds_for_user
 from portfolio import selectors as books
 from portfolio.models import Asset, Fund
@@ -64,6 +71,11 @@ def proposal_stage_statuses(proposal: Proposal) -> list[policies.StageStatus]:
         current_order=proposal.current_stage.order if proposal.current_stage else None,
         verdicts_by_stage=verdicts,
     )
+
+
+def proposal_executions(proposal: Proposal) -> QuerySet[Execution]:
+    """The proposal's fills, oldest first."""
+    return proposal.executions.select_related("recorded_by").order_by("executed_at", "id")
 
 
 def reserved_notional_usd(fund: Fund, *, excluding: Proposal | None = None) -> Decimal:

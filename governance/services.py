@@ -7,8 +7,9 @@ raised, so the record of the attempt survives the refusal.
 """
 
 import datetime as dt
-from decimal import Decimal
+from decimal import Decimal, localcontext
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -45,6 +46,10 @@ from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, 
 from portfolio.prices.fetching import price_record_manual
 
 User = get_user_model()
+
+# Digits for money arithmetic: wide enough that the sum or product of two amount columns
+# (quantity x price + fee, executed notional + cost) is exact, never rounded to 28 digits.
+EXACT_DIGITS = 2 * settings.ALEM_DECIMALS["amount"][0]
 
 EDITABLE_FIELDS = ("asset", "notional_usd", "limit_price_usd", "rationale", "funding_source")
 
@@ -723,9 +728,19 @@ def _existing_fill(external_ref: str, proposal_id: int) -> Execution | None:
     return existing
 
 
+def _check_executor(proposal: Proposal, actor) -> None:
+    """Who may record fills of ``proposal``: an ``execute_trades`` holder who is neither its
+    author nor one of its approvers (rules 1 and 10)."""
+    if not has_role(actor, proposal.fund, FundRole.EXECUTE_TRADES):
+        raise NotPermitted("Recording an execution needs the execute_trades role on the fund.")
+    if proposal.author_id == actor.pk:
+        raise SegregationOfDuties("The author of a proposal cannot execute it.")
+    if proposal.decisions.filter(user=actor, verdict=Decision.Verdict.APPROVE).exists():
+        raise SegregationOfDuties("Someone who approved a proposal cannot execute it.")
+
+
 def _check_execution_allowed(
     proposal: Proposal,
-    actor,
     *,
     quantity: Decimal,
     price_usd: Decimal,
@@ -736,12 +751,6 @@ def _check_execution_allowed(
     """Rule 10 for one attempted fill; returns the consensus evidence it was checked against."""
     from portfolio.prices.selectors import consensus_for
 
-    if not has_role(actor, proposal.fund, FundRole.EXECUTE_TRADES):
-        raise NotPermitted("Recording an execution needs the execute_trades role on the fund.")
-    if proposal.author_id == actor.pk:
-        raise SegregationOfDuties("The author of a proposal cannot execute it.")
-    if proposal.decisions.filter(user=actor, verdict=Decision.Verdict.APPROVE).exists():
-        raise SegregationOfDuties("Someone who approved a proposal cannot execute it.")
     policies.transition("execute", proposal.state)
 
     def refuse(code: str, detail: str, **context):
@@ -800,40 +809,40 @@ def execution_record(
 ) -> tuple[Execution, bool]:
     """Record one fill of an approved proposal; returns (execution, created).
 
-    Preconditions: lock held on the proposal; state ``approved`` and not past its expiry;
-    ``actor`` holds ``execute_trades``, is not the author and did not approve it; executed
+    Preconditions: lock held on the proposal; ``actor`` holds ``execute_trades``, is not the
+    author and did not approve it; state ``approved`` and not past its expiry; executed
     between the approval and now; price at most the limit price and within the fund's tolerance
     of a usable consensus price at the execution time; total cost within the approved notional.
-    The same ``external_ref`` again returns the booked fill (``created`` False) and books nothing.
+    The same ``external_ref`` again (same proposal, same permitted actor) returns the booked fill
+    (``created`` False) and books nothing; on another proposal it is refused.
     Effects: the execution; ledger entries (asset in, cash out, fee out); the executed notional
     grows; the fill that uses the whole notional, or ``close=True``, moves the proposal to
     ``executed``. Audit ``execution.recorded`` (and ``proposal.executed``); a refusal is audited
-    as ``execution.refused``.
+    as ``execution.refused``. Arithmetic is exact (``EXACT_DIGITS``).
     """
     if quantity <= 0 or price_usd <= 0 or fee_usd < 0:
         raise ValidationError("Quantity and price must be positive and the fee not negative.")
     if not external_ref.strip() or not venue.strip():
         raise ValidationError({"external_ref": "The venue and external reference are required."})
-    existing = _existing_fill(external_ref, proposal_id)
-    if existing is not None:
-        return existing, False
-    cost_usd = quantity * price_usd + fee_usd
+    if timezone.is_naive(executed_at):
+        raise ValidationError({"executed_at": "The execution time needs its UTC offset."})
     refusal = None
-    with transaction.atomic():
+    with localcontext(prec=EXACT_DIGITS), transaction.atomic():
+        cost_usd = quantity * price_usd + fee_usd
         proposal = _lock_proposal(proposal_id)
-        existing = _existing_fill(external_ref, proposal_id)
-        if existing is not None:
-            return existing, False
+        existing = None
         try:
-            evidence = _check_execution_allowed(
-                proposal,
-                actor,
-                quantity=quantity,
-                price_usd=price_usd,
-                cost_usd=cost_usd,
-                executed_at=executed_at,
-                now=timezone.now(),
-            )
+            _check_executor(proposal, actor)
+            existing = _existing_fill(external_ref, proposal_id)
+            if existing is None:
+                evidence = _check_execution_allowed(
+                    proposal,
+                    quantity=quantity,
+                    price_usd=price_usd,
+                    cost_usd=cost_usd,
+                    executed_at=executed_at,
+                    now=timezone.now(),
+                )
         except GovernanceError as exc:
             refusal = exc
             audit_record(
@@ -850,6 +859,8 @@ def execution_record(
                 },
             )
         else:
+            if existing is not None:
+                return existing, False
             execution = _book_fill(
                 proposal,
                 actor,
@@ -941,22 +952,24 @@ def _mark_executed(proposal: Proposal, actor, *, reason: str) -> None:
 def proposal_close(*, proposal_id: int, actor, reason: str = "") -> Proposal:
     """Close a partly executed proposal: the rest of its notional is released.
 
-    Preconditions: lock held; state ``approved`` with at least one fill; ``actor`` holds
-    ``execute_trades`` and is not the author.
+    Preconditions: lock held; state ``approved``, not past its expiry, with at least one fill;
+    ``actor`` may execute it (holds ``execute_trades``, neither author nor approver).
     Effects: state ``executed``; audit ``proposal.executed`` with the unspent notional.
     """
     with transaction.atomic():
         proposal = _lock_proposal(proposal_id)
-        if not has_role(actor, proposal.fund, FundRole.EXECUTE_TRADES):
-            raise NotPermitted("Closing a proposal needs the execute_trades role on the fund.")
-        if proposal.author_id == actor.pk:
-            raise SegregationOfDuties("The author of a proposal cannot close its execution.")
+        _check_executor(proposal, actor)
         policies.transition("execute", proposal.state)
+        if proposal.approval_expires_at <= timezone.now():
+            raise ExecutionRefused(
+                "The approval has expired; it is closed by expiry.", code="approval_expired"
+            )
         if proposal.executed_notional_usd == 0:
             raise InvalidTransition(
                 "Nothing has been executed; let the approval expire or have the author withdraw."
             )
-        _mark_executed(proposal, actor, reason=reason or "closed by the treasury")
+        with localcontext(prec=EXACT_DIGITS):
+            _mark_executed(proposal, actor, reason=reason or "closed by the treasury")
         proposal.save(update_fields=["state", "updated_at"])
     return proposal
 

@@ -4,13 +4,19 @@ Serializers only check the format of each field (numbers, precision, known choic
 caller may see). Every rule of the workflow is checked by ``governance.services``.
 """
 
+from decimal import Decimal, localcontext
+
+from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from governance import selectors
-from governance.models import AuditEvent, Decision, Proposal
+from governance.models import AuditEvent, Decision, Execution, Proposal
 from governance.roles import funds_for_user
 from portfolio.models import Asset, Fund, FundingSource
+
+AMOUNT = settings.ALEM_DECIMALS["amount"]
 
 
 def greater_than_zero(value):
@@ -74,6 +80,10 @@ class ProposalSerializer(serializers.ModelSerializer):
         allow_null=True,
         help_text="Order of the stage deciding now; null unless in review.",
     )
+    remaining_notional_usd = serializers.SerializerMethodField(
+        help_text="notional_usd minus executed_notional_usd: what further fills may still cost "
+        "while the proposal is approved."
+    )
 
     class Meta:
         model = Proposal
@@ -94,6 +104,7 @@ class ProposalSerializer(serializers.ModelSerializer):
             "submitted_at",
             "approval_expires_at",
             "executed_notional_usd",
+            "remaining_notional_usd",
             "compliance",
         ]
         read_only_fields = [
@@ -112,6 +123,13 @@ class ProposalSerializer(serializers.ModelSerializer):
     @extend_schema_field(StageStatusSerializer(many=True))
     def get_stages(self, proposal: Proposal) -> list[dict]:
         return StageStatusSerializer(selectors.proposal_stage_statuses(proposal), many=True).data
+
+    @extend_schema_field(serializers.DecimalField(max_digits=AMOUNT[0], decimal_places=AMOUNT[1]))
+    def get_remaining_notional_usd(self, proposal: Proposal) -> str:
+        # Wide enough that the difference of two amount columns is exact.
+        with localcontext(prec=2 * AMOUNT[0]):
+            remaining = proposal.notional_usd - proposal.executed_notional_usd
+        return self.fields["executed_notional_usd"].to_representation(remaining)
 
 
 class WithdrawSerializer(serializers.Serializer):
@@ -150,6 +168,80 @@ class DecisionCreateSerializer(serializers.Serializer):
         min_value=1,
         help_text="Order of the stage the decision is meant for; refused unless it is current.",
     )
+
+
+class WithOffsetDateTimeField(serializers.DateTimeField):
+    """A moment with its UTC offset. A time without one is refused rather than guessed: a
+    fill's time decides which prices and which approval it is checked against."""
+
+    default_error_messages = {
+        "naive": "Give the time with its UTC offset, e.g. 2025-06-30T09:30:00Z or +05:00.",
+    }
+
+    def enforce_timezone(self, value):
+        if timezone.is_naive(value):
+            self.fail("naive")
+        return super().enforce_timezone(value)
+
+
+class ExecutionSerializer(serializers.ModelSerializer):
+    """A booked fill, with the consensus price it was checked against."""
+
+    recorded_by = serializers.CharField(source="recorded_by.username", read_only=True)
+
+    class Meta:
+        model = Execution
+        fields = [
+            "id",
+            "proposal",
+            "quantity",
+            "price_usd",
+            "fee_usd",
+            "cost_usd",
+            "venue",
+            "external_ref",
+            "executed_at",
+            "recorded_by",
+            "recorded_at",
+            "evidence",
+        ]
+        read_only_fields = fields
+
+
+class ExecutionCreateSerializer(serializers.ModelSerializer):
+    """A fill as the treasury reports it. Precision follows the columns: 18 decimals for the
+    quantity, 10 for the price; a repeated ``external_ref`` is the service's to answer."""
+
+    executed_at = WithOffsetDateTimeField()
+    close = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Also close the proposal: its unspent notional is released.",
+    )
+
+    class Meta:
+        model = Execution
+        fields = [
+            "quantity",
+            "price_usd",
+            "fee_usd",
+            "venue",
+            "external_ref",
+            "executed_at",
+            "close",
+        ]
+        extra_kwargs = {
+            "quantity": {"validators": [greater_than_zero]},
+            "price_usd": {"validators": [greater_than_zero]},
+            "fee_usd": {"min_value": Decimal("0"), "default": Decimal("0")},
+            # Not the model's unique validator: the same reference again is answered with the
+            # fill already booked (or refused if it belongs to another proposal).
+            "external_ref": {"validators": []},
+        }
+
+
+class CloseSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, default="")
 
 
 class AuditEventSerializer(serializers.ModelSerializer):

@@ -14,9 +14,12 @@ from rest_framework.response import Response
 from governance import selectors, services
 from governance.api.serializers import (
     AuditEventSerializer,
+    CloseSerializer,
     DecisionCreateSerializer,
     DecisionSerializer,
     ErrorSerializer,
+    ExecutionCreateSerializer,
+    ExecutionSerializer,
     ProposalSerializer,
     WithdrawSerializer,
 )
@@ -147,3 +150,64 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         proposal = self.get_object()
         page = self.paginate_queryset(selectors.proposal_events(proposal))
         return self.get_paginated_response(AuditEventSerializer(page, many=True).data)
+
+    @extend_schema(
+        methods=["GET"],
+        summary="Fills booked against the proposal, in execution order",
+        responses={200: ExecutionSerializer(many=True), 404: NOT_FOUND},
+    )
+    @extend_schema(
+        methods=["POST"],
+        summary="Record a fill (treasury operators)",
+        description=(
+            "Books the fill and its ledger entries. Posting an `external_ref` already booked "
+            "for this proposal books nothing and answers 200 with that fill; one booked for "
+            "another proposal is a 409 `duplicate_external_ref`. A fill that would break the "
+            "approved mandate is a 409 whose `code` names the rule: `approval_expired`, "
+            "`executed_in_future`, `executed_before_approval`, `above_limit_price`, "
+            "`over_notional`, `consensus_unusable`, `price_outside_tolerance`, "
+            "`segregation_of_duties` or `invalid_state`."
+        ),
+        request=ExecutionCreateSerializer,
+        responses={
+            200: OpenApiResponse(ExecutionSerializer, description="Already booked: that fill."),
+            201: ExecutionSerializer,
+            400: INVALID,
+            403: FORBIDDEN,
+            404: NOT_FOUND,
+            409: CONFLICT,
+        },
+    )
+    @action(detail=True, methods=["get", "post"])
+    def executions(self, request, pk=None):
+        proposal = self.get_object()
+        if request.method == "GET":
+            # A read of the proposal's own fills; the proposal is already scoped to the caller.
+            fills = selectors.proposal_executions(proposal)
+            page = self.paginate_queryset(fills)
+            return self.get_paginated_response(ExecutionSerializer(page, many=True).data)
+        serializer = ExecutionCreateSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        execution, created = services.execution_record(
+            proposal_id=proposal.pk, actor=request.user, **serializer.validated_data
+        )
+        return Response(
+            ExecutionSerializer(execution).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @extend_schema(
+        summary="Close a partly executed proposal (treasury operators)",
+        description="Moves it to `executed`; the unspent notional is released.",
+        request=CloseSerializer,
+        responses={200: ProposalSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT},
+    )
+    @action(detail=True, methods=["post"])
+    def close(self, request, pk=None):
+        proposal = self.get_object()
+        serializer = CloseSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        services.proposal_close(
+            proposal_id=proposal.pk, actor=request.user, reason=serializer.validated_data["reason"]
+        )
+        return self._respond(proposal.pk)

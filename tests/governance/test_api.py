@@ -19,6 +19,7 @@ CONTRACT_FIELDS = {
     "asset",
     "side",
     "notional_usd",
+    "remaining_notional_usd",
     "limit_price_usd",
     "rationale",
     "funding_source",
