@@ -74,6 +74,7 @@ def role_grant(*, actor, user, fund: Fund, role: str) -> bool:
     if role not in FundRole.values:
         raise ValidationError({"role": f"Unknown role {role!r}."})
     with transaction.atomic():
+        _lock_fund(fund)
         if has_role(user, fund, role):
             return False
         assign_perm(f"portfolio.{role}", user, fund)
@@ -95,6 +96,7 @@ def role_revoke(*, actor, user, fund: Fund, role: str) -> bool:
     if role not in FundRole.values:
         raise ValidationError({"role": f"Unknown role {role!r}."})
     with transaction.atomic():
+        _lock_fund(fund)
         if role not in roles_on_fund(user, fund):
             return False
         remove_perm(f"portfolio.{role}", user, fund)
@@ -124,8 +126,7 @@ def policy_draft(
         raise NotPermitted("Drafting a policy needs the manage_policy role on the fund.")
     policies.validate_stages(stages)
     with transaction.atomic():
-        # Locking the fund serialises version numbering.
-        Fund.objects.select_for_update().get(pk=fund.pk)
+        _lock_fund(fund)  # serialises version numbering
         last = ApprovalPolicy.objects.filter(fund=fund).order_by("-version").first()
         policy = ApprovalPolicy.objects.create(
             fund=fund, version=(last.version + 1) if last else 1, note=note, drafted_by=actor
@@ -158,7 +159,11 @@ def policy_publish(*, actor, policy_id: int) -> ApprovalPolicy:
     Effects: ``published_by/at`` set, the policy frozen; audit event ``policy.published``.
     """
     with transaction.atomic():
-        policy = ApprovalPolicy.objects.select_for_update().select_related("fund").get(pk=policy_id)
+        policy = (
+            ApprovalPolicy.objects.select_for_update(of=("self",), no_key=True)
+            .select_related("fund")
+            .get(pk=policy_id)
+        )
         if not has_role(actor, policy.fund, FundRole.MANAGE_POLICY):
             raise NotPermitted("Publishing a policy needs the manage_policy role on the fund.")
         if policy.is_published:
@@ -300,12 +305,27 @@ def contribution_record(
 # ---------------------------------------------------------------------------------------------
 
 
+def _lock_fund(fund: Fund) -> None:
+    """Serialise writers of one fund's policies and roles.
+
+    ``FOR NO KEY UPDATE``, never a full ``FOR UPDATE``: audit events reference the fund, and
+    their inserts take a key-share lock on it while holding the audit chain lock, so a full lock
+    here would deadlock against them.
+    """
+    Fund.objects.select_for_update(no_key=True).only("pk").get(pk=fund.pk)
+
+
 def _lock_proposal(proposal_id: int) -> Proposal:
-    return (
-        Proposal.objects.select_for_update(of=("self",))
-        .select_related("fund", "asset", "funding_source", "policy", "current_stage")
-        .get(pk=proposal_id)
-    )
+    """Lock the proposal row (rule 12), then read it with its relations.
+
+    Two statements on purpose: after waiting for a lock PostgreSQL re-reads only the locked row,
+    so rows joined in the locking statement could be stale (a current stage that just moved
+    would come back empty). ``NO KEY`` for the same reason as ``_lock_fund``.
+    """
+    Proposal.objects.select_for_update(no_key=True).only("pk").get(pk=proposal_id)
+    return Proposal.objects.select_related(
+        "fund", "asset", "funding_source", "policy", "current_stage"
+    ).get(pk=proposal_id)
 
 
 def _require_author(proposal: Proposal, actor, action: str) -> None:
