@@ -11,7 +11,6 @@ import json
 
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
-from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Prefetch
 from django.http import HttpResponseRedirect
@@ -20,7 +19,6 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
-from guardian.models import UserObjectPermission
 
 from governance import services
 from governance.audit import audit_verify
@@ -41,7 +39,7 @@ from governance.models import (
     PolicyStage,
     Proposal,
 )
-from governance.roles import users_with_role
+from governance.roles import direct_grants, users_with_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
 from portfolio import admin as portfolio_admin
 from portfolio.admin import ReadOnlyAdminMixin
@@ -85,20 +83,6 @@ ROLE_ACTIONS = {
         _("{user} did not hold {role} on {fund}."),
     ),
 }
-
-
-def _direct_role_holders(fund: Fund) -> set[tuple[int, str]]:
-    """(user id, role) pairs granted to the user directly, not through a group.
-
-    Only direct grants can be revoked per user; a role held through a group is the group's.
-    """
-    return set(
-        UserObjectPermission.objects.filter(
-            content_type=ContentType.objects.get_for_model(Fund),
-            object_pk=str(fund.pk),
-            permission__codename__in=FundRole.values,
-        ).values_list("user_id", "permission__codename")
-    )
 
 
 admin.site.unregister(Fund)
@@ -180,7 +164,7 @@ class FundAdmin(portfolio_admin.FundAdmin):
                     )
                     self.message_user(request, text, messages.SUCCESS if changed else messages.INFO)
                 return HttpResponseRedirect(request.path)
-        direct = _direct_role_holders(fund)
+        direct = direct_grants(fund)
         roles = [
             {
                 "code": role.value,

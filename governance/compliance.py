@@ -28,6 +28,8 @@ class ComplianceFacts:
     holdings_value_usd: Decimal
     # Holdings that could not be valued because no price is stored for them.
     unpriced_symbols: tuple[str, ...] = ()
+    # Of ``reserved_usd``, what approved proposals will still spend on this same asset.
+    reserved_asset_usd: Decimal = Decimal("0")
     warn_at: Decimal = Decimal("0.90")
     # The asset's consensus price and its flags (stale, divergent, single_source, missing).
     market_price_usd: Decimal | None = None
@@ -121,7 +123,7 @@ def post_trade_share(facts: ComplianceFacts) -> Decimal | None:
     total = facts.cash_usd + facts.holdings_value_usd
     if total <= 0:
         return None
-    return (facts.asset_value_usd + facts.notional_usd) / total
+    return (facts.asset_value_usd + facts.reserved_asset_usd + facts.notional_usd) / total
 
 
 def check_concentration(facts: ComplianceFacts) -> Check:

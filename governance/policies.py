@@ -143,8 +143,10 @@ def stage_statuses(
             status = "rejected"
         elif halted == "request_changes":
             status = "changes_requested"
-        elif state in (S.APPROVED, S.EXECUTED, S.EXPIRED) or (
-            current_order is not None and stage.order < current_order
+        elif (
+            state in (S.APPROVED, S.EXECUTED, S.EXPIRED)
+            or (current_order is not None and stage.order < current_order)
+            or quorum_reached(approvals, stage.quorum)
         ):
             status = "complete"
         elif stage.order == current_order:

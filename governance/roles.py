@@ -5,13 +5,15 @@ decide on public money unless a role is granted to them like to anyone else.
 """
 
 from django.contrib.auth import get_user_model
+from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q, QuerySet
+from guardian.models import UserObjectPermission
 from guardian.shortcuts import get_group_perms, get_user_perms
 
 from portfolio.models import Fund, FundRole
 from portfolio.selectors import funds_for_user
 
-__all__ = ["funds_for_user", "has_role", "roles_on_fund", "users_with_role"]
+__all__ = ["direct_grants", "funds_for_user", "has_role", "roles_on_fund", "users_with_role"]
 
 User = get_user_model()
 
@@ -23,6 +25,19 @@ def roles_on_fund(user, fund: Fund) -> set[str]:
     codenames = set(get_user_perms(user, fund).values_list("codename", flat=True))
     codenames |= set(get_group_perms(user, fund).values_list("codename", flat=True))
     return codenames & set(FundRole.values)
+
+
+def direct_grants(fund: Fund, *, user=None) -> set[tuple[int, str]]:
+    """(user id, role) pairs granted to users themselves on ``fund``, not through a group,
+    whether or not the user is active. Only these can be granted or revoked per user."""
+    grants = UserObjectPermission.objects.filter(
+        content_type=ContentType.objects.get_for_model(Fund),
+        object_pk=str(fund.pk),
+        permission__codename__in=FundRole.values,
+    )
+    if user is not None:
+        grants = grants.filter(user=user)
+    return set(grants.values_list("user_id", "permission__codename"))
 
 
 def has_role(user, fund: Fund, role: str) -> bool:

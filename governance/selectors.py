@@ -78,9 +78,14 @@ def proposal_executions(proposal: Proposal) -> QuerySet[Execution]:
     return proposal.executions.select_related("recorded_by").order_by("executed_at", "id")
 
 
-def reserved_notional_usd(fund: Fund, *, excluding: Proposal | None = None) -> Decimal:
-    """Notional approved but not yet executed: cash already promised to other proposals."""
+def reserved_notional_usd(
+    fund: Fund, *, excluding: Proposal | None = None, asset_id: int | None = None
+) -> Decimal:
+    """Notional approved but not yet executed: cash already promised to other proposals
+    (only to those buying ``asset_id``, when given)."""
     approved = Proposal.objects.filter(fund=fund, state=ProposalState.APPROVED)
+    if asset_id is not None:
+        approved = approved.filter(asset_id=asset_id)
     if excluding is not None:
         approved = approved.exclude(pk=excluding.pk)
     total = approved.aggregate(s=Sum(F("notional_usd") - F("executed_notional_usd")))["s"]
@@ -121,6 +126,9 @@ def compliance_facts(
         max_asset_share=fund.max_asset_share,
         cash_usd=books.fund_cash_usd(fund),
         reserved_usd=reserved_notional_usd(fund, excluding=proposal),
+        reserved_asset_usd=reserved_notional_usd(
+            fund, excluding=proposal, asset_id=proposal.asset_id
+        ),
         asset_value_usd=asset_value,
         holdings_value_usd=holdings_value,
         unpriced_symbols=tuple(unpriced),

@@ -39,7 +39,7 @@ from governance.models import (
     Proposal,
     ProposalState,
 )
-from governance.roles import has_role, roles_on_fund
+from governance.roles import direct_grants, has_role, roles_on_fund
 from governance.selectors import compliance_facts, policy_in_force
 from portfolio import services as books
 from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, Price
@@ -75,7 +75,7 @@ def role_grant(*, actor, user, fund: Fund, role: str) -> bool:
         raise ValidationError({"role": f"Unknown role {role!r}."})
     with transaction.atomic():
         _lock_fund(fund)
-        if has_role(user, fund, role):
+        if (user.pk, role) in direct_grants(fund, user=user):
             return False
         assign_perm(f"portfolio.{role}", user, fund)
         audit_record(
@@ -97,7 +97,11 @@ def role_revoke(*, actor, user, fund: Fund, role: str) -> bool:
         raise ValidationError({"role": f"Unknown role {role!r}."})
     with transaction.atomic():
         _lock_fund(fund)
-        if role not in roles_on_fund(user, fund):
+        if (user.pk, role) not in direct_grants(fund, user=user):
+            if has_role(user, fund, role):
+                raise InvalidTransition(
+                    f"{user.username} holds {role} through a group; remove them from the group."
+                )
             return False
         remove_perm(f"portfolio.{role}", user, fund)
         audit_record(
@@ -336,11 +340,18 @@ def _require_author(proposal: Proposal, actor, action: str) -> None:
 
 
 def _validate_terms(proposal_terms: dict, *, fund: Fund) -> None:
-    errors = {
-        name: "Must be greater than zero."
-        for name in ("notional_usd", "limit_price_usd")
-        if name in proposal_terms and not proposal_terms[name] > 0
-    }
+    errors = {}
+    for name in ("notional_usd", "limit_price_usd"):
+        if name not in proposal_terms:
+            continue
+        if not proposal_terms[name] > 0:
+            errors[name] = "Must be greater than zero."
+            continue
+        try:
+            # The column's own DecimalValidator: no more digits than it stores.
+            Proposal._meta.get_field(name).run_validators(proposal_terms[name])
+        except ValidationError as exc:
+            errors[name] = " ".join(exc.messages)
     source = proposal_terms.get("funding_source")
     if source is not None and source.fund_id != fund.pk:
         errors["funding_source"] = "This funding source belongs to another fund."
@@ -440,6 +451,9 @@ def proposal_update(*, proposal_id: int, actor, **changes) -> Proposal:
 def _compliance_report(
     proposal: Proposal, *, at: str, final_approval: bool = False
 ) -> tuple[compliance.ComplianceReport, dict]:
+    # Rule 12: compliance checks of one fund run one at a time until their transaction ends, so
+    # two approvals cannot both count the same cash (the proposal is locked already).
+    _lock_fund(proposal.fund)
     facts, price_seen = compliance_facts(proposal, final_approval=final_approval)
     report = compliance.evaluate(facts)
     stored = {

@@ -54,12 +54,6 @@ def last_sequence() -> int:
     return event.sequence if event else 0
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Each fund builder creates a dozen users; PBKDF2 would make the setup dominate the run.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def other(db):
     """A second fund with its own people, buying the same asset."""

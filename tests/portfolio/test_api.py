@@ -16,12 +16,6 @@ TOKEN = "/api/v1/auth/token/"
 PASSWORD = "pw-for-tests-only"  # UserFactory's
 
 
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    # Each fund builder creates a dozen users; PBKDF2 would make the setup dominate the run.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 @pytest.fixture
 def other(db):
     """A second fund with its own people, buying the same asset."""

@@ -1,0 +1,313 @@
+"""The hash-chained audit log (rule 11): it grows with every change, verifies, and catches
+any row altered, removed or reordered; events are written in the transaction they record."""
+
+import datetime as dt
+import itertools
+from decimal import Decimal
+
+import pytest
+
+from governance import audit, services
+from governance.audit import GENESIS_HASH, audit_record, audit_verify, event_hash
+from governance.exceptions import SegregationOfDuties
+from governance.models import AuditChain, AuditEvent, Decision, Proposal, ProposalState
+from governance.policies import StageSpec
+from portfolio.models import FundRole, LedgerEntry
+from tests.factories import UserFactory
+
+# ---------------------------------------------------------------------------------------------
+# An intact chain
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_empty_log_verifies_with_length_zero():
+    result = audit_verify()
+
+    assert (result.ok, result.length, result.first_bad_sequence) == (True, 0, None)
+
+
+def test_the_chain_grows_by_one_linked_event_per_change_and_verifies(alem):
+    # 11 role grants, policy drafted and published, one contribution.
+    assert audit_verify().ok
+    assert audit_verify().length == 14
+
+    proposal = alem.proposal()
+    services.proposal_submit(proposal_id=proposal.pk, actor=alem.users["manager"])
+    alem.decide(proposal, "risk")
+
+    events = list(AuditEvent.objects.order_by("sequence"))
+    assert [e.action for e in events[14:]] == [
+        "proposal.created",
+        "proposal.submitted",
+        "decision.recorded",
+        "proposal.stage_completed",
+    ]
+    assert [e.sequence for e in events] == list(range(1, 19))
+    assert events[0].previous_hash == GENESIS_HASH
+    for before, after in itertools.pairwise(events):
+        assert after.previous_hash == before.hash
+    head = AuditChain.objects.get()
+    assert (head.length, head.head_hash) == (18, events[-1].hash)
+    result = audit_verify()
+    assert (result.ok, result.length, result.reason) == (True, 18, "")
+
+
+def test_an_event_hash_covers_its_content(alem):
+    event = AuditEvent.objects.get(sequence=3)
+
+    recomputed = event_hash(
+        previous_hash=event.previous_hash,
+        sequence=event.sequence,
+        created_at=event.created_at,
+        actor_id=event.actor_id,
+        action=event.action,
+        fund_id=event.fund_id,
+        proposal_id=event.proposal_id,
+        payload=event.payload,
+    )
+
+    assert recomputed == event.hash
+    assert len(event.hash) == 64
+
+
+def test_a_refused_decision_is_on_the_chain(alem):
+    proposal = alem.proposal(submit=True)
+
+    with pytest.raises(SegregationOfDuties):
+        services.decision_record(
+            proposal_id=proposal.pk, user=alem.users["manager"], verdict="approve"
+        )
+
+    last = AuditEvent.objects.order_by("-sequence").first()
+    assert (last.action, last.payload["code"]) == ("decision.refused", "segregation_of_duties")
+    assert audit_verify().ok
+
+
+# ---------------------------------------------------------------------------------------------
+# Tampering is detected at the first bad row
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"payload": {"user": "intruder", "user_id": 999, "role": "propose"}},
+        {"action": "role.revoked"},
+        {"actor_id": "manager"},
+        {"created_at": dt.datetime(2020, 1, 1, tzinfo=dt.UTC)},
+    ],
+    ids=["payload", "action", "actor", "created_at"],
+)
+def test_altering_a_row_is_detected_at_that_row(alem, change):
+    if "actor_id" in change:
+        # The grant was made by the system; pin it on someone.
+        change = {"actor_id": alem.users[change["actor_id"]].pk}
+    target = AuditEvent.objects.get(sequence=5)
+    AuditEvent.objects.filter(pk=target.pk).update(**change)
+
+    result = audit_verify()
+
+    assert result.ok is False
+    assert (result.first_bad_sequence, result.first_bad_id) == (5, target.pk)
+    assert result.length == 4
+    assert result.reason == "its content does not match its hash"
+
+
+def test_altering_a_row_and_recomputing_its_hash_is_caught_at_the_next_row(alem):
+    target = AuditEvent.objects.get(sequence=5)
+    forged_payload = {**target.payload, "role": "approve_ministry"}
+    forged_hash = event_hash(
+        previous_hash=target.previous_hash,
+        sequence=5,
+        created_at=target.created_at,
+        actor_id=target.actor_id,
+        action=target.action,
+        fund_id=target.fund_id,
+        proposal_id=target.proposal_id,
+        payload=forged_payload,
+    )
+    AuditEvent.objects.filter(pk=target.pk).update(payload=forged_payload, hash=forged_hash)
+    following = AuditEvent.objects.get(sequence=6)
+
+    result = audit_verify()
+
+    assert (result.ok, result.first_bad_sequence, result.first_bad_id) == (False, 6, following.pk)
+    assert result.reason == "its previous hash does not match the row before it"
+
+
+def test_deleting_a_middle_row_is_detected_at_the_gap(alem):
+    AuditEvent.objects.filter(sequence=7).delete()
+    after_gap = AuditEvent.objects.get(sequence=8)
+
+    result = audit_verify()
+
+    assert (result.ok, result.first_bad_sequence, result.first_bad_id) == (False, 8, after_gap.pk)
+    assert result.length == 6
+    assert result.reason == "sequence 8 where 7 was expected"
+
+
+def test_deleting_the_first_row_is_detected(alem):
+    AuditEvent.objects.filter(sequence=1).delete()
+
+    result = audit_verify()
+
+    assert (result.ok, result.first_bad_sequence, result.length) == (False, 2, 0)
+
+
+def test_deleting_the_last_row_is_detected_against_the_chain_head(alem):
+    AuditEvent.objects.filter(sequence=14).delete()
+
+    result = audit_verify()
+
+    assert (result.ok, result.first_bad_sequence, result.first_bad_id) == (False, 14, None)
+    assert result.length == 13
+    assert "the chain head records 14 events" in result.reason
+    assert "13 are stored" in result.reason
+
+
+def test_swapping_two_rows_sequences_is_detected_at_the_first(alem):
+    third = AuditEvent.objects.get(sequence=3)
+    fourth = AuditEvent.objects.get(sequence=4)
+    # Through a free number, as the sequence column is unique.
+    AuditEvent.objects.filter(pk=third.pk).update(sequence=1000)
+    AuditEvent.objects.filter(pk=fourth.pk).update(sequence=3)
+    AuditEvent.objects.filter(pk=third.pk).update(sequence=4)
+
+    result = audit_verify()
+
+    assert (result.ok, result.first_bad_sequence, result.first_bad_id) == (False, 3, fourth.pk)
+    assert result.length == 2
+
+
+def test_a_tampered_chain_head_is_detected(alem):
+    AuditChain.objects.update(length=15)
+
+    result = audit_verify()
+
+    assert (result.ok, result.first_bad_sequence, result.length) == (False, 15, 14)
+
+
+def test_writing_after_the_head_row_was_removed_is_refused(alem):
+    AuditChain.objects.all().delete()
+
+    with pytest.raises(RuntimeError, match="chain head is missing"):
+        services.role_grant(
+            actor=None, user=alem.users["auditor"], fund=alem.fund, role=FundRole.PROPOSE
+        )
+
+    assert AuditEvent.objects.count() == 14
+
+
+# ---------------------------------------------------------------------------------------------
+# Events are written in the transaction of the change they record
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_audit_record_outside_a_transaction_raises():
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        audit_record(action="proposal.created", payload={"note": "no transaction"})
+
+    assert AuditEvent.objects.count() == 0
+    assert AuditChain.objects.count() == 0
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def fail_after_audit(monkeypatch):
+    """Make the services' audit_record write its event and then fail, for the given actions."""
+    actions = set()
+
+    def record_then_fail(**kwargs):
+        event = audit.audit_record(**kwargs)
+        if kwargs["action"] in actions:
+            raise Boom(kwargs["action"])
+        return event
+
+    monkeypatch.setattr(services, "audit_record", record_then_fail)
+    return actions
+
+
+def assert_chain_unchanged(length: int) -> None:
+    assert AuditEvent.objects.count() == length
+    assert AuditChain.objects.get().length == length
+    assert audit_verify().ok
+
+
+def test_a_failed_submission_leaves_neither_the_change_nor_its_event(alem, fail_after_audit):
+    proposal = alem.proposal()
+    length = AuditEvent.objects.count()
+    fail_after_audit.add("proposal.submitted")
+
+    with pytest.raises(Boom):
+        services.proposal_submit(proposal_id=proposal.pk, actor=alem.users["manager"])
+
+    proposal.refresh_from_db()
+    assert (proposal.state, proposal.policy_id, proposal.current_stage_id) == (
+        ProposalState.DRAFT,
+        None,
+        None,
+    )
+    assert_chain_unchanged(length)
+
+
+def test_a_failed_decision_leaves_neither_the_decision_nor_its_events(alem, fail_after_audit):
+    proposal = alem.proposal(submit=True)
+    length = AuditEvent.objects.count()
+    fail_after_audit.add("proposal.stage_completed")
+
+    with pytest.raises(Boom):
+        alem.decide(proposal, "risk")
+
+    assert Decision.objects.count() == 0
+    assert Proposal.objects.get(pk=proposal.pk).current_stage.order == 1
+    assert_chain_unchanged(length)
+
+
+def test_a_failed_role_grant_leaves_no_permission(alem, fail_after_audit):
+    newcomer = UserFactory(username="newcomer")
+    length = AuditEvent.objects.count()
+    fail_after_audit.add("role.granted")
+
+    with pytest.raises(Boom):
+        services.role_grant(actor=None, user=newcomer, fund=alem.fund, role=FundRole.PROPOSE)
+
+    assert not newcomer.has_perm("portfolio.propose", alem.fund)
+    assert_chain_unchanged(length)
+
+
+def test_a_failed_contribution_books_nothing(alem, fail_after_audit):
+    length = AuditEvent.objects.count()
+    fail_after_audit.add("contribution.recorded")
+
+    with pytest.raises(Boom):
+        services.contribution_record(
+            actor=None,
+            fund=alem.fund,
+            funding_source=alem.funding_source,
+            amount_usd=Decimal("100.00"),
+        )
+
+    assert LedgerEntry.objects.count() == 1
+    assert_chain_unchanged(length)
+
+
+def test_a_failed_publication_leaves_the_old_policy_in_force(alem, fail_after_audit):
+    draft = services.policy_draft(
+        actor=alem.users["fundadmin"],
+        fund=alem.fund,
+        stages=[StageSpec(1, "Risk", FundRole.REVIEW_RISK, 1)],
+    )
+    length = AuditEvent.objects.count()
+    fail_after_audit.add("policy.published")
+
+    with pytest.raises(Boom):
+        services.policy_publish(actor=alem.users["fundadmin2"], policy_id=draft.pk)
+
+    draft.refresh_from_db()
+    assert (draft.published_by, draft.published_at) == (None, None)
+    assert_chain_unchanged(length)

@@ -1,0 +1,289 @@
+"""The management commands: verify_audit, grant_role and seed_demo."""
+
+import datetime as dt
+from decimal import Decimal
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.management import CommandError, call_command
+from guardian.models import UserObjectPermission
+
+from governance.audit import audit_verify
+from governance.management.commands import seed_demo
+from governance.models import ApprovalPolicy, AuditEvent, PolicyStage, Proposal, ProposalState
+from governance.roles import roles_on_fund
+from governance.selectors import policy_in_force
+from governance.services import decision_record, proposal_create, proposal_submit
+from portfolio import selectors as books
+from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, Price
+from tests.factories import PriceFactory, UserFactory
+
+User = get_user_model()
+R = FundRole
+D = Decimal
+
+
+def run(*args, **options) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO(), **options)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# verify_audit
+# ---------------------------------------------------------------------------------------------
+
+
+def test_verify_audit_prints_the_length_of_an_intact_chain(alem):
+    assert run("verify_audit").strip() == "Audit chain intact: 14 events."
+
+
+@pytest.mark.django_db
+def test_verify_audit_accepts_an_empty_log():
+    assert run("verify_audit").strip() == "Audit chain intact: 0 events."
+
+
+def test_verify_audit_fails_naming_the_first_altered_row(alem):
+    target = AuditEvent.objects.get(sequence=6)
+    AuditEvent.objects.filter(pk=target.pk).update(payload={"forged": True})
+
+    with pytest.raises(CommandError) as failed:
+        run("verify_audit")
+
+    assert str(failed.value) == (
+        f"Audit chain broken at event #6 (id {target.pk}): its content does not match its "
+        "hash. 5 events before it verify."
+    )
+
+
+def test_verify_audit_fails_when_the_last_row_is_gone(alem):
+    AuditEvent.objects.filter(sequence=14).delete()
+
+    with pytest.raises(CommandError, match=r"^Audit chain broken at event #14: the chain head"):
+        run("verify_audit")
+
+
+# ---------------------------------------------------------------------------------------------
+# grant_role
+# ---------------------------------------------------------------------------------------------
+
+
+def test_grant_role_grants_and_audits(alem):
+    newcomer = UserFactory(username="newcomer")
+
+    output = run("grant_role", "newcomer", "vote_committee", "alem")
+
+    assert output.strip() == "vote_committee on alem granted to newcomer."
+    assert roles_on_fund(newcomer, alem.fund) == {"vote_committee"}
+    event = AuditEvent.objects.order_by("-sequence").first()
+    assert (event.action, event.actor, event.fund) == ("role.granted", None, alem.fund)
+    assert event.payload["user"] == "newcomer"
+
+
+def test_grant_role_twice_does_nothing_the_second_time(alem):
+    run("grant_role", "committee1", "vote_committee", "alem")
+    events = AuditEvent.objects.count()
+
+    output = run("grant_role", "committee1", "vote_committee", "alem")
+
+    assert output.strip() == "Nothing to do: committee1 already holds vote_committee on alem."
+    assert AuditEvent.objects.count() == events
+
+
+def test_grant_role_revoke_revokes_and_audits(alem):
+    output = run("grant_role", "committee3", "vote_committee", "alem", "--revoke")
+
+    assert output.strip() == "vote_committee on alem revoked from committee3."
+    assert roles_on_fund(alem.users["committee3"], alem.fund) == set()
+    assert AuditEvent.objects.order_by("-sequence").first().action == "role.revoked"
+
+    output = run("grant_role", "committee3", "vote_committee", "alem", "--revoke")
+    assert output.strip() == "Nothing to do: committee3 did not hold vote_committee on alem."
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ghost", "propose", "alem"), "No user named 'ghost'."),
+        (("manager", "propose", "atlantis"), "No fund with slug 'atlantis'."),
+        (("manager", "superpowers", "alem"), "invalid choice: 'superpowers'"),
+    ],
+    ids=["unknown user", "unknown fund", "unknown role"],
+)
+def test_grant_role_explains_what_it_cannot_find(alem, args, message):
+    events = AuditEvent.objects.count()
+    permissions = UserObjectPermission.objects.count()
+
+    with pytest.raises(CommandError) as failed:
+        run("grant_role", *args)
+
+    assert message in str(failed.value)
+    assert AuditEvent.objects.count() == events
+    assert UserObjectPermission.objects.count() == permissions
+
+
+# ---------------------------------------------------------------------------------------------
+# seed_demo
+# ---------------------------------------------------------------------------------------------
+
+ROLE_OF = {
+    "manager": R.PROPOSE,
+    "risk": R.REVIEW_RISK,
+    "committee1": R.VOTE_COMMITTEE,
+    "committee2": R.VOTE_COMMITTEE,
+    "committee3": R.VOTE_COMMITTEE,
+    "ministry": R.APPROVE_MINISTRY,
+    "treasury": R.EXECUTE_TRADES,
+    "auditor": R.AUDIT,
+    "fundadmin": R.MANAGE_POLICY,
+}
+PRICE_FILES = ("BNB-USD.csv", "BTC-USD.csv", "ETH-USD.csv", "SOL-USD.csv")
+
+
+@pytest.fixture
+def few_prices(tmp_path, monkeypatch) -> dict[str, int]:
+    """The real price files cut to the days from a week before the demo's opening day, so
+    seeding stays fast; returns how many daily rows each asset keeps."""
+    since = (seed_demo.OPENING_DAY - dt.timedelta(days=7)).isoformat()
+    kept = {}
+    for name in PRICE_FILES:
+        header, *rows = (seed_demo.PRICE_DIR / name).read_text(encoding="utf-8").splitlines()
+        rows = [row for row in rows if row[:10] >= since]
+        (tmp_path / name).write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
+        kept[name.split("-")[0]] = len(rows)
+    monkeypatch.setattr(seed_demo, "PRICE_DIR", tmp_path)
+    return kept
+
+
+def counts() -> dict[str, int]:
+    models = [
+        User,
+        Fund,
+        Asset,
+        FundingSource,
+        Price,
+        LedgerEntry,
+        ApprovalPolicy,
+        PolicyStage,
+        AuditEvent,
+        UserObjectPermission,
+    ]
+    return {model.__name__: model.objects.count() for model in models}
+
+
+@pytest.mark.django_db
+def test_seed_demo_loads_the_real_price_history_once():
+    # The one test that loads every price file in full.
+    expected = {
+        name.split("-")[0]: len(
+            (seed_demo.PRICE_DIR / name).read_text(encoding="utf-8").splitlines()
+        )
+        - 1
+        for name in PRICE_FILES
+    }
+
+    run("seed_demo")
+    first = counts()
+    run("seed_demo")
+
+    assert counts() == first
+    for symbol, rows in expected.items():
+        assert Price.objects.filter(asset__symbol=symbol, source="yahoo").count() == rows
+    assert expected["BNB"] > 1000
+    assert audit_verify().ok
+
+
+@pytest.mark.django_db
+def test_seed_demo_creates_the_demo_data_as_designed(few_prices):
+    run("seed_demo")
+
+    # Both funds.
+    alem = Fund.objects.get(slug="alem")
+    reserve = Fund.objects.get(slug="reserve")
+    assert alem.name == "Alem Crypto Fund"
+    assert reserve.name == "National Digital Asset Reserve"
+    # Every demo user, with exactly their role, on their own fund only.
+    for username, role in ROLE_OF.items():
+        user = User.objects.get(username=username)
+        reserve_user = User.objects.get(username=f"reserve_{username}")
+        assert roles_on_fund(user, alem) == {role}, username
+        assert roles_on_fund(user, reserve) == set(), username
+        assert roles_on_fund(reserve_user, reserve) == {role}, username
+        assert roles_on_fund(reserve_user, alem) == set(), username
+        assert not user.is_superuser
+    admin = User.objects.get(username="admin")
+    assert (admin.is_superuser, admin.is_staff) == (True, True)
+    # The site administrator may be a second pair of eyes on policies, but never decides.
+    deciding = {R.PROPOSE, R.REVIEW_RISK, R.VOTE_COMMITTEE, R.APPROVE_MINISTRY, R.EXECUTE_TRADES}
+    assert not roles_on_fund(admin, alem) & deciding
+    assert not roles_on_fund(admin, reserve) & deciding
+    # Alem's policy, published by someone other than its drafter.
+    policy = policy_in_force(alem)
+    assert policy.version == 1
+    assert policy.published_by_id != policy.drafted_by_id
+    assert list(
+        policy.stages.order_by("order").values_list(
+            "order", "name", "permission", "quorum", "applies_from_usd"
+        )
+    ) == [
+        (1, "Risk review", "review_risk", 1, D("0")),
+        (2, "Investment committee", "vote_committee", 2, D("0")),
+        (3, "Ministry sign-off", "approve_ministry", 1, D("1000000.00")),
+    ]
+    assert policy_in_force(reserve) is not None
+    # Cash, seized bitcoin and price history.
+    assert books.fund_cash_usd(alem) == D("25000000.00")
+    assert books.fund_cash_usd(reserve) == D("8000000.00")
+    assert [(h.symbol, h.quantity) for h in books.fund_holdings(reserve)] == [("BTC", D("120"))]
+    assert "BNB" in set(alem.whitelisted_assets.values_list("symbol", flat=True))
+    for symbol, rows in few_prices.items():
+        assert Price.objects.filter(asset__symbol=symbol, source="yahoo").count() == rows
+    assert audit_verify().ok
+
+
+@pytest.mark.django_db
+def test_seed_demo_sets_the_default_password_and_password_resets_it(few_prices):
+    run("seed_demo")
+    assert User.objects.get(username="manager").check_password(seed_demo.DEFAULT_PASSWORD)
+    first = counts()
+
+    run("seed_demo", password="another-demo-pass")
+
+    for username in ("admin", "manager", "reserve_ministry"):
+        user = User.objects.get(username=username)
+        assert user.check_password("another-demo-pass"), username
+        assert not user.check_password(seed_demo.DEFAULT_PASSWORD), username
+    assert counts() == first
+
+
+@pytest.mark.django_db
+def test_the_seeded_alem_fund_approves_a_proposal_through_its_policy(few_prices):
+    run("seed_demo")
+    alem = Fund.objects.get(slug="alem")
+    users = {u.username: u for u in User.objects.all()}
+    bnb = Asset.objects.get(symbol="BNB")
+    # The history is days old; the fetch tasks would bring fresh quotes like these.
+    PriceFactory(asset=bnb, source="binance", price=D("600.00"))
+    PriceFactory(asset=bnb, source="coingecko", price=D("600.01"))
+
+    proposal = proposal_create(
+        author=users["manager"],
+        fund=alem,
+        asset=bnb,
+        notional_usd=D("1000000.00"),
+        limit_price_usd=D("650"),
+        rationale="Demo walk-through.",
+        funding_source=alem.funding_sources.get(),
+    )
+    proposal_submit(proposal_id=proposal.pk, actor=users["manager"])
+    for username in ("risk", "committee1", "committee2", "ministry"):
+        decision_record(proposal_id=proposal.pk, user=users[username], verdict="approve")
+
+    assert Proposal.objects.get(pk=proposal.pk).state == ProposalState.APPROVED
+
+
+def test_price_files_exist_for_the_demo():
+    for name in PRICE_FILES:
+        assert Path(seed_demo.PRICE_DIR, name).is_file(), name
