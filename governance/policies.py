@@ -98,7 +98,9 @@ def validate_stages(stages: Sequence[StageLike]) -> None:
         problems.append("Stage orders must be distinct.")
     for stage in stages:
         if stage.permission not in DECIDING_ROLES:
-            problems.append(f"Stage {stage.name!r}: {stage.permission!r} is not a deciding role.")
+            problems.append(
+                f"Stage {stage.name!r}: {str(stage.permission)!r} is not a deciding role."
+            )
         if stage.quorum < 1:
             problems.append(f"Stage {stage.name!r}: the quorum must be at least 1.")
         if stage.applies_from_usd < 0:

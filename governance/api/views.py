@@ -24,7 +24,6 @@ from governance.api.serializers import (
     WithdrawSerializer,
 )
 from governance.models import Proposal
-from portfolio.api.views import API_AUTHENTICATION
 
 NOT_FOUND = OpenApiResponse(description="No such proposal among the caller's funds.")
 FORBIDDEN = OpenApiResponse(ErrorSerializer, description="The caller lacks the role for this.")
@@ -41,7 +40,6 @@ INVALID = OpenApiResponse(description="Invalid input: errors per field.")
     ),
 )
 class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    authentication_classes = API_AUTHENTICATION
     serializer_class = ProposalSerializer
     http_method_names = ["get", "post", "patch", "head", "options"]
 

@@ -9,7 +9,6 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from portfolio.api.views import API_AUTHENTICATION
 from portfolio.models import Asset
 from portfolio.prices.consensus import FLAGS
 from portfolio.prices.selectors import price_overview
@@ -86,8 +85,6 @@ class PriceOverviewSerializer(serializers.Serializer):
 
 class PriceView(APIView):
     """Recent prices of one asset per source, newest first, and its consensus price now."""
-
-    authentication_classes = API_AUTHENTICATION
 
     @extend_schema(
         parameters=[PriceQuerySerializer],

@@ -6,7 +6,6 @@ A fund's positions and NAV history hang off the fund (``/funds/{id}/positions/``
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, viewsets
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -20,10 +19,6 @@ from portfolio.api.serializers import (
 from portfolio.models import Asset, Fund
 from portfolio.selectors import fund_valuation, funds_for_user, nav_history
 
-# Token first: DRF answers an unauthenticated request with the first class's
-# ``WWW-Authenticate`` challenge, and only then can it be a 401 (session auth has none).
-API_AUTHENTICATION = (TokenAuthentication, SessionAuthentication)
-
 NOT_FOUND = OpenApiResponse(description="No such fund among the caller's funds.")
 INVALID = OpenApiResponse(description="Invalid input: errors per parameter.")
 
@@ -35,7 +30,6 @@ INVALID = OpenApiResponse(description="Invalid input: errors per parameter.")
 class FundViewSet(viewsets.ReadOnlyModelViewSet):
     """Funds the caller holds any role in; any other fund is a 404."""
 
-    authentication_classes = API_AUTHENTICATION
     serializer_class = FundSerializer
 
     def get_queryset(self):
@@ -76,6 +70,5 @@ class FundViewSet(viewsets.ReadOnlyModelViewSet):
 class AssetViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Every asset Alem knows; whether a fund may buy one is its ``whitelisted_assets``."""
 
-    authentication_classes = API_AUTHENTICATION
     serializer_class = AssetSerializer
     queryset = Asset.objects.order_by("symbol")
