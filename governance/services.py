@@ -10,7 +10,6 @@ import datetime as dt
 from decimal import Decimal, localcontext
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -44,8 +43,6 @@ from governance.selectors import compliance_facts, policy_in_force
 from portfolio import services as books
 from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, Price
 from portfolio.prices.fetching import price_record_manual
-
-User = get_user_model()
 
 # Digits for money arithmetic: wide enough that the sum or product of two amount columns
 # (quantity x price + fee, executed notional + cost) is exact, never rounded to 28 digits.

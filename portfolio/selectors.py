@@ -9,7 +9,7 @@ from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from portfolio.calculations import Valuation, to_reporting_currency, value_positions
-from portfolio.models import Asset, Fund, FundRole, FxRate, LedgerEntry, NavSnapshot, Price
+from portfolio.models import Asset, Fund, FundRole, FxRate, LedgerEntry, NavSnapshot
 
 ZERO = Decimal("0")
 
@@ -63,29 +63,6 @@ def fund_holdings(fund: Fund, *, at: dt.datetime | None = None) -> list[Holding]
         for row in rows
         if row["quantity"] != 0
     ]
-
-
-def latest_price(asset: Asset, *, quote_currency: str = "USD") -> Price | None:
-    """The most recent stored price of ``asset`` from any source."""
-    return (
-        Price.objects.filter(asset=asset, quote_currency=quote_currency)
-        .order_by("-observed_at", "-id")
-        .first()
-    )
-
-
-def latest_prices(asset_ids, *, quote_currency: str = "USD") -> dict[int, Price]:
-    """The most recent stored price per asset id (assets without one are left out)."""
-    prices = {}
-    for asset_id in set(asset_ids):
-        price = (
-            Price.objects.filter(asset_id=asset_id, quote_currency=quote_currency)
-            .order_by("-observed_at", "-id")
-            .first()
-        )
-        if price is not None:
-            prices[asset_id] = price
-    return prices
 
 
 @dataclass(frozen=True)

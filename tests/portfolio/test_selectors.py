@@ -11,11 +11,9 @@ from portfolio.selectors import (
     Holding,
     fund_cash_usd,
     fund_holdings,
-    latest_price,
-    latest_prices,
 )
 from portfolio.services import ledger_entry_book
-from tests.factories import AssetFactory, FundFactory, PriceFactory
+from tests.factories import AssetFactory, FundFactory
 
 D = Decimal
 K = LedgerEntry.Kind
@@ -119,39 +117,3 @@ def test_holdings_of_another_fund_are_not_ours(fund):
 # ---------------------------------------------------------------------------------------------
 # Latest prices
 # ---------------------------------------------------------------------------------------------
-
-
-def test_the_latest_price_is_the_newest_observation_from_any_source(db):
-    bnb = AssetFactory(symbol="BNB")
-    PriceFactory(asset=bnb, source="binance", price=D("600"), observed_at=at(1))
-    newest = PriceFactory(asset=bnb, source="coingecko", price=D("612.5"), observed_at=at(3))
-    PriceFactory(asset=bnb, source="yahoo", price=D("590"), observed_at=at(2))
-    PriceFactory(asset=AssetFactory(symbol="BTC"), price=D("90000"), observed_at=at(4))
-
-    assert latest_price(bnb) == newest
-
-
-def test_the_latest_price_ignores_other_quote_currencies(db):
-    bnb = AssetFactory(symbol="BNB")
-    usd = PriceFactory(asset=bnb, price=D("600"), observed_at=at(1))
-    PriceFactory(asset=bnb, quote_currency="KZT", price=D("300000"), observed_at=at(2))
-
-    assert latest_price(bnb) == usd
-    assert latest_price(bnb, quote_currency="KZT").price == D("300000")
-
-
-def test_an_asset_without_prices_has_no_latest_price(db):
-    assert latest_price(AssetFactory(symbol="SOL")) is None
-
-
-def test_latest_prices_maps_each_priced_asset_and_leaves_out_the_rest(db):
-    bnb = AssetFactory(symbol="BNB")
-    btc = AssetFactory(symbol="BTC")
-    sol = AssetFactory(symbol="SOL")
-    PriceFactory(asset=bnb, price=D("600"), observed_at=at(1))
-    bnb_new = PriceFactory(asset=bnb, price=D("605"), observed_at=at(2))
-    btc_only = PriceFactory(asset=btc, price=D("90000"), observed_at=at(1))
-
-    prices = latest_prices([bnb.pk, btc.pk, sol.pk, bnb.pk])
-
-    assert prices == {bnb.pk: bnb_new, btc.pk: btc_only}
