@@ -10,15 +10,12 @@ SQLite serialises every writer, so these tests only mean something on PostgreSQL
 elsewhere (and fail under CI when PostgreSQL is missing, see ``tests/conftest.py``).
 """
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 from decimal import Decimal
 from functools import partial
 from itertools import pairwise
 
 import pytest
-from django.db import connections
 from rest_framework.test import APIClient
 
 from governance import services
@@ -35,44 +32,13 @@ from governance.policies import StageSpec
 from governance.roles import roles_on_fund
 from portfolio.models import FundRole
 from tests.factories import ALEM_STAGES, FundBuilder, UserFactory
+from tests.threads import run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 R = FundRole
 S = ProposalState
 CONTRACT_ERRORS = (AlreadyDecided, NotPermitted, StageNotCurrent, InvalidTransition)
-JOIN_TIMEOUT_S = 120
-
-
-def run_together(calls: list[Callable[[], object]]) -> list[tuple[str, object]]:
-    """Run every call in its own thread, all released at once; ``("ok", result)`` or
-    ``("error", exception)`` per call, in the order given.
-
-    Each thread closes its database connections when done, so none outlives the test.
-    """
-    barrier = threading.Barrier(len(calls))
-    results: list[tuple[str, object] | None] = [None] * len(calls)
-
-    def work(index: int, call: Callable[[], object]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = ("ok", call())
-        except BaseException as exc:  # everything is reported, nothing is swallowed
-            results[index] = ("error", exc)
-        finally:
-            connections.close_all()
-
-    threads = [
-        threading.Thread(target=work, args=(i, call), name=f"racer-{i}")
-        for i, call in enumerate(calls)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=JOIN_TIMEOUT_S)
-    hung = [thread.name for thread in threads if thread.is_alive()]
-    assert not hung, f"threads still running after {JOIN_TIMEOUT_S}s (a deadlock?): {hung}"
-    return results
 
 
 def assert_chain_is_one_contiguous_line() -> int:

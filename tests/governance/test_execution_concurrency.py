@@ -9,13 +9,10 @@ SQLite serialises every writer, so these tests only mean something on PostgreSQL
 elsewhere (and fail under CI when PostgreSQL is missing, see ``tests/conftest.py``).
 """
 
-import threading
 from collections import Counter
-from collections.abc import Callable
 from decimal import Decimal
 
 import pytest
-from django.db import connections
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -26,41 +23,13 @@ from governance.models import AuditEvent, Execution, Proposal, ProposalState
 from portfolio import selectors as books
 from portfolio.models import LedgerEntry
 from tests.factories import FundBuilder
+from tests.threads import run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 D = Decimal
 S = ProposalState
 CASH = D("25000000.00")
-JOIN_TIMEOUT_S = 120
-
-
-def run_together(calls: list[Callable[[], object]]) -> list[tuple[str, object]]:
-    """Run every call in its own thread, all released at once; ``("ok", result)`` or
-    ``("error", exception)`` per call, in the order given. Each thread closes its connections."""
-    barrier = threading.Barrier(len(calls))
-    results: list[tuple[str, object] | None] = [None] * len(calls)
-
-    def work(index: int, call: Callable[[], object]) -> None:
-        try:
-            barrier.wait(timeout=30)
-            results[index] = ("ok", call())
-        except BaseException as exc:  # everything is reported, nothing is swallowed
-            results[index] = ("error", exc)
-        finally:
-            connections.close_all()
-
-    threads = [
-        threading.Thread(target=work, args=(i, call), name=f"filler-{i}")
-        for i, call in enumerate(calls)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=JOIN_TIMEOUT_S)
-    hung = [thread.name for thread in threads if thread.is_alive()]
-    assert not hung, f"threads still running after {JOIN_TIMEOUT_S}s (a deadlock?): {hung}"
-    return results
 
 
 def fill_call(fund: FundBuilder, proposal: Proposal, *, ref: str, quantity: str, fee: str = "0"):
