@@ -74,6 +74,31 @@ def test_production_mode_refuses_to_start_without_a_real_secret_key(tmp_path, va
     assert "Refusing to start with DEBUG off on the development SECRET_KEY" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["makemigrations", "--check", "--dry-run"], ["migrate", "--plan"], ["showmigrations"]],
+    ids=["makemigrations", "migrate", "showmigrations"],
+)
+def test_every_command_names_the_refused_configuration_in_a_bare_environment(command):
+    # As a git hook or cron runs it: nothing in the environment but PATH and HOME. Django's
+    # runner swallows a settings error on its first look and, depending on the order of its
+    # system checks, can then fail with "Models aren't loaded yet" instead; manage.py reads the
+    # settings first so the refusal itself is shown.
+    result = subprocess.run(
+        [sys.executable, "manage.py", *command],
+        cwd=BASE_DIR,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(Path.home())},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert "AppRegistryNotReady" not in result.stderr
+    assert "Refusing to start with DEBUG off on the development SECRET_KEY" in result.stderr
+
+
 def test_production_mode_starts_with_a_long_secret_key(tmp_path):
     result = run(["manage.py", "check"], tmp_path, DEBUG="0", SECRET_KEY=LONG_KEY)
 
