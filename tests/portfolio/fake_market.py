@@ -346,17 +346,25 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def market(settings):
-    """A running fake market with Alem's settings pointed at it: 0.2 s timeouts (the server
-    sleeps 0.5 s in "timeout" mode), no backoff waits, and 429s that never wait in tests."""
+    """A running fake market with Alem's settings pointed at it: no backoff waits and 429s that
+    never wait in tests.
+
+    The client's timeout stays generous (5 s) so that a loaded CI machine never turns a slow
+    answer into a retry; a test of the "timeout" mode lowers it with ``short_timeout``."""
     with FakeMarket(timeout_sleep=0.5) as fake:
         for name, value in fake.urls.items():
             setattr(settings, name, value)
-        settings.ALEM_PRICE_TIMEOUT_SECONDS = 0.2
+        settings.ALEM_PRICE_TIMEOUT_SECONDS = 5
         settings.ALEM_PRICE_HTTP_ATTEMPTS = 3
         settings.ALEM_PRICE_BACKOFF_SECONDS = 0
         settings.ALEM_PRICE_RETRY_AFTER_MAX_WAIT_SECONDS = 0
         settings.ALEM_PRICE_DEFAULT_PAUSE_SECONDS = 300
         yield fake
+
+
+def short_timeout(settings) -> None:
+    """Give the client 0.2 s, well under the 0.5 s the "timeout" mode sleeps."""
+    settings.ALEM_PRICE_TIMEOUT_SECONDS = 0.2
 
 
 if __name__ == "__main__":

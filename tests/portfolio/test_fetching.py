@@ -128,8 +128,9 @@ def test_an_unknown_symbol_is_recorded_and_the_other_assets_are_stored(market, a
     ],
 )
 def test_a_failed_fetch_stores_no_price_and_records_why(
-    market, assets, mode, reason, attempts, detail_start
+    market, settings, assets, mode, reason, attempts, detail_start
 ):
+    fake_market.short_timeout(settings)
     market.binance.update({"BNBUSDT": "612.34", "BTCUSDT": "97000.01"})
     market.fail("binance", mode, times=3)
 

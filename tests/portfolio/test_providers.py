@@ -244,7 +244,8 @@ def test_server_errors_are_retried_with_doubling_backoff(market, settings):
     assert client.requests == 3
 
 
-def test_timeouts_are_retried_then_reported(market):
+def test_timeouts_are_retried_then_reported(market, settings):
+    fake_market.short_timeout(settings)
     market.binance["BNBUSDT"] = "612.34000000"
     market.fail("binance", "timeout", times=3)
     sleeps = Sleeps()
