@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate seed test lint format bench clean
+.PHONY: install run migrate seed test lint format messages bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,11 +30,16 @@ seed: migrate
 run: seed
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py install_schedules
 	@echo "Alem on http://127.0.0.1:8000/  (API: /api/v1/, docs: /api/docs/, admin: /admin/)"
+	@echo "Sign in with a one-time code: the demo users' authenticator URIs are in var/demo-otp.txt"
+	@echo "(add one to an authenticator app), or print a user's current code with"
+	@echo "  DEBUG=1 $(BIN)/python manage.py otp_code committee1"
 	@trap 'kill 0' EXIT INT TERM; \
 	DEBUG=$${DEBUG:-1} $(BIN)/celery -A alem worker --beat --loglevel=info --concurrency=2 \
 		--scheduler django_celery_beat.schedulers:DatabaseScheduler & \
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000
 
+# One pytest worker per core (pytest-xdist); each worker has its own test database.
+PYTEST_ARGS ?= -n auto
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -45,6 +50,14 @@ lint: install
 format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Refresh the Russian and Kazakh catalogues (alem/locale) from the marked strings, then compile
+# them; needs GNU gettext. Translate every new or changed entry (no fuzzy, no empty msgstr):
+# tests/test_translations.py fails until the catalogues are complete and compiled.
+messages: install
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py makemessages -l ru -l kk --no-obsolete \
+		--ignore=.venv --ignore=var --ignore=staticfiles --ignore=tests
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py compilemessages --ignore=.venv
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis

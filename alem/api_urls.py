@@ -1,7 +1,7 @@
 """The HTTP API: version 1 under ``v1/``, the OpenAPI schema and its browsable docs."""
 
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 from rest_framework.authtoken.views import obtain_auth_token
 
 from portfolio.api.prices import PriceView
@@ -28,5 +28,5 @@ prices_urlpatterns = [path("prices/", PriceView.as_view(), name="prices")]
 urlpatterns = [
     path("v1/", include(v1_urlpatterns + prices_urlpatterns)),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
 ]

@@ -1,6 +1,9 @@
 """Every periodic task, declared once here and installed into django-celery-beat's tables, where
 administrators can change intervals or switch them off (Django admin, "Periodic tasks").
 
+A schedule runs ``every`` some interval, or once a day ``daily_at`` a time of day in
+``TIME_ZONE`` (Asia/Almaty), as a crontab schedule.
+
 Tasks are named, not imported, so this list may name both apps' tasks.
 
 ``manage.py install_schedules`` adds the missing ones and leaves existing ones as the
@@ -11,8 +14,9 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
-from django_celery_beat.models import IntervalSchedule, PeriodicTask
+from django_celery_beat.models import CrontabSchedule, IntervalSchedule, PeriodicTask
 
 from portfolio.models import MarketDataProvider
 
@@ -21,9 +25,14 @@ from portfolio.models import MarketDataProvider
 class Schedule:
     name: str
     task: str
-    every: dt.timedelta
+    every: dt.timedelta | None
     args: tuple = ()
     description: str = ""
+    daily_at: dt.time | None = None  # instead of ``every``: once a day at this local time
+
+    def __post_init__(self):
+        if (self.every is None) == (self.daily_at is None):
+            raise ValueError(f"Schedule {self.name!r} needs exactly one of every and daily_at.")
 
 
 SCHEDULES = (
@@ -64,7 +73,28 @@ SCHEDULES = (
         "Every fund's NAV today (updated through the day) and, after midnight Almaty time, the "
         "final NAV of the day before.",
     ),
+    Schedule(
+        "E-mail the daily digest of what waits",
+        "governance.tasks.decision_digest_send",
+        None,
+        (),
+        "To each person, the proposals waiting for their decision and, for treasury operators, "
+        "the approved proposals waiting for fills. Nobody with nothing waiting gets an e-mail.",
+        daily_at=dt.time(8, 0),
+    ),
 )
+
+
+def _crontab(at: dt.time) -> CrontabSchedule:
+    crontab, _ = CrontabSchedule.objects.get_or_create(
+        minute=str(at.minute),
+        hour=str(at.hour),
+        day_of_week="*",
+        day_of_month="*",
+        month_of_year="*",
+        timezone=settings.TIME_ZONE,
+    )
+    return crontab
 
 
 def _interval(every: dt.timedelta) -> IntervalSchedule:
@@ -82,15 +112,15 @@ def schedules_install(
     *, schedules: tuple[Schedule, ...] = SCHEDULES, reset: bool = False
 ) -> list[tuple[str, str]]:
     """Create the periodic tasks that do not exist yet; with ``reset``, also put existing ones
-    back to their declared task, arguments, interval and enabled state. Returns
+    back to their declared task, arguments, interval or time of day and enabled state. Returns
     ``(name, "created" | "reset" | "kept")`` per schedule."""
     results = []
     for schedule in schedules:
         values = {
             "task": schedule.task,
             "args": json.dumps(list(schedule.args)),
-            "interval": _interval(schedule.every),
-            "crontab": None,
+            "interval": _interval(schedule.every) if schedule.every else None,
+            "crontab": _crontab(schedule.daily_at) if schedule.daily_at else None,
             "solar": None,
             "clocked": None,
             "enabled": True,

@@ -69,6 +69,10 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "guardian",
     "django_celery_beat",
     "portfolio",
@@ -82,8 +86,14 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django_otp.middleware.OTPMiddleware",
+    # Deciders and treasury operators enrol an authenticator before anything else.
+    "alem.middleware.SecondFactorEnrolmentMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes requires: it turns a lockout into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "alem.urls"
@@ -100,6 +110,8 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+                "alem.context_processors.navigation",
             ],
         },
     },
@@ -127,6 +139,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # ---------------------------------------------------------------------------------------------
 
 AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out username and address is refused before the password is checked.
+    "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
     "guardian.backends.ObjectPermissionBackend",
 ]
@@ -141,7 +155,28 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "queue"
+LOGOUT_REDIRECT_URL = "login"
+SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", str(8 * 3600)))
+
+# Two factors: TOTP devices (django-otp). A code is good for one 30-second step either side of
+# now, and once only; repeated wrong codes slow the device down.
+OTP_TOTP_ISSUER = "Alem"
+OTP_TOTP_TOLERANCE = 1
+
+# Guessing at sign-in (django-axes): five failures for one username from one address lock that
+# pair out for the cool-off; a success clears the count.
+AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
+AXES_COOLOFF_TIME = float(os.environ.get("AXES_COOLOFF_HOURS", "0.25"))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_VERBOSE = False
+# The lockout page says when to try again (alem.views.locked_out renders AXES_LOCKOUT_TEMPLATE).
+AXES_LOCKOUT_CALLABLE = "alem.views.locked_out"
+# Never keep the one-time code in the failure log (the password never is).
+AXES_SENSITIVE_PARAMETERS = ["username", "ip_address", "otp_token"]
 
 # ---------------------------------------------------------------------------------------------
 # Internationalisation
@@ -152,10 +187,51 @@ LANGUAGES = [("en", "English"), ("ru", "Русский"), ("kk", "Қазақша
 TIME_ZONE = "Asia/Almaty"
 USE_I18N = True
 USE_TZ = True
-LOCALE_PATHS = [BASE_DIR / "locale"]
+LOCALE_PATHS = [BASE_DIR / "alem" / "locale"]
+LANGUAGE_COOKIE_SAMESITE = "Lax"
+# Kazakh date and number formats (Django ships none): alem/formats/kk/formats.py.
+FORMAT_MODULE_PATH = ["alem.formats"]
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "alem" / "static"]
+
+# ---------------------------------------------------------------------------------------------
+# Content-Security-Policy (django-csp 4): scripts, styles and everything else from this origin
+# only; no inline script or style anywhere on the site.
+# ---------------------------------------------------------------------------------------------
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "font-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    }
+}
+
+# ---------------------------------------------------------------------------------------------
+# Email: notifications to deciders. The console by default; SMTP when EMAIL_HOST is set.
+# ---------------------------------------------------------------------------------------------
+
+EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))
+    EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=True)
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Alem <no-reply@alem.example>")
+# The address links in emails point at.
+ALEM_SITE_URL = os.environ.get("ALEM_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # ---------------------------------------------------------------------------------------------
 # REST API
@@ -182,6 +258,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
+    # Swagger UI served from this origin, so the docs page lives under the site's CSP.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -280,6 +360,10 @@ ALEM_DECIMALS = {
     # Shares and tolerances, as fractions of one.
     "ratio": (7, 6),
 }
+
+# A decision is due this many days after its stage opened (a service target shown in the queue
+# and the digest; nothing expires on it).
+ALEM_DECISION_DUE_DAYS = int(os.environ.get("ALEM_DECISION_DUE_DAYS", "3"))
 
 # A pre-trade check warns when a value reaches this share of its mandate limit.
 ALEM_COMPLIANCE_WARN_AT = "0.90"

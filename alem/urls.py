@@ -1,7 +1,21 @@
 from django.contrib import admin
 from django.urls import include, path
+from django_otp.admin import OTPAdminSite
+
+from alem import views
+
+# The back office asks for a verified second factor as well as staff status.
+admin.site.__class__ = OTPAdminSite
+# Its sign-in is the site's own (password and code, one lockout), not a second form.
+admin.site.login = views.admin_login
 
 urlpatterns = [
+    path("accounts/login/", views.login, name="login"),
+    path("accounts/logout/", views.logout, name="logout"),
+    path("accounts/two-factor/", views.otp_enrol, name="otp-enrol"),
+    path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),
     path("api/", include("alem.api_urls")),
+    path("", include("portfolio.urls")),
+    path("", include("governance.urls")),
 ]

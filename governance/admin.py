@@ -49,7 +49,7 @@ from portfolio.models import Fund, FundRole, Price
 
 def _pretty_json(value) -> str:
     return format_html(
-        '<pre style="white-space: pre-wrap; margin: 0">{}</pre>',
+        "<pre>{}</pre>",
         json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False),
     )
 
@@ -694,6 +694,7 @@ class DecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "proposal_author",
         "verdict",
         "comment",
+        "confirmed_by_device",
         "evidence_display",
         "created_at",
     )
@@ -740,6 +741,7 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "executed_at",
         "recorded_by",
         "recorded_at",
+        "confirmed_by_device",
         "evidence_display",
     )
     readonly_fields = fields

@@ -5,6 +5,7 @@ removing or reordering any row breaks the chain at that row. Writers lock the si
 ``AuditChain`` row, which keeps the chain linear when requests run concurrently.
 """
 
+import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable
@@ -13,9 +14,13 @@ from datetime import UTC
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from governance.models import AuditChain, AuditEvent
+from portfolio.models import FundRole
+from portfolio.selectors import funds_for_user
 
 GENESIS_HASH = "0" * 64
 
@@ -168,3 +173,74 @@ def audit_verify() -> ChainVerification:
     head = AuditChain.objects.filter(pk=1).first()
     events = AuditEvent.objects.order_by("sequence", "id").iterator(chunk_size=2000)
     return verify_events(events, head=head)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading the log (the auditors' pages and export)
+# ---------------------------------------------------------------------------------------------
+
+# Every action the services write, in plain words. An action missing here still shows, as its
+# own code; ``tests/governance/test_views_audit.py`` checks the services write no other.
+ACTION_LABELS = {
+    "role.granted": _("Role granted"),
+    "role.revoked": _("Role revoked"),
+    "policy.drafted": _("Approval policy drafted"),
+    "policy.published": _("Approval policy published"),
+    "price.entered_manually": _("Price entered manually"),
+    "contribution.recorded": _("Contribution recorded"),
+    "proposal.created": _("Proposal created"),
+    "proposal.updated": _("Proposal edited"),
+    "proposal.submitted": _("Proposal submitted"),
+    "proposal.submit_refused": _("Submission refused"),
+    "proposal.withdrawn": _("Proposal withdrawn"),
+    "decision.recorded": _("Decision recorded"),
+    "decision.refused": _("Decision refused"),
+    "proposal.stage_completed": _("Stage completed"),
+    "proposal.approved": _("Proposal approved"),
+    "proposal.rejected": _("Proposal rejected"),
+    "proposal.changes_requested": _("Changes requested"),
+    "execution.recorded": _("Execution recorded"),
+    "execution.refused": _("Execution refused"),
+    "proposal.executed": _("Proposal executed"),
+    "proposal.expired": _("Approval expired"),
+    "second_factor.enrolled": _("Authenticator enrolled"),
+}
+
+
+def action_label(action: str) -> str:
+    """The plain-words label of an audit action, in the reader's language."""
+    return str(ACTION_LABELS.get(action, action))
+
+
+def audit_events_for_user(
+    user,
+    *,
+    fund=None,
+    action: str = "",
+    actor_username: str = "",
+    proposal_id: int | None = None,
+    created_from: dt.datetime | None = None,
+    created_before: dt.datetime | None = None,
+) -> QuerySet[AuditEvent]:
+    """Events of the funds ``user`` audits, newest first, filtered by whatever is given.
+
+    Only funds on which the user holds ``audit`` count; events that name no fund (a manual
+    price) belong to no fund's log. Actor, fund and proposal come joined, so listing events
+    costs the same number of queries however many there are.
+    """
+    events = AuditEvent.objects.filter(
+        fund__in=funds_for_user(user, roles=[FundRole.AUDIT]).values("pk")
+    )
+    if fund is not None:
+        events = events.filter(fund=fund)
+    if action:
+        events = events.filter(action=action)
+    if actor_username:
+        events = events.filter(actor__username=actor_username)
+    if proposal_id is not None:
+        events = events.filter(proposal_id=proposal_id)
+    if created_from is not None:
+        events = events.filter(created_at__gte=created_from)
+    if created_before is not None:
+        events = events.filter(created_at__lt=created_before)
+    return events.select_related("actor", "fund", "proposal").order_by("-sequence")

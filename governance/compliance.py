@@ -169,7 +169,8 @@ def check_market_price(facts: ComplianceFacts) -> Check:
         return Check(
             "market_price",
             PASS,
-            f"{facts.asset_symbol} has a usable consensus price of USD {facts.market_price_usd}.",
+            f"{facts.asset_symbol} has a usable consensus price of USD "
+            f"{facts.market_price_usd.normalize():f}.",
             {"price_usd": facts.market_price_usd},
         )
     flags = ", ".join(facts.price_flags) or "missing"

@@ -20,6 +20,18 @@ class NotPermitted(GovernanceError):
     status_code = 403
 
 
+class SecondFactorRequired(NotPermitted):
+    """The action needs a fresh one-time code and the user has no confirmed TOTP device."""
+
+    code = "second_factor_required"
+
+
+class SecondFactorInvalid(NotPermitted):
+    """The one-time code is missing, wrong, already used or the device is throttled."""
+
+    code = "second_factor_invalid"
+
+
 class SegregationOfDuties(GovernanceError):
     """Rule 1: the author never decides on, nor executes, their own proposal."""
 

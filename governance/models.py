@@ -214,6 +214,8 @@ class Decision(models.Model):
     verdict = models.CharField(max_length=20, choices=Verdict.choices)
     comment = models.TextField(blank=True)
     evidence = models.JSONField(default=dict)
+    # The second factor that confirmed it: the persistent id of the user's TOTP device.
+    confirmed_by_device = models.CharField(max_length=100)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -230,6 +232,10 @@ class Decision(models.Model):
             models.CheckConstraint(
                 condition=Q(verdict__in=["approve", "reject", "request_changes"]),
                 name="%(app_label)s_%(class)s_verdict_valid",
+            ),
+            models.CheckConstraint(
+                condition=~Q(confirmed_by_device=""),
+                name="%(app_label)s_%(class)s_confirmed_by_device",
             ),
         ]
 
@@ -310,6 +316,8 @@ class Execution(models.Model):
     evidence = models.JSONField(
         default=dict, help_text=_("The consensus price it was checked against.")
     )
+    # The second factor that confirmed it: the persistent id of the operator's TOTP device.
+    confirmed_by_device = models.CharField(max_length=100)
 
     class Meta:
         ordering = ["executed_at", "id"]
@@ -331,6 +339,10 @@ class Execution(models.Model):
             ),
             models.CheckConstraint(
                 condition=~Q(external_ref=""), name="%(app_label)s_%(class)s_external_ref_set"
+            ),
+            models.CheckConstraint(
+                condition=~Q(confirmed_by_device=""),
+                name="%(app_label)s_%(class)s_confirmed_by_device",
             ),
         ]
 

@@ -1,13 +1,21 @@
 """Reads of governance data, already scoped to what the user may see."""
 
+import datetime as dt
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
-from django.db.models import F, Prefetch, QuerySet, Sum
+from django.contrib.contenttypes.models import ContentType
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+from django.utils.timesince import timesince
+from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from governance import compliance, policies
 from governance.models import (
+    DECIDING_ROLES,
     ApprovalPolicy,
     AuditEvent,
     Decision,
@@ -17,7 +25,7 @@ from governance.models import (
 )
 from governance.roles import funds_for_user
 from portfolio import selectors as books
-from portfolio.models import Asset, Fund
+from portfolio.models import Asset, Fund, FundRole
 from portfolio.prices.selectors import consensus_for_assets
 
 
@@ -139,3 +147,253 @@ def compliance_facts(
         final_approval=final_approval,
     )
     return facts, market.as_json()
+
+
+# ---------------------------------------------------------------------------------------------
+# The officials' pages: what waits for whom, and one proposal seen by one person
+# ---------------------------------------------------------------------------------------------
+
+# Audit actions that open a stage: the time a proposal started waiting at its current stage.
+_STAGE_OPENED = ("proposal.submitted", "proposal.stage_completed")
+
+
+def roles_by_fund(user) -> dict[int, set[str]]:
+    """Every fund role ``user`` holds, directly or through a group, keyed by fund id.
+
+    Two queries whatever the number of funds (``roles.roles_on_fund`` costs two per fund).
+    """
+    if not user.is_authenticated or not user.is_active:
+        return {}
+    fund_type = ContentType.objects.get_for_model(Fund)
+    wanted = {"content_type": fund_type, "permission__codename__in": FundRole.values}
+    rows = list(
+        UserObjectPermission.objects.filter(user=user, **wanted).values_list(
+            "object_pk", "permission__codename"
+        )
+    )
+    rows += GroupObjectPermission.objects.filter(group__user=user, **wanted).values_list(
+        "object_pk", "permission__codename"
+    )
+    roles: dict[int, set[str]] = defaultdict(set)
+    for fund_pk, codename in rows:
+        roles[int(fund_pk)].add(codename)
+    return dict(roles)
+
+
+def _funds_with(roles: dict[int, set[str]], wanted: set[str]) -> dict[int, set[str]]:
+    return {fund_id: held & wanted for fund_id, held in roles.items() if held & wanted}
+
+
+@dataclass(frozen=True)
+class AwaitingDecision:
+    """A proposal waiting at a stage whose role the user holds, with the decision's due date."""
+
+    proposal: Proposal
+    waiting_since: dt.datetime
+    due_at: dt.datetime
+    now: dt.datetime
+
+    @property
+    def overdue(self) -> bool:
+        return self.now > self.due_at
+
+    @property
+    def age(self) -> str:
+        """How long it has waited, in the largest unit ("3 days"), in the active language."""
+        return timesince(self.waiting_since, self.now, depth=1)
+
+
+def decision_due_days() -> int:
+    return int(getattr(settings, "ALEM_DECISION_DUE_DAYS", 3))
+
+
+def decisions_awaiting(user, *, now: dt.datetime | None = None) -> list[AwaitingDecision]:
+    """Proposals in review that wait for ``user``'s decision, longest waiting first.
+
+    In review at a stage whose permission ``user`` holds on the proposal's fund, not authored by
+    ``user``, and not yet decided by ``user`` on the current version (rules 1, 2, 3). A proposal
+    waits since its current stage opened (its submission or the previous stage's completion, as
+    the audit log records it); the decision is due ``ALEM_DECISION_DUE_DAYS`` later.
+    Three queries (two for the roles), whatever the number of proposals.
+    """
+    now = now or timezone.now()
+    deciding = _funds_with(roles_by_fund(user), set(DECIDING_ROLES))
+    if not deciding:
+        return []
+    at_my_stage = Q()
+    for fund_id, held in deciding.items():
+        at_my_stage |= Q(fund_id=fund_id, current_stage__permission__in=sorted(held))
+    stage_opened = (
+        AuditEvent.objects.filter(proposal=OuterRef("pk"), action__in=_STAGE_OPENED)
+        .order_by("-sequence")
+        .values("created_at")[:1]
+    )
+    decided = Decision.objects.filter(
+        proposal=OuterRef("pk"), proposal_version=OuterRef("version"), user=user
+    )
+    proposals = (
+        Proposal.objects.filter(at_my_stage, state=ProposalState.IN_REVIEW)
+        .exclude(author=user)
+        .exclude(Exists(decided))
+        .annotate(waiting_since=Coalesce(Subquery(stage_opened), F("updated_at")))
+        .select_related("fund", "asset", "author", "current_stage")
+        .order_by("waiting_since", "id")
+    )
+    due = dt.timedelta(days=decision_due_days())
+    return [
+        AwaitingDecision(p, waiting_since=p.waiting_since, due_at=p.waiting_since + due, now=now)
+        for p in proposals
+    ]
+
+
+def fills_awaiting(user, *, now: dt.datetime | None = None) -> QuerySet[Proposal]:
+    """Approved proposals ``user`` may record fills for, the nearest approval expiry first.
+
+    On funds where ``user`` holds ``execute_trades``, not past their expiry, neither authored
+    nor approved by ``user`` (rules 1 and 10); annotated with ``remaining_usd``, the approved
+    notional not yet spent. Three queries (two for the roles), whatever the number of proposals.
+    """
+    now = now or timezone.now()
+    treasury = _funds_with(roles_by_fund(user), {FundRole.EXECUTE_TRADES})
+    approved_by_user = Decision.objects.filter(
+        proposal=OuterRef("pk"), user=user, verdict=Decision.Verdict.APPROVE
+    )
+    return (
+        Proposal.objects.filter(
+            fund_id__in=list(treasury),
+            state=ProposalState.APPROVED,
+            approval_expires_at__gt=now,
+        )
+        .exclude(author=user)
+        .exclude(Exists(approved_by_user))
+        .annotate(remaining_usd=F("notional_usd") - F("executed_notional_usd"))
+        .select_related("fund", "asset")
+        .order_by("approval_expires_at", "id")
+    )
+
+
+def proposals_authored(user) -> QuerySet[Proposal]:
+    """``user``'s own proposals on funds they can still see, the latest changed first."""
+    return (
+        Proposal.objects.filter(author=user, fund__in=books.funds_for_user(user))
+        .select_related("fund", "asset", "current_stage")
+        .order_by("-updated_at", "-id")
+    )
+
+
+@dataclass(frozen=True)
+class FundSummary:
+    fund: Fund
+    valuation: books.FundValuation
+    in_review: int
+    can_propose: bool
+
+
+def fund_summaries(user) -> list[FundSummary]:
+    """Each fund ``user`` can see: its valuation now (NAV in USD and KZT, cash), how many of its
+    proposals are in review, and whether ``user`` may propose there.
+
+    Queries: three for the funds, counts and roles, then ``portfolio.selectors.fund_valuation``
+    per fund (a few per held asset); none depend on the number of proposals.
+    """
+    roles = roles_by_fund(user)
+    funds = books.funds_for_user(user).annotate(
+        in_review_count=Count("proposals", filter=Q(proposals__state=ProposalState.IN_REVIEW))
+    )
+    return [
+        FundSummary(
+            fund=fund,
+            valuation=books.fund_valuation(fund),
+            in_review=fund.in_review_count,
+            can_propose=FundRole.PROPOSE in roles.get(fund.pk, set()),
+        )
+        for fund in funds.order_by("name")
+    ]
+
+
+@dataclass(frozen=True)
+class StageReview:
+    """One applicable stage of a proposal and the decisions taken there on the current version."""
+
+    status: policies.StageStatus
+    decisions: tuple[Decision, ...]
+
+
+def proposal_stage_reviews(proposal: Proposal) -> list[StageReview]:
+    """``proposal_stage_statuses`` with who decided at each stage and when (current version).
+
+    Uses the prefetched ``proposal.decisions``, so it costs no query after
+    ``proposal_list_for_user``.
+    """
+    by_stage: dict[int, list[Decision]] = defaultdict(list)
+    for decision in proposal.decisions.all():
+        if decision.proposal_version == proposal.version:
+            by_stage[decision.stage.order].append(decision)
+    return [
+        StageReview(status, tuple(by_stage.get(status.order, ())))
+        for status in proposal_stage_statuses(proposal)
+    ]
+
+
+def proposal_compliance_preview(proposal: Proposal) -> compliance.ComplianceReport:
+    """Pre-trade compliance of ``proposal`` judged now, as its next step would be judged: as the
+    final approval when its current stage is the last applicable one."""
+    final_approval = False
+    if proposal.state == ProposalState.IN_REVIEW and proposal.policy is not None:
+        applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
+        final_approval = bool(applicable) and applicable[-1].pk == proposal.current_stage_id
+    facts, _price = compliance_facts(proposal, final_approval=final_approval)
+    return compliance.evaluate(facts)
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    """Whether a person may act on a proposal now and, if not, why (a stable reason code)."""
+
+    allowed: bool
+    reason: str = ""
+
+
+def decision_eligibility(user, proposal: Proposal, roles: set[str]) -> Eligibility:
+    """Whether ``user``, holding ``roles`` on the proposal's fund, can decide on it now.
+
+    Mirrors the checks of ``services.decision_record`` (which alone enforces them) so a page
+    offers the decision form only to someone it would accept. Uses the prefetched decisions.
+    """
+    if proposal.state != ProposalState.IN_REVIEW:
+        return Eligibility(False, "invalid_state")
+    if proposal.author_id == user.pk:
+        return Eligibility(False, "segregation_of_duties")
+    if any(
+        d.user_id == user.pk and d.proposal_version == proposal.version
+        for d in proposal.decisions.all()
+    ):
+        return Eligibility(False, "already_decided")
+    if proposal.current_stage.permission not in roles:
+        return Eligibility(False, "not_permitted")
+    return Eligibility(True)
+
+
+def fill_eligibility(
+    user, proposal: Proposal, roles: set[str], *, now: dt.datetime | None = None
+) -> Eligibility:
+    """Whether ``user``, holding ``roles`` on the proposal's fund, can record fills of it now.
+
+    Mirrors the checks of ``services.execution_record`` on the person and the state (which alone
+    enforces them, with the price checks). Uses the prefetched decisions.
+    """
+    now = now or timezone.now()
+    if proposal.state != ProposalState.APPROVED:
+        return Eligibility(False, "invalid_state")
+    if FundRole.EXECUTE_TRADES not in roles:
+        return Eligibility(False, "not_permitted")
+    if proposal.author_id == user.pk:
+        return Eligibility(False, "segregation_of_duties")
+    if any(
+        d.user_id == user.pk and d.verdict == Decision.Verdict.APPROVE
+        for d in proposal.decisions.all()
+    ):
+        return Eligibility(False, "approved_by_you")
+    if proposal.approval_expires_at <= now:
+        return Eligibility(False, "approval_expired")
+    return Eligibility(True)

@@ -39,6 +39,7 @@ from governance.models import (
     ProposalState,
 )
 from governance.roles import direct_grants, has_role, roles_on_fund
+from governance.second_factor import second_factor_confirm
 from governance.selectors import compliance_facts, policy_in_force
 from portfolio import services as books
 from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, Price
@@ -474,7 +475,8 @@ def proposal_submit(*, proposal_id: int, actor) -> Proposal:
     the fund has a policy in force; pre-trade compliance does not block (rule 8).
     Effects: resubmission starts a new version, so earlier decisions no longer count (rule 5);
     the policy in force is snapshotted (rule 6) and the first applicable stage opens (rule 4);
-    the compliance report is stored; audit ``proposal.submitted``. A compliance block is
+    the compliance report is stored; audit ``proposal.submitted``; after commit, task
+    ``stage_opened_notify`` e-mails the stage's deciders. A compliance block is
     audited as ``proposal.submit_refused`` and raised as ``ComplianceBlocked``.
     """
     refusal = None
@@ -526,8 +528,24 @@ def proposal_submit(*, proposal_id: int, actor) -> Proposal:
                     "terms": _terms_json(proposal),
                 },
             )
+            _notify_stage_opened(proposal)
             return proposal
     raise refusal
+
+
+def _notify_stage_opened(proposal: Proposal) -> None:
+    """Once the transaction commits, queue the e-mail to the deciders of the stage that just
+    opened; nothing is queued if it rolls back. A broker that is down is logged, never turned
+    into a failure of the committed change (``robust``)."""
+    from governance import tasks  # tasks import this module
+
+    args = (proposal.pk, proposal.version, proposal.current_stage.order)
+
+    # A named function, not a partial: Django logs a robust hook's failure by its __qualname__.
+    def queue_stage_opened_notify():
+        tasks.stage_opened_notify.delay(*args)
+
+    transaction.on_commit(queue_stage_opened_notify, robust=True)
 
 
 def proposal_withdraw(*, proposal_id: int, actor, reason: str = "") -> Proposal:
@@ -592,6 +610,7 @@ def decision_record(
     proposal_id: int,
     user,
     verdict: str,
+    otp_token: str | None,
     comment: str = "",
     stage_order: int | None = None,
 ) -> Decision:
@@ -599,12 +618,15 @@ def decision_record(
 
     Preconditions: lock held; state ``in_review``; ``user`` is not the author (rule 1), holds
     the current stage's role on the fund (rule 3), has not decided on this version (rule 2); if
-    ``stage_order`` is given it is the current stage. An approval that completes the last stage
-    re-runs pre-trade compliance, and a block refuses it (rule 8).
-    Effects: the decision with its evidence; on reject the proposal is ``rejected``; on request
-    changes it returns to the author; on approval the stage completes at its quorum and the next
-    applicable stage opens, or the proposal is ``approved`` with its expiry (rule 4). Audit
-    ``decision.recorded`` plus the state change; a refusal is audited as ``decision.refused``.
+    ``stage_order`` is given it is the current stage; ``otp_token`` is a fresh code from the
+    user's confirmed TOTP device (step-up), consumed once the other checks pass. An approval
+    that completes the last stage re-runs pre-trade compliance, and a block refuses it (rule 8).
+    Effects: the decision with its evidence and the confirming device; on reject the proposal is
+    ``rejected``; on request changes it returns to the author; on approval the stage completes
+    at its quorum and the next applicable stage opens, or the proposal is ``approved`` with its
+    expiry (rule 4). Audit ``decision.recorded`` plus the state change; a refusal is audited as
+    ``decision.refused``. When a next stage opens, task ``stage_opened_notify`` e-mails its
+    deciders after commit.
     """
     if verdict not in Decision.Verdict.values:
         raise ValidationError({"verdict": f"Unknown verdict {verdict!r}."})
@@ -613,7 +635,8 @@ def decision_record(
         proposal = _lock_proposal(proposal_id)
         try:
             stage = _check_decision_allowed(proposal, user, stage_order)
-            decision, events = _apply_decision(proposal, stage, user, verdict, comment)
+            device = second_factor_confirm(user=user, otp_token=otp_token)
+            decision, events = _apply_decision(proposal, stage, user, verdict, comment, device)
         except GovernanceError as exc:
             refusal = exc
             audit_record(
@@ -635,7 +658,7 @@ def decision_record(
 
 
 def _apply_decision(
-    proposal: Proposal, stage: PolicyStage, user, verdict: str, comment: str
+    proposal: Proposal, stage: PolicyStage, user, verdict: str, comment: str, device: str
 ) -> tuple[Decision, list[tuple[str, dict]]]:
     """Work out the decision's effect, refuse if compliance blocks, then write it."""
     approvers = set(
@@ -670,6 +693,7 @@ def _apply_decision(
                 proposal_author_id=proposal.author_id,
                 verdict=verdict,
                 comment=comment,
+                confirmed_by_device=device,
                 evidence={
                     "policy_version": proposal.policy.version,
                     "stage": {"order": stage.order, "name": stage.name, "quorum": stage.quorum},
@@ -691,6 +715,7 @@ def _apply_decision(
                 "stage": stage.order,
                 "verdict": verdict,
                 "comment": comment,
+                "confirmed_by_device": device,
             },
         )
     ]
@@ -714,6 +739,7 @@ def _apply_decision(
                 {"version": proposal.version, "stage": stage.order, "next_stage": following.order},
             )
         )
+        _notify_stage_opened(proposal)
     elif final_approval:
         proposal.state = policies.transition("approve", proposal.state)
         proposal.current_stage = None
@@ -836,16 +862,19 @@ def execution_record(
     venue: str,
     external_ref: str,
     executed_at: dt.datetime,
+    otp_token: str | None,
     close: bool = False,
 ) -> tuple[Execution, bool]:
     """Record one fill of an approved proposal; returns (execution, created).
 
     Preconditions: lock held on the proposal; ``actor`` holds ``execute_trades``, is not the
-    author and did not approve it; state ``approved`` and not past its expiry; executed
-    between the approval and now; price at most the limit price and within the fund's tolerance
-    of a usable consensus price at the execution time; total cost within the approved notional.
-    The same ``external_ref`` again (same proposal, same permitted actor) returns the booked fill
-    (``created`` False) and books nothing; on another proposal it is refused.
+    author and did not approve it; state ``approved`` and not past its expiry; executed between
+    the approval and now; price at most the limit price and within the fund's tolerance of a
+    usable consensus price at the execution time; total cost within the approved notional;
+    ``otp_token`` is a fresh code from the actor's confirmed TOTP device (step-up), consumed
+    once the other checks pass. The same ``external_ref`` again (same proposal, same permitted
+    actor) returns the booked fill (``created`` False) and books nothing; on another proposal it
+    is refused.
     Effects: the execution; ledger entries (asset in, cash out, fee out); the executed notional
     grows; the fill that uses the whole notional, or ``close=True``, moves the proposal to
     ``executed``. Audit ``execution.recorded`` (and ``proposal.executed``); a refusal is audited
@@ -874,6 +903,7 @@ def execution_record(
                     executed_at=executed_at,
                     now=timezone.now(),
                 )
+                device = second_factor_confirm(user=actor, otp_token=otp_token)
         except GovernanceError as exc:
             refusal = exc
             audit_record(
@@ -903,6 +933,7 @@ def execution_record(
                 external_ref=external_ref,
                 executed_at=executed_at,
                 evidence=evidence,
+                confirmed_by_device=device,
                 close=close,
             )
             return execution, True
@@ -958,6 +989,7 @@ def _book_fill(proposal: Proposal, actor, *, close: bool, **fill) -> Execution:
             "cost_usd": str(execution.cost_usd),
             "executed_at": execution.executed_at.isoformat(),
             "executed_notional_usd": str(proposal.executed_notional_usd),
+            "confirmed_by_device": execution.confirmed_by_device,
         },
     )
     if close or proposal.executed_notional_usd == proposal.notional_usd:

@@ -1,15 +1,20 @@
-"""Celery tasks of the governance app: thin wrappers over ``governance.services``.
+"""Celery tasks of the governance app: thin wrappers over ``governance.services`` and
+``governance.notifications``.
 
-Schedules are declared in ``alem.schedules``.
+Schedules are declared in ``alem.schedules``. The e-mail tasks retry only the recipients the
+mail server refused, so a retry never repeats an e-mail that was delivered.
 """
 
 import logging
 
 from celery import shared_task
 
-from governance import services
+from governance import notifications, services
 
 logger = logging.getLogger(__name__)
+
+# A mail server that is down for a while: five more tries, five minutes apart.
+MAIL_RETRIES = {"max_retries": 5, "default_retry_delay": 5 * 60}
 
 
 @shared_task(name="governance.tasks.proposals_expire", ignore_result=True)
@@ -19,3 +24,35 @@ def proposals_expire() -> list[int]:
     if expired:
         logger.info("Expired proposals %s", expired)
     return expired
+
+
+@shared_task(
+    bind=True, name="governance.tasks.stage_opened_notify", ignore_result=True, **MAIL_RETRIES
+)
+def stage_opened_notify(
+    self, proposal_id: int, version: int, stage_order: int, user_ids: list[int] | None = None
+) -> int:
+    """E-mail the deciders of the stage that opened; nothing if the proposal moved on since.
+
+    Queued by ``governance.services`` when a stage opens, after the transaction commits.
+    """
+    delivery = notifications.notify_stage_opened(
+        proposal_id, version, stage_order, user_ids=user_ids
+    )
+    if delivery.failed:
+        raise self.retry(
+            args=(proposal_id, version, stage_order), kwargs={"user_ids": list(delivery.failed)}
+        )
+    return len(delivery.sent)
+
+
+@shared_task(
+    bind=True, name="governance.tasks.decision_digest_send", ignore_result=True, **MAIL_RETRIES
+)
+def decision_digest_send(self, user_ids: list[int] | None = None) -> int:
+    """E-mail each person the daily digest of what waits for them (scheduled at 08:00 Almaty)."""
+    delivery = notifications.digest_send(user_ids=user_ids)
+    logger.info("Daily digest: %d sent, %d failed.", len(delivery.sent), len(delivery.failed))
+    if delivery.failed:
+        raise self.retry(args=(), kwargs={"user_ids": list(delivery.failed)})
+    return len(delivery.sent)

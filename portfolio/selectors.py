@@ -4,12 +4,21 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import QuerySet, Sum
+from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from portfolio.calculations import Valuation, to_reporting_currency, value_positions
-from portfolio.models import Asset, Fund, FundRole, FxRate, LedgerEntry, NavSnapshot
+from portfolio.models import (
+    Asset,
+    Fund,
+    FundingSource,
+    FundRole,
+    FxRate,
+    LedgerEntry,
+    NavSnapshot,
+)
 
 ZERO = Decimal("0")
 
@@ -123,4 +132,34 @@ def official_rate(day: dt.date, *, quote_currency: str = "KZT") -> FxRate | None
         FxRate.objects.filter(base_currency="USD", quote_currency=quote_currency, date__lte=day)
         .order_by("-date")
         .first()
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The portfolio page (issue 5)
+# ---------------------------------------------------------------------------------------------
+
+
+def funding_sources_with_contributions(fund: Fund) -> QuerySet[FundingSource]:
+    """The fund's funding sources by name, each annotated with ``contributed_usd``: the USD
+    value of every contribution ledger entry naming it (cash, or assets at their value when
+    contributed); zero when none. One query."""
+    contributed = (
+        LedgerEntry.objects.filter(
+            fund=fund, kind=LedgerEntry.Kind.CONTRIBUTION, funding_source=OuterRef("pk")
+        )
+        .values("funding_source")
+        .annotate(total=Sum("value_usd"))
+        .values("total")
+    )
+    return (
+        FundingSource.objects.filter(fund=fund)
+        .annotate(
+            contributed_usd=Coalesce(
+                Subquery(contributed, output_field=DecimalField(max_digits=48, decimal_places=28)),
+                Value(ZERO),
+                output_field=DecimalField(max_digits=48, decimal_places=28),
+            )
+        )
+        .order_by("name")
     )

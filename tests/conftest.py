@@ -58,6 +58,31 @@ def fast_password_hashing(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def default_language():
+    """Each test starts in the site's default language. A request activates its language for
+    the rest of the thread, so without this one test's Kazakh page would leak into the next
+    test's lazy strings."""
+    from django.conf import settings
+    from django.utils import translation
+
+    with translation.override(settings.LANGUAGE_CODE):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def celery_tasks_run_in_process():
+    """Tasks queued by the code under test (e-mails on commit) run in the test process instead
+    of landing on the real broker, where a later worker test could pick them up. Tests that
+    need a real worker start one in its own process, which this does not touch."""
+    from alem.celery import app
+
+    eager = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield
+    app.conf.task_always_eager = eager
+
+
 @pytest.fixture
 def alem(db):
     """A fund shaped like the Alem Crypto Fund: users per role, USD 25M cash, policy v1

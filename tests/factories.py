@@ -7,6 +7,8 @@ from decimal import Decimal
 import factory
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance import services
 from governance.models import Proposal
@@ -146,8 +148,10 @@ class FundBuilder:
         return proposal
 
     def decide(self, proposal: Proposal, username: str, verdict: str = "approve", **kwargs):
+        user = self.users[username]
+        kwargs.setdefault("otp_token", otp_code(user))
         return services.decision_record(
-            proposal_id=proposal.pk, user=self.users[username], verdict=verdict, **kwargs
+            proposal_id=proposal.pk, user=user, verdict=verdict, **kwargs
         )
 
     def approve_fully(self, proposal: Proposal) -> Proposal:
@@ -159,6 +163,28 @@ class FundBuilder:
             self.decide(proposal, username)
         proposal.refresh_from_db()
         return proposal
+
+
+def otp_device(user) -> TOTPDevice:
+    """The user's confirmed authenticator, enrolled on first use."""
+    device, _ = TOTPDevice.objects.get_or_create(
+        user=user, name="Authenticator", defaults={"confirmed": True}
+    )
+    return device
+
+
+def otp_code(user) -> str:
+    """A code the user's device accepts now, enrolling a device if the user has none.
+
+    A real code is good once per 30-second step and tests act faster than that, so the device
+    first forgets the last step it accepted (and any throttling), as if the next step had come.
+    """
+    device = otp_device(user)
+    TOTPDevice.objects.filter(pk=device.pk).update(
+        last_t=-1, throttling_failure_count=0, throttling_failure_timestamp=None
+    )
+    token = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift).token()
+    return f"{token:0{device.digits}d}"
 
 
 def days_ago(days: int) -> dt.datetime:

@@ -154,9 +154,23 @@ class DecisionSerializer(serializers.ModelSerializer):
             "verdict",
             "comment",
             "evidence",
+            "confirmed_by_device",
             "created_at",
         ]
         read_only_fields = fields
+
+
+class OtpTokenField(serializers.CharField):
+    """The step-up code of a decision or a fill. Optional here so the service, which checks
+    the other rules first, answers a missing code with 403 ``second_factor_invalid``."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault("allow_blank", True)
+        kwargs.setdefault("default", "")
+        kwargs.setdefault("write_only", True)
+        kwargs.setdefault("help_text", "The current code from your authenticator app (step-up).")
+        super().__init__(**kwargs)
 
 
 class DecisionCreateSerializer(serializers.Serializer):
@@ -168,6 +182,7 @@ class DecisionCreateSerializer(serializers.Serializer):
         min_value=1,
         help_text="Order of the stage the decision is meant for; refused unless it is current.",
     )
+    otp_token = OtpTokenField()
 
 
 class WithOffsetDateTimeField(serializers.DateTimeField):
@@ -204,6 +219,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
             "recorded_by",
             "recorded_at",
             "evidence",
+            "confirmed_by_device",
         ]
         read_only_fields = fields
 
@@ -218,6 +234,7 @@ class ExecutionCreateSerializer(serializers.ModelSerializer):
         default=False,
         help_text="Also close the proposal: its unspent notional is released.",
     )
+    otp_token = OtpTokenField()
 
     class Meta:
         model = Execution
@@ -229,6 +246,7 @@ class ExecutionCreateSerializer(serializers.ModelSerializer):
             "external_ref",
             "executed_at",
             "close",
+            "otp_token",
         ]
         extra_kwargs = {
             "quantity": {"validators": [greater_than_zero]},

@@ -19,11 +19,21 @@ import datetime as dt
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 
+from django.utils.translation import gettext_lazy as _
+
 MISSING = "missing"
 STALE = "stale"
 DIVERGENT = "divergent"
 SINGLE_SOURCE = "single_source"
 FLAGS = (MISSING, STALE, DIVERGENT, SINGLE_SOURCE)
+
+# Each flag in plain words, for the pages that show why a price cannot back an approval.
+FLAG_WORDS = {
+    MISSING: _("No source has ever priced this asset."),
+    STALE: _("The freshest quote is older than the staleness limit."),
+    DIVERGENT: _("The sources disagree by more than the divergence limit."),
+    SINGLE_SOURCE: _("Only one source is fresh, so nothing corroborates it."),
+}
 
 # Digits kept by the median and the spread: exact for any two stored prices.
 _DIGITS = 60

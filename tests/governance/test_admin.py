@@ -21,7 +21,8 @@ from governance.models import (
 )
 from governance.roles import has_role
 from portfolio.models import FundRole, LedgerEntry
-from tests.factories import UserFactory
+from tests.factories import UserFactory, otp_device
+from tests.web import signed_in
 
 R = FundRole
 
@@ -33,8 +34,7 @@ def site_admin(db):
 
 @pytest.fixture
 def admin_web(client, site_admin):
-    client.force_login(site_admin)
-    return client
+    return signed_in(client, site_admin)
 
 
 @pytest.fixture
@@ -47,9 +47,7 @@ def staff_web(db):
         Permission.objects.get(codename="view_fund"),
         Permission.objects.get(codename="change_fund"),
     )
-    web = Client()
-    web.force_login(staff)
-    return web
+    return signed_in(Client(), staff)
 
 
 def url(name: str, *args) -> str:
@@ -89,6 +87,7 @@ def test_every_governance_changelist_and_object_page_opens_for_a_superuser(alem,
         external_ref="order-1",
         executed_at=timezone.now(),
         recorded_by=alem.users["treasury"],
+        confirmed_by_device=otp_device(alem.users["treasury"]).persistent_id,
     )
     info = model._meta.app_label, model._meta.model_name
     obj = model._default_manager.order_by("pk").first()
@@ -281,6 +280,16 @@ def test_decision_cannot_be_changed_or_deleted_in_admin(alem, admin_web):
     assert decision.verdict == Decision.Verdict.APPROVE
 
 
+def test_decision_page_names_the_device_that_confirmed_it(alem, admin_web):
+    proposal = alem.proposal(submit=True)
+    decision = alem.decide(proposal, "risk")
+
+    page = admin_web.get(url("governance_decision_change", decision.pk))
+
+    assert page.status_code == 200
+    assert decision.confirmed_by_device in page.content.decode()
+
+
 def _changelist_queries(web, name: str) -> int:
     with CaptureQueriesContext(connection) as ctx:
         response = web.get(url(name))
@@ -439,8 +448,7 @@ def test_fund_page_shows_no_roles_link_to_non_superuser_staff(alem, staff_web):
 
 
 def test_role_grant_without_csrf_token_is_refused(alem, site_admin):
-    web = Client(enforce_csrf_checks=True)
-    web.force_login(site_admin)
+    web = signed_in(Client(enforce_csrf_checks=True), site_admin)
     newcomer = UserFactory(username="newcomer")
     before = AuditEvent.objects.count()
 
@@ -599,8 +607,7 @@ def test_publish_action_puts_a_draft_in_force_for_a_second_administrator(alem, s
         stages=[services.policies.StageSpec(1, "Risk review", R.REVIEW_RISK, 1)],
     )
     services.role_grant(actor=None, user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
-    web = Client()
-    web.force_login(site_admin)
+    web = signed_in(Client(), site_admin)
 
     response = _publish(web, draft)
 

@@ -9,6 +9,7 @@ from rest_framework.test import APIClient
 
 from governance import services
 from governance.models import AuditEvent, Decision, Proposal, ProposalState
+from tests.api import client_for
 from tests.factories import FundBuilder, UserFactory
 
 PROPOSALS = "/api/v1/proposals/"
@@ -33,12 +34,6 @@ CONTRACT_FIELDS = {
     "executed_notional_usd",
     "compliance",
 }
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def url(proposal, action: str = "") -> str:

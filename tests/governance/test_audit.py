@@ -76,7 +76,7 @@ def test_a_refused_decision_is_on_the_chain(alem):
 
     with pytest.raises(SegregationOfDuties):
         services.decision_record(
-            proposal_id=proposal.pk, user=alem.users["manager"], verdict="approve"
+            proposal_id=proposal.pk, user=alem.users["manager"], verdict="approve", otp_token=""
         )
 
     last = AuditEvent.objects.order_by("-sequence").first()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
+from django_otp.plugins.otp_totp.models import TOTPDevice
 from guardian.models import UserObjectPermission
 
 from governance.audit import audit_verify
@@ -18,7 +19,7 @@ from governance.selectors import policy_in_force
 from governance.services import decision_record, proposal_create, proposal_submit
 from portfolio import selectors as books
 from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, Price
-from tests.factories import PriceFactory, UserFactory
+from tests.factories import PriceFactory, UserFactory, otp_code
 
 User = get_user_model()
 R = FundRole
@@ -140,6 +141,14 @@ ROLE_OF = {
     "fundadmin": R.MANAGE_POLICY,
 }
 PRICE_FILES = ("BNB-USD.csv", "BTC-USD.csv", "ETH-USD.csv", "SOL-USD.csv")
+DEMO_USERNAMES = ["admin", *ROLE_OF, *(f"reserve_{username}" for username in ROLE_OF)]
+
+
+@pytest.fixture(autouse=True)
+def demo_var_dir(settings, tmp_path):
+    """seed_demo writes the authenticators' URIs under VAR_DIR; keep them out of the repo."""
+    settings.VAR_DIR = tmp_path / "var"
+    return settings.VAR_DIR
 
 
 @pytest.fixture
@@ -169,6 +178,7 @@ def counts() -> dict[str, int]:
         PolicyStage,
         AuditEvent,
         UserObjectPermission,
+        TOTPDevice,
     ]
     return {model.__name__: model.objects.count() for model in models}
 
@@ -244,6 +254,45 @@ def test_seed_demo_creates_the_demo_data_as_designed(few_prices):
 
 
 @pytest.mark.django_db
+def test_seed_demo_gives_every_demo_user_an_authenticator_and_writes_their_uris(
+    few_prices, demo_var_dir
+):
+    output = run("seed_demo")
+
+    devices = {d.user.username: d for d in TOTPDevice.objects.select_related("user")}
+    assert sorted(devices) == sorted(DEMO_USERNAMES)
+    assert {(d.name, d.confirmed) for d in devices.values()} == {("Authenticator", True)}
+    expected = [f"{username} {devices[username].config_url}" for username in DEMO_USERNAMES]
+    written = (demo_var_dir / "demo-otp.txt").read_text(encoding="utf-8").splitlines()
+    assert sorted(written) == sorted(expected)
+    assert written[0] == f"admin {devices['admin'].config_url}"
+    assert devices["risk"].config_url.startswith("otpauth://totp/Alem%3Arisk?secret=")
+    assert str(demo_var_dir / "demo-otp.txt") in output
+    for line in expected:
+        assert f"  {line}\n" in output
+
+    # Seeding again keeps every device and its key, so an app set up once keeps working.
+    run("seed_demo")
+
+    assert {d.user.username: (d.pk, d.key) for d in TOTPDevice.objects.all()} == {
+        username: (device.pk, device.key) for username, device in devices.items()
+    }
+    assert sorted(
+        (demo_var_dir / "demo-otp.txt").read_text(encoding="utf-8").splitlines()
+    ) == sorted(expected)
+
+
+@pytest.mark.django_db
+def test_seed_demo_keeps_an_authenticator_a_user_already_has(few_prices):
+    risk = UserFactory(username="risk")
+    phone = TOTPDevice.objects.create(user=risk, name="Phone", confirmed=True)
+
+    run("seed_demo")
+
+    assert list(TOTPDevice.objects.filter(user=risk)) == [phone]
+
+
+@pytest.mark.django_db
 def test_seed_demo_sets_the_default_password_and_password_resets_it(few_prices):
     run("seed_demo")
     assert User.objects.get(username="manager").check_password(seed_demo.DEFAULT_PASSWORD)
@@ -279,7 +328,12 @@ def test_the_seeded_alem_fund_approves_a_proposal_through_its_policy(few_prices)
     )
     proposal_submit(proposal_id=proposal.pk, actor=users["manager"])
     for username in ("risk", "committee1", "committee2", "ministry"):
-        decision_record(proposal_id=proposal.pk, user=users[username], verdict="approve")
+        decision_record(
+            proposal_id=proposal.pk,
+            user=users[username],
+            verdict="approve",
+            otp_token=otp_code(users[username]),
+        )
 
     assert Proposal.objects.get(pk=proposal.pk).state == ProposalState.APPROVED
 

@@ -31,7 +31,7 @@ from governance.models import AuditEvent, Decision, Proposal, ProposalState
 from governance.policies import StageSpec
 from governance.roles import roles_on_fund
 from portfolio.models import FundRole
-from tests.factories import ALEM_STAGES, FundBuilder, UserFactory
+from tests.factories import ALEM_STAGES, FundBuilder, UserFactory, otp_code
 from tests.threads import run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -79,6 +79,7 @@ def at_committee_stage(fund: FundBuilder) -> Proposal:
 
 def decide_call(fund: FundBuilder, proposal: Proposal, username: str, **kwargs):
     user = fund.users[username]
+    kwargs.setdefault("otp_token", otp_code(user))
     return lambda: services.decision_record(
         proposal_id=proposal.pk, user=user, verdict="approve", **kwargs
     )
@@ -369,10 +370,12 @@ def test_racing_api_decisions_answer_only_with_the_contract_statuses(fund):
     racers += ["manager", "auditor"]
 
     def post_as(username: str):
+        token = otp_code(fund.users[username])  # before the race: each racer's code
+
         def call():
             client = APIClient()
             client.force_authenticate(user=fund.users[username])
-            response = client.post(url, {"verdict": "approve"}, format="json")
+            response = client.post(url, {"verdict": "approve", "otp_token": token}, format="json")
             return response.status_code, response.json()
 
         return call

@@ -21,8 +21,8 @@ from governance.audit import audit_verify
 from governance.exceptions import DuplicateExternalRef, ExecutionRefused
 from governance.models import AuditEvent, Execution, Proposal, ProposalState
 from portfolio import selectors as books
-from portfolio.models import LedgerEntry
-from tests.factories import FundBuilder
+from portfolio.models import FundRole, LedgerEntry
+from tests.factories import FundBuilder, UserFactory, otp_code
 from tests.threads import run_together
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
@@ -32,9 +32,27 @@ S = ProposalState
 CASH = D("25000000.00")
 
 
-def fill_call(fund: FundBuilder, proposal: Proposal, *, ref: str, quantity: str, fee: str = "0"):
-    user = fund.users["treasury"]
+def operators(fund: FundBuilder, count: int) -> list:
+    """Treasury operators racing each other, each with a device of their own (one code is good
+    once, so one person cannot race themselves past step-up)."""
+    users = [UserFactory(username=f"operator{i}") for i in range(count)]
+    for user in users:
+        services.role_grant(actor=None, user=user, fund=fund.fund, role=FundRole.EXECUTE_TRADES)
+    return users
+
+
+def fill_call(
+    fund: FundBuilder,
+    proposal: Proposal,
+    *,
+    ref: str,
+    quantity: str,
+    fee: str = "0",
+    user=None,
+):
+    user = user or fund.users["treasury"]
     executed_at = timezone.now()
+    token = otp_code(user)
     return lambda: services.execution_record(
         proposal_id=proposal.pk,
         actor=user,
@@ -44,6 +62,7 @@ def fill_call(fund: FundBuilder, proposal: Proposal, *, ref: str, quantity: str,
         venue="Binance",
         external_ref=ref,
         executed_at=executed_at,
+        otp_token=token,
     )
 
 
@@ -69,7 +88,10 @@ def approved(fund: FundBuilder, notional: str) -> Proposal:
 def test_parallel_fills_never_exceed_the_notional(fund):
     # Ten fills of USD 150,000 (30% of USD 500,000) race: exactly three fit.
     proposal = approved(fund, "500000.00")
-    calls = [fill_call(fund, proposal, ref=f"race-{i}", quantity="250") for i in range(10)]
+    calls = [
+        fill_call(fund, proposal, ref=f"race-{i}", quantity="250", user=user)
+        for i, user in enumerate(operators(fund, 10))
+    ]
 
     results = run_together(calls)
 
@@ -103,7 +125,10 @@ def test_parallel_fills_never_exceed_the_notional(fund):
 def test_parallel_fills_that_exactly_fill_the_notional_execute_it_once(fund):
     # Eight fills of a quarter each race: four fit, and the fourth executes the proposal.
     proposal = approved(fund, "60000.00")
-    calls = [fill_call(fund, proposal, ref=f"quarter-{i}", quantity="25") for i in range(8)]
+    calls = [
+        fill_call(fund, proposal, ref=f"quarter-{i}", quantity="25", user=user)
+        for i, user in enumerate(operators(fund, 8))
+    ]
 
     results = run_together(calls)
 
@@ -151,8 +176,8 @@ def test_the_same_external_reference_on_two_proposals_in_parallel_books_once(fun
     first = approved(fund, "500000.00")
     second = approved(fund, "400000.00")
     calls = [
-        fill_call(fund, proposal, ref="0xcontested", quantity="10")
-        for proposal in (first, second) * 3
+        fill_call(fund, proposal, ref="0xcontested", quantity="10", user=user)
+        for proposal, user in zip((first, second) * 3, operators(fund, 6), strict=True)
     ]
 
     results = run_together(calls)

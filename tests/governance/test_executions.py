@@ -31,7 +31,7 @@ from governance.models import AuditEvent, Execution, Proposal, ProposalState
 from governance.selectors import reserved_notional_usd
 from portfolio import selectors as books
 from portfolio.models import Fund, FundRole, LedgerEntry, Price
-from tests.factories import FundBuilder, PriceFactory
+from tests.factories import FundBuilder, PriceFactory, otp_code, otp_device
 
 D = Decimal
 S = ProposalState
@@ -76,6 +76,7 @@ def fill(
         venue="Binance",
         external_ref=ref or f"order-{next(_refs)}",
         executed_at=executed_at or timezone.now(),
+        otp_token=otp_code(alem.users[user]),
         close=close,
     )
 
@@ -211,7 +212,9 @@ def test_a_fill_books_the_asset_in_the_cash_out_and_the_fee(alem, proposal):
         "price_usd": "600.00",
         "fee_usd": "1.25",
         "executed_at": executed_at.isoformat(),
+        "confirmed_by_device": otp_device(alem.users["treasury"]).persistent_id,
     }
+    assert execution.confirmed_by_device == otp_device(alem.users["treasury"]).persistent_id
 
 
 def test_a_fill_without_a_fee_books_no_fee_entry(alem, proposal):

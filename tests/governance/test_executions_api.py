@@ -20,6 +20,7 @@ from governance import services
 from governance.models import AuditEvent, Execution, Proposal, ProposalState
 from portfolio import selectors as books
 from portfolio.models import FundRole, LedgerEntry, Price
+from tests.api import client_for
 from tests.factories import FundBuilder
 
 D = Decimal
@@ -39,13 +40,8 @@ EXECUTION_FIELDS = {
     "recorded_by",
     "recorded_at",
     "evidence",
+    "confirmed_by_device",
 }
-
-
-def client_for(user) -> APIClient:
-    client = APIClient()
-    client.force_authenticate(user)
-    return client
 
 
 def url(proposal, action: str = "executions") -> str:

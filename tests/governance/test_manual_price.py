@@ -15,6 +15,7 @@ from portfolio.exceptions import PortfolioError
 from portfolio.models import Price
 from portfolio.prices.selectors import consensus_for
 from tests.factories import AssetFactory, UserFactory
+from tests.web import signed_in
 
 
 @pytest.fixture
@@ -79,7 +80,7 @@ def test_an_invalid_manual_price_stores_nothing_and_audits_nothing(superuser, ba
 
 def test_admin_page_enters_a_manual_price_through_the_service(client, superuser):
     asset = AssetFactory(symbol="BNB")
-    client.force_login(superuser)
+    signed_in(client, superuser)
     url = reverse("admin:portfolio_price_manual")
 
     assert client.get(url).status_code == 200
@@ -93,7 +94,7 @@ def test_admin_page_enters_a_manual_price_through_the_service(client, superuser)
 
 def test_admin_page_shows_the_refusal_and_stores_nothing_for_a_future_time(client, superuser):
     asset = AssetFactory(symbol="BNB")
-    client.force_login(superuser)
+    signed_in(client, superuser)
     future = (timezone.localtime() + dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S")
 
     response = client.post(
@@ -109,7 +110,7 @@ def test_admin_page_shows_the_refusal_and_stores_nothing_for_a_future_time(clien
 
 def test_admin_manual_price_page_refuses_staff_without_superuser(client, db):
     staff = UserFactory(username="staff", is_staff=True)
-    client.force_login(staff)
+    signed_in(client, staff)
 
     response = client.get(reverse("admin:portfolio_price_manual"))
 

@@ -52,6 +52,7 @@ from tests.factories import (
     PriceFactory,
     UserFactory,
     days_ago,
+    otp_code,
 )
 
 D = Decimal
@@ -114,6 +115,7 @@ def refuse_decision(proposal, user, verdict="approve", **kwargs):
     before = snapshot(proposal)
     mark = last_sequence()
 
+    kwargs.setdefault("otp_token", otp_code(user))
     with pytest.raises(GovernanceError) as refused:
         services.decision_record(proposal_id=proposal.pk, user=user, verdict=verdict, **kwargs)
 
@@ -1573,6 +1575,7 @@ def _decision_row(proposal, user, **extra):
         "user": user,
         "proposal_author": proposal.author,
         "verdict": "approve",
+        "confirmed_by_device": "otp_totp.totpdevice/1",
         **extra,
     }
     return Decision.objects.create(**values)
@@ -1583,6 +1586,15 @@ def test_the_database_refuses_a_decision_by_the_author(alem):
 
     with pytest.raises(IntegrityError), transaction.atomic():
         _decision_row(proposal, alem.users["manager"])
+
+    assert Decision.objects.count() == 0
+
+
+def test_the_database_refuses_a_decision_no_device_confirmed(alem):
+    proposal = alem.proposal(submit=True)
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        _decision_row(proposal, alem.users["risk"], confirmed_by_device="")
 
     assert Decision.objects.count() == 0
 
@@ -1691,9 +1703,14 @@ def test_two_final_approvals_cannot_both_spend_the_same_cash(monkeypatch):
     monkeypatch.setattr(services, "compliance_facts", facts_then_wait)
     outcomes = {}
 
-    def approve(proposal):
+    # Two officials, one proposal each: a code is good once, so one person could not race.
+    second = UserFactory(username="ministry2")
+    services.role_grant(actor=None, user=second, fund=alem.fund, role=R.APPROVE_MINISTRY)
+    alem.users["ministry2"] = second
+
+    def approve(proposal, official):
         try:
-            alem.decide(proposal, "ministry")
+            alem.decide(proposal, official)
             outcomes[proposal.pk] = "approved"
         except ComplianceBlocked:
             outcomes[proposal.pk] = "compliance_blocked"
@@ -1702,7 +1719,10 @@ def test_two_final_approvals_cannot_both_spend_the_same_cash(monkeypatch):
         finally:
             connection.close()
 
-    threads = [threading.Thread(target=approve, args=(p,)) for p in proposals]
+    threads = [
+        threading.Thread(target=approve, args=(p, official))
+        for p, official in zip(proposals, ("ministry", "ministry2"), strict=True)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -71,7 +71,7 @@ from governance.models import (
 from governance.policies import StageSpec
 from governance.selectors import policy_in_force
 from portfolio.models import Asset, Fund, FundingSource, FundRole, Price
-from tests.factories import AssetFactory, FundFactory, FundingSourceFactory, PriceFactory
+from tests.factories import AssetFactory, FundFactory, FundingSourceFactory, PriceFactory, otp_code
 
 R = FundRole
 S = ProposalState
@@ -666,7 +666,11 @@ class WorkflowMachine(RuleBasedStateMachine):
         outcome, new_events = self._attempt(
             "decide",
             lambda: services.decision_record(
-                proposal_id=p.pk, user=user, verdict=verdict, stage_order=stage_order
+                proposal_id=p.pk,
+                user=user,
+                verdict=verdict,
+                stage_order=stage_order,
+                otp_token=otp_code(user),
             ),
             refusals=refusals,
             # Every refused decision of consequence is on the record (rule 11).

@@ -12,14 +12,14 @@ from django.utils import timezone
 from portfolio import services as books
 from portfolio.models import Asset, Fund, FundingSource, FxRate, LedgerEntry, Price
 from tests.factories import PriceFactory, UserFactory
+from tests.web import signed_in
 
 PORTFOLIO_MODELS = [Fund, Asset, FundingSource, Price, FxRate, LedgerEntry]
 
 
 @pytest.fixture
 def admin_web(client, db):
-    client.force_login(UserFactory(username="siteadmin", is_staff=True, is_superuser=True))
-    return client
+    return signed_in(client, UserFactory(username="siteadmin", is_staff=True, is_superuser=True))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from rest_framework.test import APIClient
 from governance import services
 from portfolio.api.fields import decimal_string
 from portfolio.models import FxRate, LedgerEntry, Price
-from tests.factories import AssetFactory, FundBuilder, PriceFactory, UserFactory
+from tests.factories import AssetFactory, FundBuilder, PriceFactory, UserFactory, otp_code
 
 D = Decimal
 
@@ -38,6 +38,7 @@ def fill(alem, proposal, *, ref: str, quantity: str, price: str, fee: str):
         venue="binance",
         external_ref=ref,
         executed_at=timezone.now(),
+        otp_token=otp_code(alem.users["treasury"]),
     )
 
 

@@ -5,6 +5,7 @@ from django.contrib.admin import AdminSite
 from django.urls import path
 from django.utils import timezone
 
+from alem import urls as alem_urls
 from portfolio.models import FetchFailure, PriceFetch
 from portfolio.prices.admin import FetchFailureAdmin, PriceFetchAdmin
 from tests.factories import AssetFactory, UserFactory
@@ -13,7 +14,8 @@ from tests.factories import AssetFactory, UserFactory
 site = AdminSite(name="admin")
 site.register(PriceFetch, PriceFetchAdmin)
 site.register(FetchFailure, FetchFailureAdmin)
-urlpatterns = [path("admin/", site.urls)]
+# The site's other pages stay routable: its 403 page links to them.
+urlpatterns = [path("admin/", site.urls), *alem_urls.urlpatterns]
 pytestmark = [pytest.mark.django_db, pytest.mark.urls(__name__)]
 
 

@@ -176,6 +176,7 @@ def test_install_schedules_reports_what_it_did():
         "Fetch the official USD/KZT rate: created",
         "Expire approvals past their execution window: created",
         "Take NAV snapshots: created",
+        "E-mail the daily digest of what waits: created",
     ]
     assert run("install_schedules").splitlines()[0] == "Fetch prices from Binance: kept"
     assert PeriodicTask.objects.filter(task="portfolio.tasks.prices_fetch").count() == 3

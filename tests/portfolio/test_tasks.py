@@ -63,7 +63,15 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
     assert [what for _, what in first] == ["created"] * len(SCHEDULES)
     assert [what for _, what in again] == ["kept"] * len(SCHEDULES)
     rows = {
-        task.name: (task.task, json.loads(task.args), task.interval.every, task.interval.period)
+        task.name: (
+            task.task,
+            json.loads(task.args),
+            *(
+                (task.interval.every, task.interval.period)
+                if task.interval
+                else (f"{task.crontab.minute} {task.crontab.hour}", str(task.crontab.timezone))
+            ),
+        )
         for task in PeriodicTask.objects.all()
     }
     assert rows == {
@@ -87,6 +95,12 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
             "seconds",
         ),
         "Take NAV snapshots": ("portfolio.tasks.nav_snapshots_take", [], 3600, "seconds"),
+        "E-mail the daily digest of what waits": (
+            "governance.tasks.decision_digest_send",
+            [],
+            "0 8",
+            "Asia/Almaty",
+        ),
     }
 
 

@@ -38,7 +38,9 @@ from tests.factories import (
     FundingSourceFactory,
     PriceFactory,
     UserFactory,
+    otp_code,
 )
+from tests.web import signed_in
 
 D = Decimal
 BNB_CSV = Path(django_settings.BASE_DIR) / "portfolio" / "data" / "prices" / "BNB-USD.csv"
@@ -58,6 +60,7 @@ def fill(alem, proposal, *, ref: str, quantity: str, price: str, fee: str):
         venue="binance",
         external_ref=ref,
         executed_at=timezone.now(),
+        otp_token=otp_code(alem.users["treasury"]),
     )
 
 
@@ -525,8 +528,7 @@ def test_nav_in_tenge_uses_the_official_rate_in_force_and_is_empty_without_one(b
 
 @pytest.fixture
 def admin_web(client, db):
-    client.force_login(UserFactory(username="siteadmin", is_staff=True, is_superuser=True))
-    return client
+    return signed_in(client, UserFactory(username="siteadmin", is_staff=True, is_superuser=True))
 
 
 def test_the_fund_admin_page_shows_the_positions_and_nav_now(alem, admin_web):

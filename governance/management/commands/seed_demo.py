@@ -1,16 +1,23 @@
 """Demo data: both funds, their users and roles, policies, cash and real price history.
 
-Idempotent: running it again adds nothing that is already there.
+Every demo user gets a confirmed authenticator (TOTP device); their otpauth:// URIs are
+printed and written to ``var/demo-otp.txt``, to add to an authenticator app, and
+``manage.py otp_code USERNAME`` shows a user's current code while DEBUG is on.
+
+Idempotent: running it again adds nothing that is already there (devices and their keys
+included, so an app set up once keeps working).
 """
 
 import datetime as dt
 from decimal import Decimal
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 from django.db import transaction
 from django.utils import timezone
+from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance.policies import StageSpec
 from governance.selectors import policy_in_force
@@ -24,6 +31,7 @@ from portfolio.services import (
     price_history_import,
 )
 
+OTP_FILE_NAME = "demo-otp.txt"
 PRICE_DIR = Path(__file__).resolve().parents[3] / "portfolio" / "data" / "prices"
 DEFAULT_PASSWORD = "alem-demo-2026"
 # The opening contributions are dated here, so the NAV history spans the real price history.
@@ -127,6 +135,32 @@ class Command(BaseCommand):
             f"Users: admin (superuser), {', '.join(u for u, _ in USERS_BY_ROLE)}, and the same "
             f"prefixed reserve_; password: {password or DEFAULT_PASSWORD!r}."
         )
+        self._authenticators(user_model)
+
+    def _authenticators(self, user_model) -> None:
+        """A confirmed authenticator for every demo user, kept if there is one already; their
+        otpauth:// URIs go to the screen and to ``var/demo-otp.txt``."""
+        usernames = ["admin"] + [
+            spec["prefix"] + username for spec in FUNDS for username, _ in USERS_BY_ROLE
+        ]
+        lines = []
+        with transaction.atomic():
+            for user in user_model.objects.filter(username__in=usernames).order_by("pk"):
+                device = TOTPDevice.objects.filter(user=user, confirmed=True).order_by(
+                    "pk"
+                ).first() or TOTPDevice.objects.create(
+                    user=user, name="Authenticator", confirmed=True
+                )
+                lines.append(f"{user.username} {device.config_url}")
+        path = Path(settings.VAR_DIR) / OTP_FILE_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        self.stdout.write(
+            "Authenticators (add a URI to an app, or run manage.py otp_code USERNAME with "
+            f"DEBUG on); also written to {path}:"
+        )
+        for line in lines:
+            self.stdout.write(f"  {line}")
 
     def _say(self, message: str) -> None:
         if self.verbosity >= 1:

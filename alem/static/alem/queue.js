@@ -1,0 +1,63 @@
+// My queue: every 30 seconds fetch what waits for the user and swap it in, announcing new items
+// in the page's live region. The page works without it (a reload shows the same).
+(() => {
+  "use strict";
+
+  function keysOf(root) {
+    const list = root.querySelector("[data-keys]");
+    const raw = list ? list.getAttribute("data-keys") : "";
+    return raw.split(/\s+/).filter(Boolean);
+  }
+
+  function start() {
+    const container = document.getElementById("queue-waiting");
+    const announce = document.getElementById("queue-announce");
+    if (!container || !announce || !window.fetch) return;
+    const url = container.getAttribute("data-poll-url");
+    const seconds = Number(container.getAttribute("data-poll-seconds")) || 30;
+    let known = keysOf(container);
+    let busy = false;
+
+    async function poll() {
+      if (busy || document.hidden) return;
+      busy = true;
+      try {
+        const query = new URLSearchParams({ known: known.join(" ") });
+        const response = await fetch(`${url}?${query}`, {
+          credentials: "same-origin",
+          headers: { Accept: "text/html", "X-Requested-With": "fetch" },
+          cache: "no-store",
+          redirect: "error",
+        });
+        if (!response.ok) return;
+        const html = await response.text();
+        const fresh = document.createElement("div");
+        fresh.innerHTML = html;
+        const list = fresh.querySelector("[data-keys]");
+        if (!list) return;
+        // Do not pull the list from under the keyboard: wait until focus leaves it.
+        if (container.contains(document.activeElement) && document.activeElement !== document.body) {
+          return;
+        }
+        container.replaceChildren(...fresh.childNodes);
+        known = keysOf(container);
+        const message = list.getAttribute("data-new-message");
+        if (message) {
+          announce.textContent = message;
+          announce.hidden = false;
+        }
+      } catch (error) {
+        // Offline or signed out: try again at the next tick.
+      } finally {
+        busy = false;
+      }
+    }
+
+    window.setInterval(poll, seconds * 1000);
+    document.addEventListener("visibilitychange", () => {
+      if (!document.hidden) poll();
+    });
+  }
+
+  document.addEventListener("DOMContentLoaded", start);
+})();

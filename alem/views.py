@@ -1,0 +1,156 @@
+"""Sign-in with two factors, sign-out, enrolling an authenticator, and the lockout page.
+
+Signing in takes a username, a password and, once the person has an authenticator (a TOTP app
+such as Google Authenticator, Microsoft Authenticator or FreeOTP), the code it shows now. Every
+sign-in goes through ``django.contrib.auth.authenticate`` so django-axes counts failures: five
+for one username from one address lock that pair out for the cool-off. A session opened with a
+code is *verified* (django-otp); the back office requires that, and deciding or executing roles
+must enrol an authenticator before they can use the site (``alem.middleware``).
+
+Changing or removing a confirmed authenticator (a lost phone) is an administrator's job: in the
+back office under "TOTP devices", delete the person's device; on their next visit they enrol a
+new one here. People cannot replace their own device, so a stolen password alone never suffices
+to swap in the thief's authenticator.
+"""
+
+import base64
+from urllib.parse import urlencode
+
+import django_otp
+import qrcode
+import qrcode.image.svg
+from axes.helpers import get_cool_off
+from django.conf import settings
+from django.contrib import admin, auth, messages
+from django.contrib.auth.decorators import login_required
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_protect
+from django.views.decorators.debug import sensitive_post_parameters
+from django.views.decorators.http import require_POST
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from alem.forms import DeviceConfirmForm, SignInForm
+from governance.second_factor import (
+    has_confirmed_device,
+    second_factor_enrolment_confirm,
+    second_factor_enrolment_start,
+)
+
+
+def _safe_next(request) -> str | None:
+    """The ``next`` address from the form or the query string, if it stays on this site."""
+    target = request.POST.get("next") or request.GET.get("next")
+    if target and url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        return target
+    return None
+
+
+@sensitive_post_parameters("password", "otp_token")
+@csrf_protect
+@never_cache
+def login(request):
+    """The sign-in form: username, password and, for people with an authenticator, a code."""
+    form = SignInForm(request, data=request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        auth.login(request, form.user)
+        if form.device is not None:
+            django_otp.login(request, form.device)
+        return redirect(_safe_next(request) or settings.LOGIN_REDIRECT_URL)
+    return render(
+        request, "registration/login.html", {"form": form, "next": _safe_next(request) or ""}
+    )
+
+
+@require_POST
+def logout(request):
+    """Sign out (POST only, so no link or image elsewhere can sign anyone out)."""
+    auth.logout(request)
+    return redirect(settings.LOGOUT_REDIRECT_URL)
+
+
+def admin_login(request, extra_context=None):
+    """The back office's sign-in, replaced by the site's: one form, one lockout, one code.
+
+    A signed-in person without an authenticator is sent to enrol one first, since the back
+    office accepts only sessions verified by a code.
+    """
+    target = _safe_next(request) or reverse("admin:index")
+    if admin.site.has_permission(request):
+        return redirect(target)
+    if request.user.is_authenticated and not has_confirmed_device(request.user):
+        return redirect(f"{reverse('otp-enrol')}?{urlencode({'next': target})}")
+    return redirect(f"{reverse('login')}?{urlencode({'next': target})}")
+
+
+def _qr_code_data_uri(text: str) -> str:
+    """``text`` as a QR code, an SVG image inlined as a data: URI (the CSP allows data: images)."""
+    image = qrcode.make(text, image_factory=qrcode.image.svg.SvgPathFillImage, border=4)
+    return "data:image/svg+xml;base64," + base64.b64encode(image.to_string()).decode("ascii")
+
+
+def _grouped(secret: str) -> str:
+    """The base32 secret in groups of four characters, easier to type by hand."""
+    return " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
+
+
+@login_required
+@sensitive_post_parameters("otp_token")
+@never_cache
+def otp_enrol(request):
+    """Set up an authenticator: scan the QR code (or type the secret), then enter one code.
+
+    The first correct code confirms the device and verifies this session. A person whose
+    authenticator is already confirmed sees which one; replacing it is an administrator's job.
+    """
+    confirmed = list(TOTPDevice.objects.filter(user=request.user, confirmed=True))
+    if confirmed:
+        return render(request, "registration/otp_enrolled.html", {"devices": confirmed})
+
+    device = second_factor_enrolment_start(user=request.user)
+    form = DeviceConfirmForm(device, data=request.POST if request.method == "POST" else None)
+    if request.method == "POST" and form.is_valid():
+        second_factor_enrolment_confirm(device=device)
+        django_otp.login(request, device)
+        messages.success(
+            request, _("Your authenticator is set up. Use its codes to sign in from now on.")
+        )
+        return redirect(_safe_next(request) or settings.LOGIN_REDIRECT_URL)
+    secret = base64.b32encode(device.bin_key).decode("ascii").rstrip("=")
+    return render(
+        request,
+        "registration/otp_enrol.html",
+        {
+            "form": form,
+            "qr_code": _qr_code_data_uri(device.config_url),
+            "secret": _grouped(secret),
+            "issuer": settings.OTP_TOTP_ISSUER,
+            "next": _safe_next(request) or "",
+        },
+    )
+
+
+def locked_out(request, original_response=None, credentials=None):
+    """django-axes' lockout page: too many failed sign-ins for this username from this address.
+
+    Every attempt during the lockout starts the cool-off again, so the page names the time
+    counted from now.
+    """
+    cool_off = get_cool_off(request)
+    retry_at = timezone.now() + cool_off
+    return render(
+        request,
+        settings.AXES_LOCKOUT_TEMPLATE,
+        {
+            "failure_limit": settings.AXES_FAILURE_LIMIT,
+            "cooloff_minutes": max(1, round(cool_off.total_seconds() / 60)),
+            "retry_at": retry_at,
+        },
+        status=settings.AXES_HTTP_RESPONSE_CODE,
+    )

@@ -1,0 +1,179 @@
+"""Fund managers' pages: draft and edit a proposal, submit it into review, withdraw it.
+
+Thin: a form parses the input, one service acts, and a domain error becomes the refusal page
+(403 for a missing role, 409 for a rule or state conflict) in plain words. Proposals and funds
+are looked up among the user's funds only, so anything else is a 404.
+"""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_POST
+
+from governance import compliance, policies, services
+from governance.exceptions import ComplianceBlocked, GovernanceError, NotPermitted
+from governance.models import Proposal
+from governance.refusals import compliance_checks, refusal_message
+from governance.roles import has_role
+from governance.selectors import proposal_list_for_user
+from governance.web_forms import ProposalForm, WithdrawForm, add_service_errors
+from portfolio.models import FundRole
+from portfolio.selectors import funds_for_user
+
+
+def _refused(request, error: GovernanceError, *, proposal: Proposal | None = None, fund=None):
+    """The refusal page for ``error``, with the status the API would answer."""
+    fund = fund or (proposal.fund if proposal is not None else None)
+    blocking = (
+        compliance_checks(error.context, asset=proposal.asset.symbol, outcome=compliance.BLOCK)
+        if isinstance(error, ComplianceBlocked) and proposal is not None
+        else []
+    )
+    return render(
+        request,
+        "governance/proposal_refused.html",
+        {
+            "refusal": refusal_message(error),
+            "code": error.code,
+            "blocking_checks": blocking,
+            "proposal": proposal,
+            "fund": fund,
+            "nav_fund_id": fund.pk if fund is not None else None,
+        },
+        status=error.status_code,
+    )
+
+
+def _edit_refusal(user, proposal: Proposal) -> GovernanceError | None:
+    """Why ``user`` may not edit ``proposal`` now, checked before showing the form; the
+    service checks the same again when the form is saved."""
+    if proposal.author_id != user.pk or not has_role(user, proposal.fund, FundRole.PROPOSE):
+        return NotPermitted("Only the author may edit this proposal.")
+    try:
+        policies.transition("edit", proposal.state)
+    except GovernanceError as error:
+        return error
+    return None
+
+
+def _form_page(request, form: ProposalForm, *, fund, proposal: Proposal | None = None):
+    context = {
+        "form": form,
+        "fund": fund,
+        "proposal": proposal,
+        "withdraw_form": WithdrawForm() if proposal is not None else None,
+        "cancel_url": (
+            reverse("proposal-detail", args=[proposal.pk])
+            if proposal is not None
+            else reverse("portfolio", args=[fund.pk])
+        ),
+        "nav_fund_id": fund.pk,
+    }
+    return render(
+        request,
+        "governance/proposal_form.html",
+        context,
+        status=400 if form.is_bound and form.errors else 200,
+    )
+
+
+@login_required
+def proposal_new(request, fund_pk: int):
+    """Draft a proposal for one of the user's funds (``propose`` role)."""
+    fund = get_object_or_404(funds_for_user(request.user), pk=fund_pk)
+    if not has_role(request.user, fund, FundRole.PROPOSE):
+        return _refused(request, NotPermitted("Drafting needs the propose role."), fund=fund)
+    form = ProposalForm(request.POST if request.method == "POST" else None, fund=fund)
+    if form.is_bound and form.is_valid():
+        try:
+            proposal = services.proposal_create(
+                author=request.user, fund=fund, side=Proposal.Side.BUY, **form.cleaned_data
+            )
+        except ValidationError as error:
+            add_service_errors(form, error)
+        except GovernanceError as error:
+            return _refused(request, error, fund=fund)
+        else:
+            messages.success(
+                request,
+                _("Draft saved. Check it, then submit it for review when it is ready."),
+            )
+            return redirect("proposal-detail", pk=proposal.pk)
+    return _form_page(request, form, fund=fund)
+
+
+@login_required
+def proposal_edit(request, pk: int):
+    """Edit the terms of the user's own draft, or of a proposal returned for changes."""
+    proposal = get_object_or_404(proposal_list_for_user(request.user), pk=pk)
+    refusal = _edit_refusal(request.user, proposal)
+    if refusal is not None:
+        return _refused(request, refusal, proposal=proposal)
+    form = ProposalForm(
+        request.POST if request.method == "POST" else None, fund=proposal.fund, proposal=proposal
+    )
+    if form.is_bound and form.is_valid():
+        try:
+            services.proposal_update(
+                proposal_id=proposal.pk, actor=request.user, **form.cleaned_data
+            )
+        except ValidationError as error:
+            add_service_errors(form, error)
+        except GovernanceError as error:
+            return _refused(request, error, proposal=proposal)
+        else:
+            messages.success(request, _("Changes saved."))
+            return redirect("proposal-detail", pk=proposal.pk)
+    return _form_page(request, form, fund=proposal.fund, proposal=proposal)
+
+
+@login_required
+@require_POST
+def proposal_submit(request, pk: int):
+    """Submit the user's draft into review; a compliance block lists the checks that block."""
+    proposal = get_object_or_404(proposal_list_for_user(request.user), pk=pk)
+    try:
+        proposal = services.proposal_submit(proposal_id=proposal.pk, actor=request.user)
+    except GovernanceError as error:
+        return _refused(request, error, proposal=proposal)
+    messages.success(request, _("The proposal is submitted and waits for its first review."))
+    for check in compliance_checks(
+        proposal.compliance, asset=proposal.asset.symbol, outcome=compliance.WARN
+    ):
+        messages.warning(
+            request,
+            _("Compliance warning, %(check)s: %(message)s")
+            % {"check": check["label"], "message": check["sentence"]},
+        )
+    return redirect("proposal-detail", pk=proposal.pk)
+
+
+@login_required
+@require_POST
+def proposal_withdraw(request, pk: int):
+    """Withdraw the user's proposal, with an optional reason for the record."""
+    proposal = get_object_or_404(proposal_list_for_user(request.user), pk=pk)
+    form = WithdrawForm(request.POST)
+    if not form.is_valid():
+        return render(
+            request,
+            "governance/proposal_refused.html",
+            {
+                "withdraw_form": form,
+                "proposal": proposal,
+                "fund": proposal.fund,
+                "nav_fund_id": proposal.fund_id,
+            },
+            status=400,
+        )
+    try:
+        services.proposal_withdraw(
+            proposal_id=proposal.pk, actor=request.user, reason=form.cleaned_data["reason"]
+        )
+    except GovernanceError as error:
+        return _refused(request, error, proposal=proposal)
+    messages.success(request, _("The proposal is withdrawn. It stays in the record."))
+    return redirect("proposal-detail", pk=proposal.pk)

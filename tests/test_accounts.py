@@ -1,0 +1,467 @@
+"""Signing in with two factors, the lockout, enrolling an authenticator, sign-out and the admin."""
+
+import datetime as dt
+import re
+import time
+from base64 import b64decode
+
+import pytest
+from axes.models import AccessAttempt
+from django.core.management import CommandError, call_command
+from django.test import Client, RequestFactory
+from django.urls import resolve, reverse
+from django.utils import timezone
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.oath import TOTP
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from alem.middleware import SecondFactorEnrolmentMiddleware
+from governance.models import AuditEvent
+from governance.services import role_grant
+from portfolio.models import FundRole
+from tests.factories import FundFactory, UserFactory, otp_code, otp_device
+from tests.web import signed_in
+
+PASSWORD = "pw-for-tests-only"  # UserFactory's
+GENERIC_ERROR = "The username, password or code is wrong. Check them and try again."
+OTHER_IP = "10.9.8.7"
+
+
+def sign_in(client, username, password=PASSWORD, code="", ip="127.0.0.1", **extra):
+    data = {"username": username, "password": password, "otp_token": code, **extra}
+    return client.post(reverse("login"), data, REMOTE_ADDR=ip)
+
+
+def wrong_code(user) -> str:
+    """A six-digit code the user's device rejects now (none of the steps it tolerates)."""
+    device = otp_device(user)
+    now = time.time()
+    accepted = set()
+    for offset in (-1, 0, 1):
+        totp = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift)
+        totp.time = now + offset * device.step
+        accepted.add(totp.token())
+    return next(f"{n:06d}" for n in range(1, 10) if n not in accepted)
+
+
+def failures(username, ip="127.0.0.1") -> int:
+    attempt = AccessAttempt.objects.filter(username=username, ip_address=ip).first()
+    return attempt.failures_since_start if attempt else 0
+
+
+def errors(response) -> list[str]:
+    return [str(e) for e in response.context["form"].non_field_errors()]
+
+
+def signed_in_user_id(client):
+    return client.session.get("_auth_user_id")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign-in
+# ---------------------------------------------------------------------------------------------
+
+
+def test_user_without_authenticator_signs_in_with_the_password_alone(client, db):
+    user = UserFactory(username="newcomer")
+
+    response = sign_in(client, "newcomer")
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("queue")
+    assert signed_in_user_id(client) == str(user.pk)
+    assert DEVICE_ID_SESSION_KEY not in client.session
+
+
+def test_user_with_authenticator_signs_in_with_the_code_and_the_session_is_verified(client, db):
+    user = UserFactory(username="officer")
+    device = otp_device(user)
+
+    response = sign_in(client, "officer", code=otp_code(user))
+
+    assert response.status_code == 302
+    assert signed_in_user_id(client) == str(user.pk)
+    assert client.session[DEVICE_ID_SESSION_KEY] == device.persistent_id
+
+
+def test_code_typed_with_a_space_is_accepted(client, db):
+    user = UserFactory(username="officer")
+    code = otp_code(user)
+
+    response = sign_in(client, "officer", code=f"{code[:3]} {code[3:]}")
+
+    assert response.status_code == 302
+    assert signed_in_user_id(client) == str(user.pk)
+
+
+@pytest.mark.parametrize("code", ["", "wrong"])
+def test_right_password_with_a_missing_or_wrong_code_is_a_counted_failure(client, db, code):
+    user = UserFactory(username="officer")
+    device = otp_device(user)
+    code = wrong_code(user) if code == "wrong" else code
+
+    response = sign_in(client, "officer", code=code)
+
+    assert response.status_code == 200
+    assert errors(response) == [GENERIC_ERROR]
+    assert signed_in_user_id(client) is None
+    assert DEVICE_ID_SESSION_KEY not in client.session
+    assert failures("officer") == 1
+    device.refresh_from_db()
+    assert device.last_t == -1
+
+
+def test_every_failure_reads_the_same_so_usernames_cannot_be_probed(client, db):
+    user = UserFactory(username="officer")
+    otp_device(user)
+    UserFactory(username="plain")
+
+    unknown = sign_in(client, "nobody")
+    wrong_password = sign_in(client, "plain", password="wrong")
+    wrong_password_with_device = sign_in(client, "officer", password="wrong", code=otp_code(user))
+    missing_code = sign_in(client, "officer")
+
+    for response in (unknown, wrong_password, wrong_password_with_device, missing_code):
+        assert response.status_code == 200
+        assert errors(response) == [GENERIC_ERROR]
+        assert response.context["form"]["username"].errors == []
+        assert response.context["form"]["password"].errors == []
+        assert response.context["form"]["otp_token"].errors == []
+    assert signed_in_user_id(client) is None
+
+
+def test_a_code_is_not_checked_when_the_password_is_wrong(client, db):
+    # Otherwise a guesser could burn the person's codes and throttle their device.
+    user = UserFactory(username="officer")
+    device = otp_device(user)
+
+    sign_in(client, "officer", password="wrong", code=wrong_code(user))
+
+    device.refresh_from_db()
+    assert device.throttling_failure_count == 0
+
+
+def test_the_login_page_shows_the_code_field_with_its_help(client, db):
+    response = client.get(reverse("login"))
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'name="otp_token"' in page
+    assert 'autocomplete="one-time-code"' in page
+    assert "Leave it empty if you have not set up an authenticator yet." in page
+
+
+def test_a_safe_next_address_is_followed_after_sign_in(client, db):
+    UserFactory(username="newcomer")
+
+    response = sign_in(client, "newcomer", next="/funds/1/")
+
+    assert response["Location"] == "/funds/1/"
+
+
+def test_a_next_address_on_another_site_is_ignored(client, db):
+    UserFactory(username="newcomer")
+
+    response = sign_in(client, "newcomer", next="https://evil.example/steal")
+
+    assert response["Location"] == reverse("queue")
+
+
+# ---------------------------------------------------------------------------------------------
+# Lockout (django-axes)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_five_failures_lock_out_that_username_from_that_address(client, db):
+    user = UserFactory(username="officer")
+    UserFactory(username="colleague")
+    otp_device(user)
+
+    answers = [sign_in(client, "officer", password="wrong").status_code for _ in range(4)]
+    fifth = sign_in(client, "officer", code=wrong_code(user))
+    with_right_credentials = sign_in(client, "officer", code=otp_code(user))
+
+    assert answers == [200, 200, 200, 200]
+    assert fifth.status_code == 429
+    assert with_right_credentials.status_code == 429
+    assert signed_in_user_id(client) is None
+    page = with_right_credentials.content.decode()
+    assert "Too many failed sign-ins" in page
+    assert "You can try again in 15 minutes" in page
+    # Another address, or another username from the same address, is not locked out.
+    assert sign_in(Client(), "officer", code=otp_code(user), ip=OTHER_IP).status_code == 302
+    assert sign_in(Client(), "colleague").status_code == 302
+    assert sign_in(Client(), "officer", code=otp_code(user)).status_code == 429
+
+
+def test_the_lockout_ends_after_the_cool_off(client, db, settings):
+    settings.AXES_COOLOFF_TIME = 0.25
+    UserFactory(username="officer")
+    for _ in range(5):
+        sign_in(client, "officer", password="wrong")
+    assert sign_in(client, "officer").status_code == 429
+
+    # The last attempt (which started the wait again) was 14 minutes ago: still locked.
+    AccessAttempt.objects.update(attempt_time=timezone.now() - dt.timedelta(minutes=14))
+    assert sign_in(client, "officer").status_code == 429
+    # And 15 minutes and a second ago: the pair may try again, and a success clears the count.
+    AccessAttempt.objects.update(attempt_time=timezone.now() - dt.timedelta(minutes=15, seconds=1))
+    response = sign_in(client, "officer")
+
+    assert response.status_code == 302
+    assert failures("officer") == 0
+
+
+def test_the_lockout_page_names_the_cool_off_from_settings(client, db, settings):
+    settings.AXES_COOLOFF_TIME = 1.0
+    UserFactory(username="officer")
+
+    for _ in range(5):
+        response = sign_in(client, "officer", password="wrong")
+
+    assert response.status_code == 429
+    assert "You can try again in 60 minutes" in response.content.decode()
+
+
+def test_a_success_resets_the_failure_count(client, db):
+    UserFactory(username="officer")
+    for _ in range(4):
+        sign_in(client, "officer", password="wrong")
+
+    assert sign_in(client, "officer").status_code == 302
+
+    assert failures("officer") == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Sign-out
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sign_out_is_post_only(client, db):
+    user = UserFactory(username="officer")
+    signed_in(client, user)
+
+    refused = client.get(reverse("logout"))
+    assert refused.status_code == 405
+    assert signed_in_user_id(client) == str(user.pk)
+
+    response = client.post(reverse("logout"))
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("login")
+    assert signed_in_user_id(client) is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Enrolling an authenticator
+# ---------------------------------------------------------------------------------------------
+
+
+def test_enrolment_needs_a_signed_in_user(client, db):
+    response = client.get(reverse("otp-enrol"))
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next={reverse('otp-enrol')}"
+
+
+def test_enrolment_from_qr_code_to_a_verified_session(alem, client):
+    risk = alem.users["risk"]
+    client.force_login(risk)
+
+    page = client.get(reverse("otp-enrol"))
+
+    # One device awaiting confirmation, shown as a QR code of its otpauth:// URI and its key.
+    device = TOTPDevice.objects.get(user=risk)
+    assert (device.name, device.confirmed) == ("Authenticator", False)
+    html = page.content.decode()
+    qr = re.search(r'<img src="data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)" alt="([^"]+)"', html)
+    assert qr is not None
+    assert b64decode(qr.group(1)).startswith(b"<svg")
+    assert qr.group(2) == "QR code that adds your Alem account to an authenticator app"
+    assert page.context["secret"].replace(" ", "") in device.config_url
+    # A second visit shows the same device, not a new one.
+    assert client.get(reverse("otp-enrol")).context["secret"] == page.context["secret"]
+    assert TOTPDevice.objects.filter(user=risk).count() == 1
+
+    # A wrong code confirms nothing.
+    refused = client.post(reverse("otp-enrol"), {"otp_token": wrong_code(risk)})
+    assert refused.status_code == 200
+    assert refused.context["form"]["otp_token"].errors
+    device.refresh_from_db()
+    assert device.confirmed is False
+    assert DEVICE_ID_SESSION_KEY not in client.session
+    TOTPDevice.objects.filter(pk=device.pk).update(
+        throttling_failure_count=0, throttling_failure_timestamp=None
+    )
+
+    # The app's code, computed from the device key as the app does, confirms it.
+    code = TOTP(device.bin_key, device.step, device.t0, device.digits, device.drift).token()
+    response = client.post(reverse("otp-enrol"), {"otp_token": f"{code:06d}"})
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("queue")
+    device.refresh_from_db()
+    assert device.confirmed is True
+    assert client.session[DEVICE_ID_SESSION_KEY] == device.persistent_id
+    enrolled = AuditEvent.objects.get(action="second_factor.enrolled")
+    assert (enrolled.actor, enrolled.payload["device"]) == (risk, device.persistent_id)
+    # Now the page says the authenticator is set up and names it; nothing new is offered.
+    after = client.get(reverse("otp-enrol"))
+    assert after.status_code == 200
+    assert "Your authenticator is set up." in after.content.decode()
+    assert [d.name for d in after.context["devices"]] == ["Authenticator"]
+    assert "qr_code" not in after.context
+
+
+# ---------------------------------------------------------------------------------------------
+# Deciders must enrol (alem.middleware)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["risk", "committee1", "ministry", "treasury"])
+def test_a_decider_without_authenticator_is_sent_to_enrol_from_any_page(alem, client, role):
+    client.force_login(alem.users[role])
+
+    for path in (reverse("queue"), reverse("portfolio", args=[alem.fund.pk])):
+        response = client.get(path)
+        assert response.status_code == 302, path
+        assert response["Location"] == reverse("otp-enrol"), path
+
+
+@pytest.mark.parametrize("role", ["manager", "auditor", "fundadmin"])
+def test_a_user_without_a_deciding_role_is_not_sent_to_enrol(alem, client, role):
+    client.force_login(alem.users[role])
+
+    response = client.get(reverse("portfolio", args=[alem.fund.pk]))
+
+    assert response.status_code == 200
+
+
+def test_a_decider_with_a_verified_session_is_not_sent_to_enrol(alem, client):
+    signed_in(client, alem.users["risk"])
+
+    response = client.get(reverse("portfolio", args=[alem.fund.pk]))
+
+    assert response.status_code == 200
+
+
+def test_the_pages_a_decider_needs_before_enrolling_stay_reachable(alem, client):
+    client.force_login(alem.users["risk"])
+
+    assert client.get(reverse("otp-enrol")).status_code == 200
+    assert client.get(reverse("login")).status_code == 200
+    assert client.post(reverse("set_language"), {"language": "ru"}).status_code == 302
+    assert client.post(reverse("set_language"), {"language": "ru"})["Location"] != reverse(
+        "otp-enrol"
+    )
+    # The API answers for itself (second_factor_required on decisions), the admin too.
+    assert client.get("/api/v1/funds/").status_code == 200
+    assert client.get("/admin/")["Location"].startswith(reverse("admin:login"))
+    assert client.post(reverse("logout")).status_code == 302
+    assert signed_in_user_id(client) is None
+
+
+def _middleware_queries(django_assert_max_num_queries, user, session, limit):
+    request = RequestFactory().get("/funds/1/")
+    request.user = user
+    request.session = session
+    request.resolver_match = resolve("/funds/1/")
+    user.is_verified = lambda: False
+    middleware = SecondFactorEnrolmentMiddleware(lambda r: "page")
+    with django_assert_max_num_queries(limit):
+        return middleware.process_view(request, None, (), {})
+
+
+def test_the_enrolment_check_costs_at_most_two_queries(alem, django_assert_max_num_queries):
+    fund2 = FundFactory()
+    many_roles = alem.users["committee1"]
+    for role in (FundRole.REVIEW_RISK, FundRole.EXECUTE_TRADES):
+        role_grant(actor=None, user=many_roles, fund=fund2, role=role)
+
+    # guardian looks each permission's content type up once per process; a server has them.
+    _middleware_queries(django_assert_max_num_queries, alem.users["risk"], {}, 10)
+
+    for user, expected in ((many_roles, 302), (alem.users["manager"], None)):
+        response = _middleware_queries(django_assert_max_num_queries, user, {}, 2)
+        assert getattr(response, "status_code", None) == expected, user.username
+
+
+# ---------------------------------------------------------------------------------------------
+# The back office needs a verified session
+# ---------------------------------------------------------------------------------------------
+
+
+def test_admin_refuses_a_staff_session_signed_in_with_the_password_alone(client, db):
+    staff = UserFactory(username="siteadmin", is_staff=True, is_superuser=True)
+    otp_device(staff)
+    client.force_login(staff)
+
+    response = client.get("/admin/", follow=True)
+
+    assert response.redirect_chain == [
+        (f"{reverse('admin:login')}?next=/admin/", 302),
+        (f"{reverse('login')}?next=%2Fadmin%2F", 302),
+    ]
+    assert response.context["next"] == "/admin/"
+
+
+def test_admin_sends_a_staff_member_without_authenticator_to_enrol_first(client, db):
+    staff = UserFactory(username="siteadmin", is_staff=True, is_superuser=True)
+    client.force_login(staff)
+
+    response = client.get("/admin/", follow=True)
+
+    assert response.redirect_chain[-1] == (f"{reverse('otp-enrol')}?next=%2Fadmin%2F", 302)
+    assert response.status_code == 200
+    assert response.context["next"] == "/admin/"
+
+
+def test_admin_opens_for_a_session_verified_through_the_sign_in_page(client, db):
+    staff = UserFactory(username="siteadmin", is_staff=True, is_superuser=True)
+
+    response = sign_in(client, "siteadmin", code=otp_code(staff), next="/admin/")
+
+    assert response["Location"] == "/admin/"
+    assert client.get("/admin/").status_code == 200
+
+
+def test_admin_opens_for_a_verified_session(client, db):
+    signed_in(client, UserFactory(username="siteadmin", is_staff=True, is_superuser=True))
+
+    assert client.get("/admin/").status_code == 200
+    assert client.get(reverse("admin:login"))["Location"] == reverse("admin:index")
+
+
+# ---------------------------------------------------------------------------------------------
+# otp_code (demo aid)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_otp_code_refuses_to_run_without_debug(db, settings, capsys):
+    settings.DEBUG = False
+    user = UserFactory(username="committee1")
+    otp_device(user)
+
+    with pytest.raises(CommandError, match="only runs with DEBUG on"):
+        call_command("otp_code", "committee1")
+
+
+def test_otp_code_prints_a_code_the_device_accepts(db, settings, capsys):
+    settings.DEBUG = True
+    user = UserFactory(username="committee1")
+    device = otp_device(user)
+
+    call_command("otp_code", "committee1")
+
+    code = capsys.readouterr().out.strip()
+    assert re.fullmatch(r"\d{6}", code)
+    assert device.verify_token(code)
+
+
+def test_otp_code_names_a_user_without_authenticator(db, settings):
+    settings.DEBUG = True
+    UserFactory(username="newcomer")
+
+    with pytest.raises(CommandError, match="newcomer has no confirmed authenticator"):
+        call_command("otp_code", "newcomer")
