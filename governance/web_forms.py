@@ -39,7 +39,9 @@ def _decimal_input(**attrs) -> forms.TextInput:
     return forms.TextInput(attrs={"inputmode": "decimal", "autocomplete": "off", **attrs})
 
 
-def _exact_decimal_field(digits: int, places: int, **kwargs) -> forms.DecimalField:
+def _exact_decimal_field(
+    digits: int, places: int, *, validators=(greater_than_zero,), **kwargs
+) -> forms.DecimalField:
     """A decimal input that refuses more digits than its column holds instead of rounding.
 
     Localised, so each language's decimal mark is accepted (``1234,5`` in Russian)."""
@@ -47,7 +49,7 @@ def _exact_decimal_field(digits: int, places: int, **kwargs) -> forms.DecimalFie
         max_digits=digits,
         decimal_places=places,
         localize=True,
-        validators=[greater_than_zero],
+        validators=list(validators),
         widget=_decimal_input(),
         error_messages={
             "invalid": _("Enter a number, for example 1234.56."),
@@ -293,26 +295,19 @@ class AlmatyDateTimeField(forms.DateTimeField):
 
 
 class FillForm(PageForm):
-    """One fill of an approved proposal, for ``execution_record``."""
+    """One fill of an approved proposal, for ``execution_record``.
 
-    quantity = forms.DecimalField(
-        label=_("Quantity"),
-        max_digits=QUANTITY_DIGITS,
-        decimal_places=QUANTITY_PLACES,
-        widget=_decimal_input(),
+    The numbers are exact like the proposal's terms: the language's decimal mark is accepted and
+    more digits than the ledger holds are refused, never rounded."""
+
+    quantity = _exact_decimal_field(
+        QUANTITY_DIGITS, QUANTITY_PLACES, validators=(), label=_("Quantity")
     )
-    price_usd = forms.DecimalField(
-        label=_("Price (USD per unit)"),
-        max_digits=PRICE_DIGITS,
-        decimal_places=PRICE_PLACES,
-        widget=_decimal_input(),
+    price_usd = _exact_decimal_field(
+        PRICE_DIGITS, PRICE_PLACES, validators=(), label=_("Price (USD per unit)")
     )
-    fee_usd = forms.DecimalField(
-        label=_("Fee (USD)"),
-        max_digits=AMOUNT_DIGITS,
-        decimal_places=AMOUNT_PLACES,
-        initial=Decimal("0"),
-        widget=_decimal_input(),
+    fee_usd = _exact_decimal_field(
+        AMOUNT_DIGITS, AMOUNT_PLACES, validators=(), label=_("Fee (USD)"), initial=Decimal("0")
     )
     venue = forms.CharField(label=_("Venue"), max_length=100)
     external_ref = forms.CharField(

@@ -577,7 +577,10 @@ def test_a_fill_with_bad_input_is_a_400_with_field_errors(client, alem):
 
     assert response.status_code == 400
     html = assert_strict_page(response)
-    assert '<ul class="errorlist" id="id_quantity_error"><li>Enter a number.</li></ul>' in html
+    assert (
+        '<ul class="errorlist" id="id_quantity_error"><li>Enter a number, for example 1234.56.'
+        "</li></ul>" in html
+    )
     assert (
         '<ul class="errorlist" id="id_price_usd_error"><li>The price must be more than zero.'
         "</li></ul>" in html
@@ -589,6 +592,45 @@ def test_a_fill_with_bad_input_is_a_400_with_field_errors(client, alem):
     assert 'value="Binance"' in html
     assert re.search(r'<input type="text" name="otp_token"(?![^>]*value=)[^>]*>', html)
     assert not Execution.objects.exists()
+
+
+def test_a_russian_operator_types_a_fill_with_decimal_commas(client, alem, settings):
+    proposal = approved(alem)
+    signed_in(client, alem.users["treasury"])
+    client.cookies[settings.LANGUAGE_COOKIE_NAME] = "ru"
+
+    response = client.post(
+        reverse("execution-create", args=[proposal.pk]),
+        fill_data(alem, quantity="100,5", price_usd="600,5", fee_usd="1,25"),
+    )
+
+    assert response.status_code == 302
+    execution = Execution.objects.get(proposal=proposal)
+    assert (execution.quantity, execution.price_usd, execution.fee_usd) == (
+        D("100.5"),
+        D("600.5"),
+        D("1.25"),
+    )
+
+
+def test_more_decimals_than_the_ledger_holds_are_refused_not_rounded(client, alem):
+    proposal = approved(alem)
+    signed_in(client, alem.users["treasury"])
+    entries = LedgerEntry.objects.count()
+
+    response = client.post(
+        reverse("execution-create", args=[proposal.pk]),
+        fill_data(alem, quantity="1.0000000000000000001", price_usd="600.00000000001"),
+    )
+
+    assert response.status_code == 400
+    assert response.context["fill_form"].errors == {
+        "quantity": ["Enter at most 18 decimal places; amounts are never rounded."],
+        "price_usd": ["Enter at most 10 decimal places; amounts are never rounded."],
+    }
+    assert 'value="1.0000000000000000001"' in response.content.decode()
+    assert not Execution.objects.exists()
+    assert LedgerEntry.objects.count() == entries
 
 
 def test_a_fill_above_the_limit_price_is_refused_with_409_and_nothing_booked(client, alem):
