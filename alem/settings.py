@@ -365,6 +365,9 @@ ALEM_DECIMALS = {
 # and the digest; nothing expires on it).
 ALEM_DECISION_DUE_DAYS = int(os.environ.get("ALEM_DECISION_DUE_DAYS", "3"))
 
+# How often an open queue page asks for new items (alem/static/alem/queue.js).
+ALEM_QUEUE_POLL_SECONDS = int(os.environ.get("ALEM_QUEUE_POLL_SECONDS", "30"))
+
 # A pre-trade check warns when a value reaches this share of its mandate limit.
 ALEM_COMPLIANCE_WARN_AT = "0.90"
 

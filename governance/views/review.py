@@ -8,6 +8,7 @@ someone the service would accept (``selectors.decision_eligibility``, ``fill_eli
 import datetime as dt
 from decimal import Decimal
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -84,6 +85,7 @@ def queue(request: HttpRequest) -> HttpResponse:
         "funds": funds,
         "propose_funds": [summary.fund for summary in funds if summary.can_propose],
         "nav_section": "queue",
+        "poll_seconds": settings.ALEM_QUEUE_POLL_SECONDS,
     }
     return render(request, "governance/queue.html", context)
 
@@ -91,7 +93,8 @@ def queue(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_GET
 def queue_updates(request: HttpRequest) -> HttpResponse:
-    """The "waiting" part of the queue, for ``queue.js`` to swap in every 30 seconds.
+    """The "waiting" part of the queue, for ``queue.js`` to swap in every
+    ``ALEM_QUEUE_POLL_SECONDS``.
 
     ``?known=`` lists the item keys the page already shows; the answer says how many are new.
     """

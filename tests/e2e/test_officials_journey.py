@@ -492,7 +492,36 @@ def test_the_decision_form_is_named_for_screen_readers_and_works_by_keyboard_alo
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. Tablet width
+# 7. New items without reloading
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_the_queue_shows_a_proposal_submitted_while_it_is_open_without_reloading(
+    officials, open_page, settings
+):
+    # Given the risk officer's queue is open with nothing waiting, polling every second
+    settings.ALEM_QUEUE_POLL_SECONDS = 1
+    alem = officials
+    page = open_page(alem.users["risk"])
+    page.goto("/")
+    expect(waiting_for_decision(page).get_by_role("link")).to_have_count(0)
+    page.evaluate("window.openedOnce = true")
+
+    # When the manager submits a proposal
+    proposal = alem.proposal(submit=True)
+
+    # Then it appears in the queue and the live region says so, in the same document
+    link = waiting_for_decision(page).get_by_role("link", name=f"Proposal #{proposal.pk}")
+    expect(link).to_be_visible()
+    expect(page.get_by_role("status")).to_have_text("1 new item waits for you.")
+    assert page.evaluate("window.openedOnce") is True
+    link.click()
+    expect(page.locator("#decision-form")).to_be_visible()
+
+
+# ---------------------------------------------------------------------------------------------
+# 8. Tablet width
 # ---------------------------------------------------------------------------------------------
 
 

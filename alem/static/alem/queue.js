@@ -1,4 +1,4 @@
-// My queue: every 30 seconds fetch what waits for the user and swap it in, announcing new items
+// My queue: every data-poll-seconds (ALEM_QUEUE_POLL_SECONDS) fetch what waits for the user and swap it in, announcing new items
 // in the page's live region. The page works without it (a reload shows the same).
 (() => {
   "use strict";
