@@ -13,7 +13,7 @@ urlpatterns = [
     path("accounts/login/", views.login, name="login"),
     path("accounts/logout/", views.logout, name="logout"),
     path("accounts/two-factor/", views.otp_enrol, name="otp-enrol"),
-    path("i18n/", include("django.conf.urls.i18n")),
+    path("i18n/setlang/", views.language_switch, name="set_language"),
     path("admin/", admin.site.urls),
     path("api/", include("alem.api_urls")),
     path("", include("portfolio.urls")),

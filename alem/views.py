@@ -1,4 +1,5 @@
-"""Sign-in with two factors, sign-out, enrolling an authenticator, and the lockout page.
+"""Sign-in with two factors, sign-out, enrolling an authenticator, the language switcher and the
+lockout page.
 
 Signing in takes a username, a password and, once the person has an authenticator (a TOTP app
 such as Google Authenticator, Microsoft Authenticator or FreeOTP), the code it shows now. Every
@@ -32,9 +33,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
 from django.views.decorators.http import require_POST
+from django.views.i18n import set_language
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from alem.forms import DeviceConfirmForm, SignInForm
+from governance.preferences import OFFERED_LANGUAGES, language_preference_set, stored_language
 from governance.second_factor import (
     has_confirmed_device,
     second_factor_enrolment_confirm,
@@ -62,10 +65,42 @@ def login(request):
         auth.login(request, form.user)
         if form.device is not None:
             django_otp.login(request, form.device)
-        return redirect(_safe_next(request) or settings.LOGIN_REDIRECT_URL)
+        response = redirect(_safe_next(request) or settings.LOGIN_REDIRECT_URL)
+        _carry_language(request, response, form.user)
+        return response
     return render(
         request, "registration/login.html", {"form": form, "next": _safe_next(request) or ""}
     )
+
+
+def _carry_language(request, response, user) -> None:
+    """At sign-in, the language the person chose before becomes this browser's; someone who never
+    chose keeps what this browser shows, and a language picked on the sign-in page is stored."""
+    stored = stored_language(user)
+    if stored is not None:
+        response.set_cookie(
+            settings.LANGUAGE_COOKIE_NAME,
+            stored,
+            max_age=settings.LANGUAGE_COOKIE_AGE,
+            path=settings.LANGUAGE_COOKIE_PATH,
+            domain=settings.LANGUAGE_COOKIE_DOMAIN,
+            secure=settings.LANGUAGE_COOKIE_SECURE,
+            httponly=settings.LANGUAGE_COOKIE_HTTPONLY,
+            samesite=settings.LANGUAGE_COOKIE_SAMESITE,
+        )
+    elif (chosen := request.COOKIES.get(settings.LANGUAGE_COOKIE_NAME)) in OFFERED_LANGUAGES:
+        language_preference_set(user=user, language=chosen)
+
+
+@require_POST
+def language_switch(request):
+    """Django's ``set_language`` (the cookie, then back to the page), and for a signed-in person
+    the choice is stored: their e-mails and their next sign-in elsewhere follow it."""
+    response = set_language(request)
+    language = request.POST.get("language")
+    if request.user.is_authenticated and language in OFFERED_LANGUAGES:
+        language_preference_set(user=request.user, language=language)
+    return response
 
 
 @require_POST

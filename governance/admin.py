@@ -37,6 +37,7 @@ from governance.models import (
     Decision,
     Execution,
     PolicyStage,
+    Preference,
     Proposal,
 )
 from governance.roles import direct_grants, users_with_role
@@ -833,3 +834,14 @@ class AuditChainAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "length", "head_hash")
     fields = ("length", "head_hash")
     readonly_fields = fields
+
+
+@admin.register(Preference)
+class PreferenceAdmin(admin.ModelAdmin):
+    """People's language, as they chose it with the switcher; e-mails to them are in it."""
+
+    list_display = ("user", "language", "updated_at")
+    list_filter = ("language",)
+    search_fields = ("user__username", "user__email")
+    list_select_related = ("user",)
+    autocomplete_fields = ("user",)

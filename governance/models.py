@@ -348,3 +348,31 @@ class Execution(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} {self.proposal.asset} @ {self.price_usd} ({self.external_ref})"
+
+
+class Preference(models.Model):
+    """What one person prefers: the language of their pages and of the e-mails sent to them.
+
+    Written by ``governance.preferences.language_preference_set`` when they choose a language
+    while signed in; people without a row get the site's language.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        primary_key=True,
+        on_delete=models.CASCADE,
+        related_name="preference",
+    )
+    language = models.CharField(max_length=8, choices=settings.LANGUAGES)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(language__in=[code for code, _name in settings.LANGUAGES]),
+                name="%(app_label)s_%(class)s_language_offered",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.language}"

@@ -7,8 +7,9 @@ implicitly), never the author (rule 1) and never someone who already decided on 
 (rule 2); fills wait for ``execute_trades`` holders who are neither the author nor an approver
 (rules 1 and 10). People without an e-mail address are skipped and logged.
 
-Messages are plain text rendered from ``templates/email/`` in ``settings.LANGUAGE_CODE`` (users
-have no language preference yet), with absolute links on ``settings.ALEM_SITE_URL``. They carry
+Messages are plain text rendered from ``templates/email/`` in each recipient's language (the one
+they chose with the switcher, else ``settings.LANGUAGE_CODE``; ``governance.preferences``), with
+absolute links on ``settings.ALEM_SITE_URL``. They carry
 no code and no secret: acting on a proposal still needs signing in and a fresh authenticator code.
 
 Each message is sent on its own, so one refused address does not stop the others; callers get
@@ -17,6 +18,7 @@ back who was reached and who was not, and retry only the latter.
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -29,6 +31,7 @@ from django.utils import timezone, translation
 
 from governance import policies
 from governance.models import Decision, Proposal, ProposalState
+from governance.preferences import language_of
 from governance.roles import users_with_role
 from governance.second_factor import STEP_UP_ROLES
 from governance.selectors import decisions_awaiting, fills_awaiting
@@ -78,6 +81,7 @@ def stage_deciders(proposal: Proposal):
         users_with_role(proposal.fund, proposal.current_stage.permission)
         .exclude(pk=proposal.author_id)
         .exclude(pk__in=decided)
+        .select_related("preference")
         .order_by("username")
     )
 
@@ -150,7 +154,8 @@ def digest_waiting(*, now: dt.datetime | None = None) -> list[Waiting]:
     people = {}
     for fund in Fund.objects.all():
         for role in STEP_UP_ROLES:
-            people.update((user.pk, user) for user in users_with_role(fund, role))
+            holders = users_with_role(fund, role).select_related("preference")
+            people.update((user.pk, user) for user in holders)
     waiting = []
     for user in sorted(people.values(), key=lambda person: person.username):
         entry = Waiting(
@@ -240,13 +245,13 @@ def _reachable(users: Iterable, *, about: str) -> list:
 
 
 def _message(template: str, context: dict, user) -> EmailMultiAlternatives:
-    """``<template>_subject.txt`` and ``<template>_body.txt``, rendered in the site's language
-    whatever language the caller has active (a request's, when run eagerly)."""
-    with translation.override(settings.LANGUAGE_CODE):
+    """``<template>_subject.txt`` and ``<template>_body.txt``, rendered in the recipient's
+    language whatever language the caller has active (a request's, when run eagerly)."""
+    with translation.override(language_of(user)):
         subject = render_to_string(f"{template}_subject.txt", context)
         body = render_to_string(f"{template}_body.txt", context)
-    # A header holds one line.
-    subject = " ".join(subject.split())
+    # A header holds one line; the no-break spaces grouping digits in Russian and Kazakh stay.
+    subject = re.sub(r"[ \t\r\n]+", " ", subject).strip()
     return EmailMultiAlternatives(subject=subject, body=body.strip() + "\n", to=[user.email])
 
 

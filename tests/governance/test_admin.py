@@ -19,6 +19,7 @@ from governance.models import (
     Proposal,
     ProposalState,
 )
+from governance.preferences import language_preference_set
 from governance.roles import has_role
 from portfolio.models import FundRole, LedgerEntry
 from tests.factories import UserFactory, otp_device
@@ -89,6 +90,7 @@ def test_every_governance_changelist_and_object_page_opens_for_a_superuser(alem,
         recorded_by=alem.users["treasury"],
         confirmed_by_device=otp_device(alem.users["treasury"]).persistent_id,
     )
+    language_preference_set(user=alem.users["risk"], language="kk")
     info = model._meta.app_label, model._meta.model_name
     obj = model._default_manager.order_by("pk").first()
     assert obj is not None, f"the fixture has no {model.__name__} to open"

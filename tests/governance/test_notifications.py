@@ -16,6 +16,7 @@ from alem.celery import app
 from alem.schedules import SCHEDULES, schedules_install
 from governance import notifications, services, tasks
 from governance.models import Proposal
+from governance.preferences import language_of, language_preference_set
 from portfolio.models import FundRole
 from tests.factories import UserFactory
 
@@ -363,6 +364,31 @@ def test_the_email_is_in_the_site_language_whatever_language_is_active(alem, mai
     )
 
 
+def test_each_decider_is_written_to_in_the_language_they_chose(alem, mailoutbox):
+    # Given committee1 chose Kazakh, committee2 Russian, and committee3 never chose
+    language_preference_set(user=alem.users["committee1"], language="kk")
+    language_preference_set(user=alem.users["committee2"], language="ru")
+    proposal = alem.proposal(submit=True)
+    alem.decide(proposal, "risk")
+
+    # When the committee's stage opens
+    notifications.notify_stage_opened(proposal.pk, 1, 2)
+
+    # Then each reads it in their language, numbers and dates included
+    subjects = {message.to[0]: message.subject for message in mailoutbox}
+    assert subjects == {
+        "committee1@alem.example": (
+            "[Alem] Сіздің шешіміңіз қажет: BNB USD 500\xa0000,00 — Alem Crypto Fund"
+        ),
+        "committee2@alem.example": (
+            "[Alem] Нужно ваше решение: BNB USD 500\xa0000,00 — Alem Crypto Fund"
+        ),
+        "committee3@alem.example": (
+            "[Alem] Your decision is needed: BNB USD 500,000.00 — Alem Crypto Fund"
+        ),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # The daily digest
 # ---------------------------------------------------------------------------------------------
@@ -477,6 +503,21 @@ def test_the_digest_reads_as_many_queries_for_twelve_waiting_proposals_as_for_on
         entries = notifications.digest_waiting()
 
     assert [(entry.user.username, len(entry.decisions)) for entry in entries] == [("risk", 12)]
+
+
+def test_the_digest_is_in_each_persons_language_read_with_them(
+    alem, mailoutbox, django_assert_num_queries
+):
+    language_preference_set(user=alem.users["risk"], language="ru")
+    alem.proposal(submit=True)
+
+    (entry,) = notifications.digest_waiting()
+    with django_assert_num_queries(0):
+        assert language_of(entry.user) == "ru"
+    notifications.digest_send()
+
+    (message,) = mailoutbox
+    assert message.subject == "[Alem] Вас ожидает 1 предложение"
 
 
 # ---------------------------------------------------------------------------------------------
