@@ -7,7 +7,7 @@ device, so a code cannot be guessed at the decision form either.
 """
 
 from django.db import transaction
-from django_otp import devices_for_user, match_token
+from django_otp import devices_for_user
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance.audit import audit_record
@@ -31,21 +31,24 @@ def second_factor_confirm(*, user, otp_token: str | None) -> str:
     Returns the persistent id of the device that accepted the code. Raises
     ``SecondFactorRequired`` when the user has no confirmed device, ``SecondFactorInvalid`` when
     the code is empty, wrong, replayed or the device is throttled. The device's state (last
-    accepted step, failure count) is saved in the caller's transaction.
+    accepted step, failure count) is saved in the caller's transaction; the devices are read
+    once, locked, so two requests cannot both spend the same code.
     """
-    if not has_confirmed_device(user):
-        raise SecondFactorRequired(
-            "This action needs a one-time code, and you have not enrolled an authenticator "
-            "device yet."
-        )
-    token = "".join((otp_token or "").split())
-    device = match_token(user, token) if token else None
-    if device is None:
-        raise SecondFactorInvalid(
-            "The one-time code is missing, wrong or already used; enter the current code from "
-            "your authenticator app."
-        )
-    return device.persistent_id
+    with transaction.atomic():
+        devices = list(devices_for_user(user, confirmed=True, for_verify=True))
+        if not devices:
+            raise SecondFactorRequired(
+                "This action needs a one-time code, and you have not enrolled an authenticator "
+                "device yet."
+            )
+        token = "".join((otp_token or "").split())
+        accepting = next((d for d in devices if token and d.verify_token(token)), None)
+    if accepting is not None:
+        return accepting.persistent_id
+    raise SecondFactorInvalid(
+        "The one-time code is missing, wrong or already used; enter the current code from "
+        "your authenticator app."
+    )
 
 
 def second_factor_enrolment_start(*, user) -> TOTPDevice:
