@@ -82,6 +82,14 @@ SCHEDULES = (
         "the approved proposals waiting for fills. Nobody with nothing waiting gets an e-mail.",
         daily_at=dt.time(8, 0),
     ),
+    Schedule(
+        "Verify the audit chain",
+        "governance.tasks.audit_chain_verify",
+        dt.timedelta(hours=1),
+        (),
+        "Recompute every audit event's hash from the first to the last; the auditors' page "
+        "shows the latest result, and a broken chain is logged as an error.",
+    ),
 )
 
 

@@ -34,6 +34,7 @@ from governance.models import (
     ApprovalPolicy,
     AuditChain,
     AuditEvent,
+    AuditVerification,
     Decision,
     Execution,
     PolicyStage,
@@ -833,6 +834,17 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 class AuditChainAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ("id", "length", "head_hash")
     fields = ("length", "head_hash")
+    readonly_fields = fields
+
+
+@admin.register(AuditVerification)
+class AuditVerificationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The chain's verifications as they ran (hourly, or asked for by an auditor)."""
+
+    list_display = ("checked_at", "ok", "verified_count", "first_bad_sequence", "requested_by")
+    list_filter = ("ok",)
+    list_select_related = ("requested_by",)
+    fields = ("checked_at", "requested_by", "ok", "verified_count", "first_bad_sequence", "reason")
     readonly_fields = fields
 
 

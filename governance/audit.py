@@ -8,6 +8,7 @@ removing or reordering any row breaks the chain at that row. Writers lock the si
 import datetime as dt
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC
@@ -18,9 +19,11 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
-from governance.models import AuditChain, AuditEvent
+from governance.models import AuditChain, AuditEvent, AuditVerification
 from portfolio.models import FundRole
 from portfolio.selectors import funds_for_user
+
+logger = logging.getLogger(__name__)
 
 GENESIS_HASH = "0" * 64
 
@@ -169,10 +172,51 @@ def verify_events(events: Iterable[AuditEvent], *, head: AuditChain | None) -> C
 
 
 def audit_verify() -> ChainVerification:
-    """Verify the whole stored chain, streaming it in sequence order."""
+    """Verify the whole stored chain up to its head as read first, streaming it in sequence order.
+
+    Events written while it streams lie beyond that head and wait for the next verification, so a
+    busy log never reads as "rows removed at the end"."""
     head = AuditChain.objects.filter(pk=1).first()
-    events = AuditEvent.objects.order_by("sequence", "id").iterator(chunk_size=2000)
-    return verify_events(events, head=head)
+    events = AuditEvent.objects.order_by("sequence", "id")
+    if head is not None:
+        events = events.filter(sequence__lte=head.length)
+    return verify_events(events.iterator(chunk_size=2000), head=head)
+
+
+def audit_verification_run(*, requested_by=None) -> AuditVerification:
+    """Verify the whole chain now and keep what was found, for the auditors' page.
+
+    Run hourly (``governance.tasks.audit_chain_verify``) and when an auditor asks;
+    ``requested_by`` is that auditor, None for the schedule. A broken chain is also logged as an
+    error, so the operators' alerting hears of it. Writes no audit event: it changes nothing in
+    the fund, and an hourly event would bury the log's real ones.
+    """
+    checked_at = timezone.now()
+    found = audit_verify()
+    verification = AuditVerification.objects.create(
+        checked_at=checked_at,
+        requested_by=requested_by,
+        ok=found.ok,
+        verified_count=found.length,
+        first_bad_sequence=found.first_bad_sequence,
+        reason=found.reason,
+    )
+    if not found.ok:
+        logger.error(
+            "The audit chain is broken at event #%s: %s", found.first_bad_sequence, found.reason
+        )
+    return verification
+
+
+def audit_verification_latest() -> AuditVerification | None:
+    """The most recent verification of the chain, or None before the first."""
+    return AuditVerification.objects.select_related("requested_by").first()
+
+
+def audit_chain_length() -> int:
+    """How many events the chain holds now, as its head records."""
+    head = AuditChain.objects.filter(pk=1).first()
+    return head.length if head else 0
 
 
 # ---------------------------------------------------------------------------------------------

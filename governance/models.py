@@ -293,6 +293,44 @@ class AuditEvent(models.Model):
         return f"#{self.sequence} {self.action}"
 
 
+class AuditVerification(models.Model):
+    """One verification of the whole audit chain: when it ran, who asked, what it found.
+
+    Written by ``governance.audit.audit_verification_run`` (hourly, and when an auditor asks);
+    the auditors' page shows the latest, so viewing the log never re-hashes the whole chain.
+    """
+
+    checked_at = models.DateTimeField(db_index=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Empty when the schedule ran it.",
+    )
+    ok = models.BooleanField()
+    verified_count = models.PositiveBigIntegerField(
+        help_text="Events verified: all of them, or those before the first bad one."
+    )
+    first_bad_sequence = models.PositiveBigIntegerField(null=True, blank=True)
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-checked_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(ok=True, first_bad_sequence__isnull=True, reason=""))
+                | (Q(ok=False) & ~Q(reason="")),
+                name="%(app_label)s_%(class)s_reason_iff_broken",
+            )
+        ]
+
+    def __str__(self) -> str:
+        state = "intact" if self.ok else f"broken at #{self.first_bad_sequence}"
+        return f"Audit chain {state}, {self.verified_count} verified ({self.checked_at:%Y-%m-%d})"
+
+
 class Execution(models.Model):
     """One fill recorded by a treasury operator against an approved proposal (rule 10).
 

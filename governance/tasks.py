@@ -8,8 +8,9 @@ mail server refused, so a retry never repeats an e-mail that was delivered.
 import logging
 
 from celery import shared_task
+from django.contrib.auth import get_user_model
 
-from governance import notifications, services
+from governance import audit, notifications, services
 
 logger = logging.getLogger(__name__)
 
@@ -56,3 +57,12 @@ def decision_digest_send(self, user_ids: list[int] | None = None) -> int:
     if delivery.failed:
         raise self.retry(args=(), kwargs={"user_ids": list(delivery.failed)})
     return len(delivery.sent)
+
+
+@shared_task(name="governance.tasks.audit_chain_verify", ignore_result=True)
+def audit_chain_verify(requested_by_id: int | None = None) -> bool:
+    """Verify the whole audit chain and keep the result (hourly, and when an auditor asks)."""
+    requested_by = None
+    if requested_by_id is not None:
+        requested_by = get_user_model().objects.filter(pk=requested_by_id).first()
+    return audit.audit_verification_run(requested_by=requested_by).ok

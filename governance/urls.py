@@ -19,4 +19,5 @@ urlpatterns = [
     # Auditors.
     path("audit/", audit.audit_log, name="audit-log"),
     path("audit/export.csv", audit.audit_export, name="audit-export"),
+    path("audit/verify/", audit.audit_verify_request, name="audit-verify"),
 ]

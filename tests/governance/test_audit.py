@@ -6,11 +6,26 @@ import itertools
 from decimal import Decimal
 
 import pytest
+from django.db import IntegrityError, transaction
 
-from governance import audit, services
-from governance.audit import GENESIS_HASH, audit_record, audit_verify, event_hash
+from governance import audit, services, tasks
+from governance.audit import (
+    GENESIS_HASH,
+    audit_record,
+    audit_verification_latest,
+    audit_verification_run,
+    audit_verify,
+    event_hash,
+)
 from governance.exceptions import SegregationOfDuties
-from governance.models import AuditChain, AuditEvent, Decision, Proposal, ProposalState
+from governance.models import (
+    AuditChain,
+    AuditEvent,
+    AuditVerification,
+    Decision,
+    Proposal,
+    ProposalState,
+)
 from governance.policies import StageSpec
 from portfolio.models import FundRole, LedgerEntry
 from tests.factories import UserFactory
@@ -188,6 +203,34 @@ def test_a_tampered_chain_head_is_detected(alem):
     assert (result.ok, result.first_bad_sequence, result.length) == (False, 15, 14)
 
 
+def test_events_written_while_the_chain_streams_wait_for_the_next_verification(alem):
+    # Given the head was read (14 events) and an event was written before the stream reached it
+    head = AuditChain.objects.get()
+    payload = {"note": "written meanwhile"}
+    created_at = dt.datetime.now(dt.UTC)
+    AuditEvent.objects.create(
+        sequence=15,
+        created_at=created_at,
+        action="proposal.created",
+        payload=payload,
+        previous_hash=head.head_hash,
+        hash=event_hash(
+            previous_hash=head.head_hash,
+            sequence=15,
+            created_at=created_at,
+            actor_id=None,
+            action="proposal.created",
+            fund_id=None,
+            proposal_id=None,
+            payload=payload,
+        ),
+    )
+
+    result = audit_verify()
+
+    assert (result.ok, result.length) == (True, 14)
+
+
 def test_writing_after_the_head_row_was_removed_is_refused(alem):
     AuditChain.objects.all().delete()
 
@@ -197,6 +240,65 @@ def test_writing_after_the_head_row_was_removed_is_refused(alem):
         )
 
     assert AuditEvent.objects.count() == 14
+
+
+# ---------------------------------------------------------------------------------------------
+# Verifications are kept
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_verification_keeps_what_it_found_and_who_asked(alem):
+    checked = audit_verification_run(requested_by=alem.users["auditor"])
+
+    assert (checked.ok, checked.verified_count, checked.first_bad_sequence, checked.reason) == (
+        True,
+        14,
+        None,
+        "",
+    )
+    assert checked.requested_by == alem.users["auditor"]
+    assert audit_verification_latest() == checked
+    assert AuditEvent.objects.count() == 14  # verifying records nothing on the chain
+
+
+def test_a_broken_chain_is_kept_as_found_and_logged_as_an_error(alem, caplog):
+    audit_verification_run()
+    AuditEvent.objects.filter(sequence=5).update(payload={"tampered": True})
+
+    checked = audit_verification_run()
+
+    assert (checked.ok, checked.verified_count, checked.first_bad_sequence) == (False, 4, 5)
+    assert checked.reason == "its content does not match its hash"
+    assert checked.requested_by is None
+    assert audit_verification_latest() == checked
+    assert "The audit chain is broken at event #5" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("ok", "first_bad_sequence", "reason"),
+    [(True, None, "looks broken"), (True, 3, ""), (False, 3, "")],
+    ids=["intact-with-a-reason", "intact-with-a-bad-event", "broken-without-a-reason"],
+)
+def test_the_database_refuses_a_verification_that_contradicts_itself(
+    db, ok, first_bad_sequence, reason
+):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        AuditVerification.objects.create(
+            checked_at=dt.datetime.now(dt.UTC),
+            ok=ok,
+            verified_count=2,
+            first_bad_sequence=first_bad_sequence,
+            reason=reason,
+        )
+
+
+def test_the_task_verifies_for_the_auditor_who_asked_or_for_the_schedule(alem):
+    auditor = alem.users["auditor"]
+
+    assert tasks.audit_chain_verify.apply(kwargs={"requested_by_id": auditor.pk}).get() is True
+    assert tasks.audit_chain_verify.apply().get() is True
+
+    assert [v.requested_by for v in AuditVerification.objects.order_by("id")] == [auditor, None]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,10 +15,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 
-from governance import second_factor, services
-from governance.audit import ACTION_LABELS, action_label
-from governance.models import AuditEvent
+from governance import audit, second_factor, services
+from governance.audit import ACTION_LABELS, action_label, audit_verification_run
+from governance.models import AuditEvent, AuditVerification
 from governance.views.audit import csv_cell, payload_summary
 from portfolio.models import Fund
 from tests.factories import FundBuilder
@@ -26,6 +28,7 @@ from tests.web import signed_in
 
 LOG = reverse("audit-log")
 EXPORT = reverse("audit-export")
+VERIFY = reverse("audit-verify")
 
 
 @pytest.fixture
@@ -234,26 +237,95 @@ def test_the_log_shows_fifty_events_a_page_and_keeps_the_filters_across_pages(cl
 # ---------------------------------------------------------------------------------------------
 
 
-def test_the_page_says_the_chain_is_intact_with_the_number_verified(client, alem):
-    signed_in(client, alem.users["auditor"])
-
-    response = client.get(LOG)
-
-    assert "Chain intact: 14 events verified." in response.content.decode()
-    assert "audit-chain--ok" in response.content.decode()
-
-
-def test_the_page_names_the_first_tampered_event_in_red(client, alem):
-    AuditEvent.objects.filter(sequence=5).update(payload={"role": "propose", "user": "mallory"})
+def test_the_page_shows_the_latest_verification_with_its_time(client, alem):
+    audit_verification_run()
+    checked = AuditVerification.objects.get()
     signed_in(client, alem.users["auditor"])
 
     response = client.get(LOG)
 
     html = response.content.decode()
+    assert "Chain intact: 14 events verified." in html
+    assert "audit-chain--ok" in html
+    assert f"Checked on {date_format(localtime(checked.checked_at), 'DATETIME_FORMAT')}." in html
+    assert "recorded since" not in html
+
+
+def test_the_page_counts_the_events_recorded_since_the_last_verification(client, alem):
+    audit_verification_run()
+    alem.proposal()
+    alem.proposal()
+    signed_in(client, alem.users["auditor"])
+
+    html = client.get(LOG).content.decode()
+
+    assert "Chain intact: 14 events verified." in html
+    assert "2 events recorded since are verified at the next check." in html
+
+
+def test_viewing_the_log_does_not_rehash_the_chain(client, alem, monkeypatch):
+    audit_verification_run()
+
+    def rehash(*args, **kwargs):
+        raise AssertionError("the page verified the chain itself")
+
+    monkeypatch.setattr(audit, "verify_events", rehash)
+    signed_in(client, alem.users["auditor"])
+
+    assert client.get(LOG).status_code == 200
+
+
+def test_before_the_first_verification_the_page_says_so(client, alem):
+    signed_in(client, alem.users["auditor"])
+
+    html = client.get(LOG).content.decode()
+
+    assert "The chain has not been verified yet" in html
+    assert "audit-chain--unknown" in html
+    assert "Chain intact" not in html
+
+
+def test_verify_now_checks_the_chain_and_names_the_first_tampered_event_in_red(
+    client, alem, django_capture_on_commit_callbacks
+):
+    audit_verification_run()
+    AuditEvent.objects.filter(sequence=5).update(payload={"role": "propose", "user": "mallory"})
+    signed_in(client, alem.users["auditor"])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(VERIFY)
+
+    assert response.status_code == 302
+    assert response["Location"] == LOG
+    latest = AuditVerification.objects.first()
+    assert (latest.ok, latest.first_bad_sequence, latest.requested_by) == (
+        False,
+        5,
+        alem.users["auditor"],
+    )
+    html = client.get(LOG).content.decode()
+    assert "verification is queued" in html
     assert "Chain broken at event #5." in html
     assert "audit-chain--broken" in html
     assert "its content does not match its hash" in html
     assert "Chain intact" not in html
+
+
+@pytest.mark.parametrize("username", ["manager", "risk", "treasury"])
+def test_verify_now_is_refused_to_everyone_but_auditors(client, alem, username):
+    signed_in(client, alem.users[username])
+
+    response = client.post(VERIFY)
+
+    assert response.status_code == 403
+    assert not AuditVerification.objects.exists()
+
+
+def test_verify_now_takes_a_post_only(client, alem):
+    signed_in(client, alem.users["auditor"])
+
+    assert client.get(VERIFY).status_code == 405
+    assert not AuditVerification.objects.exists()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,6 +425,7 @@ def test_the_number_of_queries_does_not_grow_with_the_events_shown(client, alem,
     query = {"action": "proposal.created"}
     for _ in range(2):
         alem.proposal()
+    _queries(client, url, query)  # the first request fills the process's caches (content types)
     with_two = _queries(client, url, query)
     for _ in range(18):
         alem.proposal()

@@ -177,6 +177,7 @@ def test_install_schedules_reports_what_it_did():
         "Expire approvals past their execution window: created",
         "Take NAV snapshots: created",
         "E-mail the daily digest of what waits: created",
+        "Verify the audit chain: created",
     ]
     assert run("install_schedules").splitlines()[0] == "Fetch prices from Binance: kept"
     assert PeriodicTask.objects.filter(task="portfolio.tasks.prices_fetch").count() == 3

@@ -101,6 +101,7 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
             "0 8",
             "Asia/Almaty",
         ),
+        "Verify the audit chain": ("governance.tasks.audit_chain_verify", [], 3600, "seconds"),
     }
 
 

@@ -19,6 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from governance.audit import audit_verification_run
 from governance.policies import StageSpec
 from governance.selectors import policy_in_force
 from governance.services import contribution_record, policy_draft, policy_publish, role_grant
@@ -130,6 +131,9 @@ class Command(BaseCommand):
             for spec in FUNDS:
                 fund = self._fund(user_model, spec, assets, admin, password)
                 self._nav_history(fund)
+        # The auditors' page shows the latest verification; the schedule runs one hourly.
+        verification = audit_verification_run()
+        self._say(f"Audit chain verified: {verification}")
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(
             f"Users: admin (superuser), {', '.join(u for u, _ in USERS_BY_ROLE)}, and the same "
