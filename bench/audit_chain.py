@@ -12,8 +12,6 @@ PostgreSQL (a scratch database ``alem_audit_bench``, dropped and created again).
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.backfill import drop_postgres, recreate_postgres  # noqa: E402
+from bench.databases import drop_postgres, recreate_postgres, run_child  # noqa: E402
 
 
 def child(count: int) -> None:
@@ -92,25 +90,7 @@ def child(count: int) -> None:
 
 
 def measure(database_url: str, count: int) -> dict:
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "alem.settings",
-        "DEBUG": "1",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": "",
-        "LOG_LEVEL": "WARNING",
-    }
-    result = subprocess.run(
-        [sys.executable, __file__, "--child", "--events", str(count)],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"benchmark on {database_url} failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return run_child(__file__, ["--events", str(count)], database_url)
 
 
 def main() -> None:

@@ -17,8 +17,6 @@ again) on ``--postgres-url``'s server.
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,8 @@ from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+
+from bench.databases import drop_postgres, recreate_postgres, run_child  # noqa: E402
 
 PROVIDERS = ("binance", "coingecko", "nbk")
 
@@ -92,43 +92,13 @@ def child(days: int, count: int) -> None:
 
 
 def measure(database_url: str, market_urls: dict, days: int, count: int) -> dict:
-    env = {
-        **os.environ,
+    return run_child(
+        __file__,
+        ["--days", str(days), "--assets", str(count)],
+        database_url,
+        ALEM_PRICE_TIMEOUT_SECONDS="60",
         **market_urls,
-        "DJANGO_SETTINGS_MODULE": "alem.settings",
-        "DEBUG": "1",
-        "DATABASE_URL": database_url,
-        "REDIS_URL": "",
-        "ALEM_PRICE_TIMEOUT_SECONDS": "60",
-        "LOG_LEVEL": "WARNING",
-    }
-    result = subprocess.run(
-        [sys.executable, __file__, "--child", "--days", str(days), "--assets", str(count)],
-        cwd=BASE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
     )
-    if result.returncode != 0:
-        raise SystemExit(f"benchmark on {database_url} failed:\n{result.stderr[-4000:]}")
-    return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def recreate_postgres(server_url: str, name: str) -> str:
-    import psycopg
-
-    with psycopg.connect(f"{server_url.rstrip('/')}/postgres", autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        db.execute(f'CREATE DATABASE "{name}"')
-    return f"{server_url.rstrip('/')}/{name}"
-
-
-def drop_postgres(server_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server_url.rstrip('/')}/postgres", autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def print_table(title: str, result: dict, days: int, count: int) -> None:
