@@ -16,10 +16,13 @@ when that variable names another folder); a failed test leaves one of each page 
 """
 
 import os
+from decimal import Decimal
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 
+from governance import services
 from tests.e2e.browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -33,7 +36,7 @@ from tests.e2e.browser import (
     signed_in_cookie,
     sync_playwright,
 )
-from tests.factories import otp_device
+from tests.factories import otp_code, otp_device
 
 IN_CI = bool(os.environ.get("CI"))
 # People whose roles need an authenticator before they may use the site (alem.middleware).
@@ -167,3 +170,24 @@ def officials(alem):
     for name in DECIDERS:
         otp_device(alem.users[name])
     return alem
+
+
+@pytest.fixture
+def busy_fund(officials):
+    """A fund with one proposal waiting for the risk officer and one approved and half filled:
+    the queue, the proposal pages and the portfolio all have rows."""
+    alem = officials
+    filled = alem.approve_fully(alem.proposal(submit=True, notional_usd=Decimal("2000000.00")))
+    services.execution_record(
+        proposal_id=filled.pk,
+        actor=alem.users["treasury"],
+        quantity=Decimal("100"),
+        price_usd=Decimal("600.00"),
+        fee_usd=Decimal("1.25"),
+        venue="Binance",
+        external_ref="BINANCE-ORDER-0001",
+        executed_at=timezone.now(),
+        otp_token=otp_code(alem.users["treasury"]),
+    )
+    waiting = alem.proposal(submit=True, rationale="Add to the position. " * 20)
+    return alem, waiting, filled

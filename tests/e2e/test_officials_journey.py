@@ -528,27 +528,6 @@ def test_the_queue_shows_a_proposal_submitted_while_it_is_open_without_reloading
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def busy_fund(officials):
-    """A fund with one proposal waiting for the risk officer and one approved and half filled:
-    the queue, the proposal pages and the portfolio all have rows."""
-    alem = officials
-    filled = alem.approve_fully(alem.proposal(submit=True, notional_usd=D("2000000.00")))
-    services.execution_record(
-        proposal_id=filled.pk,
-        actor=alem.users["treasury"],
-        quantity=D("100"),
-        price_usd=D("600.00"),
-        fee_usd=D("1.25"),
-        venue="Binance",
-        external_ref="BINANCE-ORDER-0001",
-        executed_at=timezone.now(),
-        otp_token=otp_code(alem.users["treasury"]),
-    )
-    waiting = alem.proposal(submit=True, rationale="Add to the position. " * 20)
-    return alem, waiting, filled
-
-
 @pytest.mark.browser
 def test_the_pages_fit_a_tablet_held_upright_without_scrolling_sideways(busy_fund, open_page):
     # Given a fund with work in progress, and its people on tablets 768 pixels wide

@@ -40,6 +40,7 @@
           return;
         }
         container.replaceChildren(...fresh.childNodes);
+        document.dispatchEvent(new Event("alem:content-replaced"));
         known = keysOf(container);
         const message = list.getAttribute("data-new-message");
         if (message) {
