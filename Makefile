@@ -62,8 +62,9 @@ messages: install
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
 
-# Throughput of a 5-year backfill for 20 assets against a local fake market, and the time to
-# verify an audit chain of 100,000 events (figures, not tests).
+# Throughput of a 5-year backfill for 20 assets against a local fake market, the time to verify
+# an audit chain of 100,000 events, and the officials' pages of a busy fund (figures, not tests).
 bench: install
 	DEBUG=1 $(BIN)/python bench/backfill.py
 	DEBUG=1 $(BIN)/python bench/audit_chain.py
+	DEBUG=1 $(BIN)/python bench/pages.py
