@@ -4,9 +4,17 @@
 import os
 import sys
 
+# Commands that only turn code into code (migration files, message catalogues) serve nothing and
+# sign nothing. Without a SECRET_KEY they run on the development settings instead of being
+# refused; an explicit DEBUG=0 still refuses. Every other command, the web server (WSGI/ASGI) and
+# the Celery worker keep the refusal.
+CODE_ONLY_COMMANDS = {"makemigrations", "makemessages", "compilemessages"}
+
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alem.settings")
+    if sys.argv[1:2] and sys.argv[1] in CODE_ONLY_COMMANDS and "SECRET_KEY" not in os.environ:
+        os.environ.setdefault("DEBUG", "1")
     from django.conf import settings
     from django.core.management import execute_from_command_line
 

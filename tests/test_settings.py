@@ -74,28 +74,54 @@ def test_production_mode_refuses_to_start_without_a_real_secret_key(tmp_path, va
     assert "Refusing to start with DEBUG off on the development SECRET_KEY" in result.stderr
 
 
-@pytest.mark.parametrize(
-    "command",
-    [["makemigrations", "--check", "--dry-run"], ["migrate", "--plan"], ["showmigrations"]],
-    ids=["makemigrations", "migrate", "showmigrations"],
-)
-def test_every_command_names_the_refused_configuration_in_a_bare_environment(command):
-    # As a git hook or cron runs it: nothing in the environment but PATH and HOME. Django's
-    # runner swallows a settings error on its first look and, depending on the order of its
-    # system checks, can then fail with "Models aren't loaded yet" instead; manage.py reads the
-    # settings first so the refusal itself is shown.
-    result = subprocess.run(
+def run_bare(command: list[str], **variables: str) -> subprocess.CompletedProcess:
+    """``manage.py command`` as a git hook or cron runs it: nothing in the environment but PATH
+    and HOME (and ``variables``)."""
+    return subprocess.run(
         [sys.executable, "manage.py", *command],
         cwd=BASE_DIR,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(Path.home())},
+        env={
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(Path.home()),
+            **variables,
+        },
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
     )
 
+
+@pytest.mark.parametrize(
+    "command",
+    [["migrate", "--plan"], ["showmigrations"], ["check"]],
+    ids=["migrate", "showmigrations", "check"],
+)
+def test_every_command_names_the_refused_configuration_in_a_bare_environment(command):
+    # Django's runner swallows a settings error on its first look and, depending on the order of
+    # its system checks, can then fail with "Models aren't loaded yet" instead; manage.py reads
+    # the settings first so the refusal itself is shown.
+    result = run_bare(command)
+
     assert result.returncode != 0
     assert "AppRegistryNotReady" not in result.stderr
+    assert "Refusing to start with DEBUG off on the development SECRET_KEY" in result.stderr
+
+
+def test_the_migration_check_runs_in_a_bare_environment(tmp_path):
+    # It only compares the models with the migration files: nothing served, nothing signed.
+    result = run_bare(["makemigrations", "--check", "--dry-run"], ALEM_VAR_DIR=str(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert "No changes detected" in result.stdout
+
+
+def test_the_migration_check_still_refuses_an_explicit_debug_off_without_a_key(tmp_path):
+    result = run_bare(
+        ["makemigrations", "--check", "--dry-run"], DEBUG="0", ALEM_VAR_DIR=str(tmp_path)
+    )
+
+    assert result.returncode != 0
     assert "Refusing to start with DEBUG off on the development SECRET_KEY" in result.stderr
 
 
