@@ -13,14 +13,13 @@ PostgreSQL (a scratch database ``alem_audit_bench``, dropped and created again).
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.databases import drop_postgres, recreate_postgres, run_child  # noqa: E402
+from bench.databases import add_database_arguments, run_on_each_database  # noqa: E402
 
 
 def child(count: int) -> None:
@@ -89,30 +88,18 @@ def child(count: int) -> None:
     )
 
 
-def measure(database_url: str, count: int) -> dict:
-    return run_child(__file__, ["--events", str(count)], database_url)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_database_arguments(parser)
     args = parser.parse_args()
     if args.child:
         child(args.events)
         return
 
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [("SQLite", measure(f"sqlite:///{tmp}/bench.sqlite3", args.events))]
-    if not args.no_postgres:
-        name = "alem_audit_bench"
-        url = recreate_postgres(args.postgres_url, name)
-        try:
-            results.append(("PostgreSQL", measure(url, args.events)))
-        finally:
-            drop_postgres(args.postgres_url, name)
+    results = run_on_each_database(
+        __file__, ["--events", str(args.events)], args, scratch_name="alem_audit_bench"
+    )
     print(f"Audit chain of {args.events:,} events")
     for title, result in results:
         print(

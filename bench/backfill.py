@@ -18,14 +18,13 @@ again) on ``--postgres-url``'s server.
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.databases import drop_postgres, recreate_postgres, run_child  # noqa: E402
+from bench.databases import add_database_arguments, run_on_each_database  # noqa: E402
 
 PROVIDERS = ("binance", "coingecko", "nbk")
 
@@ -91,16 +90,6 @@ def child(days: int, count: int) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def measure(database_url: str, market_urls: dict, days: int, count: int) -> dict:
-    return run_child(
-        __file__,
-        ["--days", str(days), "--assets", str(count)],
-        database_url,
-        ALEM_PRICE_TIMEOUT_SECONDS="60",
-        **market_urls,
-    )
-
-
 def print_table(title: str, result: dict, days: int, count: int) -> None:
     print(f"\n{title}: {count} assets x {days} days (migrate {result['migrate_seconds']} s)")
     print(f"  {'run':<6} {'provider':<10} {'outcome':<8} {'requests':>8} {'stored':>8} "
@@ -123,9 +112,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=int, default=5 * 365 + 1)
     parser.add_argument("--assets", type=int, default=20)
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_database_arguments(parser)
     args = parser.parse_args()
     if args.child:
         child(args.days, args.assets)
@@ -133,21 +120,20 @@ def main() -> None:
 
     from tests.portfolio.fake_market import FakeMarket
 
-    with FakeMarket() as market, tempfile.TemporaryDirectory() as tmp:
+    with FakeMarket() as market:
         for _, pair, coin in asset_ids(args.assets):
             market.binance_history.add(pair)
             market.coingecko_history.add(coin)
         market.nbk_default = {"USD": ("470.25", "1"), "EUR": ("510.40", "1")}
 
-        results = [("SQLite", measure(f"sqlite:///{tmp}/bench.sqlite3", market.urls, args.days,
-                                      args.assets))]  # fmt: skip
-        if not args.no_postgres:
-            name = "alem_prices_bench"
-            url = recreate_postgres(args.postgres_url, name)
-            try:
-                results.append(("PostgreSQL", measure(url, market.urls, args.days, args.assets)))
-            finally:
-                drop_postgres(args.postgres_url, name)
+        results = run_on_each_database(
+            __file__,
+            ["--days", str(args.days), "--assets", str(args.assets)],
+            args,
+            scratch_name="alem_prices_bench",
+            ALEM_PRICE_TIMEOUT_SECONDS="60",
+            **market.urls,
+        )
         print(f"fake market: {len(market.requests)} requests answered on 127.0.0.1")
     for title, result in results:
         print_table(title, result, args.days, args.assets)

@@ -1,10 +1,12 @@
 """What the benchmarks share: one child process per database (Django is configured once per
-process) and a scratch PostgreSQL database."""
+process), a throwaway SQLite file and a scratch PostgreSQL database."""
 
+import argparse
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -33,7 +35,7 @@ def run_child(script: str, args: list[str], database_url: str, **env: str) -> di
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def recreate_postgres(server_url: str, name: str) -> str:
+def _recreate_postgres(server_url: str, name: str) -> str:
     import psycopg
 
     with psycopg.connect(f"{server_url.rstrip('/')}/postgres", autocommit=True) as db:
@@ -42,8 +44,31 @@ def recreate_postgres(server_url: str, name: str) -> str:
     return f"{server_url.rstrip('/')}/{name}"
 
 
-def drop_postgres(server_url: str, name: str) -> None:
+def _drop_postgres(server_url: str, name: str) -> None:
     import psycopg
 
     with psycopg.connect(f"{server_url.rstrip('/')}/postgres", autocommit=True) as db:
         db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--no-postgres``, ``--postgres-url`` and the hidden ``--child`` of every benchmark."""
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+
+
+def run_on_each_database(
+    script: str, args: list[str], cli: argparse.Namespace, *, scratch_name: str, **env: str
+) -> list[tuple[str, dict]]:
+    """``script``'s child on a throwaway SQLite file, then, unless ``--no-postgres``, on the
+    scratch PostgreSQL database ``scratch_name`` (dropped and created again, dropped after)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [("SQLite", run_child(script, args, f"sqlite:///{tmp}/bench.sqlite3", **env))]
+    if not cli.no_postgres:
+        url = _recreate_postgres(cli.postgres_url, scratch_name)
+        try:
+            results.append(("PostgreSQL", run_child(script, args, url, **env)))
+        finally:
+            _drop_postgres(cli.postgres_url, scratch_name)
+    return results

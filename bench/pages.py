@@ -14,14 +14,13 @@ PostgreSQL (a scratch database ``alem_pages_bench``, dropped and created again).
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.databases import drop_postgres, recreate_postgres, run_child  # noqa: E402
+from bench.databases import add_database_arguments, run_on_each_database  # noqa: E402
 
 HISTORY_DAYS = 365
 
@@ -131,24 +130,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proposals", type=int, default=200)
     parser.add_argument("--requests", type=int, default=30)
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    add_database_arguments(parser)
     args = parser.parse_args()
     if args.child:
         child(args.proposals, args.requests)
         return
 
     arguments = ["--proposals", str(args.proposals), "--requests", str(args.requests)]
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [("SQLite", run_child(__file__, arguments, f"sqlite:///{tmp}/bench.sqlite3"))]
-    if not args.no_postgres:
-        name = "alem_pages_bench"
-        url = recreate_postgres(args.postgres_url, name)
-        try:
-            results.append(("PostgreSQL", run_child(__file__, arguments, url)))
-        finally:
-            drop_postgres(args.postgres_url, name)
+    results = run_on_each_database(__file__, arguments, args, scratch_name="alem_pages_bench")
     print(
         f"Pages of a fund with {args.proposals} proposals and {HISTORY_DAYS} days of history, "
         f"{args.requests} requests each (server time through Django's test client)"
