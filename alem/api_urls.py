@@ -17,7 +17,7 @@ v1_urlpatterns = [
 ]
 
 # ---------------------------------------------------------------------------------------------
-# v1: prices (issue 3) -- GET /api/v1/prices/?asset=BNB, view in portfolio/api/prices.py.
+# v1: prices -- GET /api/v1/prices/?asset=BNB, view in portfolio/api/prices.py.
 # The prices work adds its route to this list; it is kept apart so the two changes meet here.
 # ---------------------------------------------------------------------------------------------
 

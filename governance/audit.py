@@ -17,7 +17,6 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
 
 from governance.models import AuditChain, AuditEvent, AuditVerification
 from portfolio.models import FundRole
@@ -222,38 +221,6 @@ def audit_chain_length() -> int:
 # ---------------------------------------------------------------------------------------------
 # Reading the log (the auditors' pages and export)
 # ---------------------------------------------------------------------------------------------
-
-# Every action the services write, in plain words. An action missing here still shows, as its
-# own code; ``tests/governance/test_views_audit.py`` checks the services write no other.
-ACTION_LABELS = {
-    "role.granted": _("Role granted"),
-    "role.revoked": _("Role revoked"),
-    "policy.drafted": _("Approval policy drafted"),
-    "policy.published": _("Approval policy published"),
-    "price.entered_manually": _("Price entered manually"),
-    "contribution.recorded": _("Contribution recorded"),
-    "proposal.created": _("Proposal created"),
-    "proposal.updated": _("Proposal edited"),
-    "proposal.submitted": _("Proposal submitted"),
-    "proposal.submit_refused": _("Submission refused"),
-    "proposal.withdrawn": _("Proposal withdrawn"),
-    "decision.recorded": _("Decision recorded"),
-    "decision.refused": _("Decision refused"),
-    "proposal.stage_completed": _("Stage completed"),
-    "proposal.approved": _("Proposal approved"),
-    "proposal.rejected": _("Proposal rejected"),
-    "proposal.changes_requested": _("Changes requested"),
-    "execution.recorded": _("Execution recorded"),
-    "execution.refused": _("Execution refused"),
-    "proposal.executed": _("Proposal executed"),
-    "proposal.expired": _("Approval expired"),
-    "second_factor.enrolled": _("Authenticator enrolled"),
-}
-
-
-def action_label(action: str) -> str:
-    """The plain-words label of an audit action, in the reader's language."""
-    return str(ACTION_LABELS.get(action, action))
 
 
 def audit_events_for_user(

@@ -7,10 +7,17 @@ class GovernanceError(Exception):
     code = "governance_error"
     status_code = 409
 
-    def __init__(self, detail: str, *, context: dict | None = None):
+    def __init__(self, detail: str, *, context: dict | None = None, reason: str = ""):
         super().__init__(detail)
         self.detail = detail
         self.context = context or {}
+        self._reason = reason
+
+    @property
+    def reason(self) -> str:
+        """What the pages key their explanation on: the code, unless the refusal says more
+        (the approver who may not execute, say, refused as ``segregation_of_duties``)."""
+        return self._reason or self.code
 
 
 class NotPermitted(GovernanceError):

@@ -1,11 +1,14 @@
 """Proposals, the approval policies that govern them, decisions and the audit log."""
 
+from decimal import Decimal, localcontext
+
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
-from portfolio.fields import AmountField, MoneyField, PriceField, QuantityField
+from governance.vocabulary import AuditAction
+from portfolio.fields import EXACT_DIGITS, AmountField, MoneyField, PriceField, QuantityField
 from portfolio.models import Asset, Fund, FundingSource, FundRole
 
 # The roles that decide at a policy stage.
@@ -109,6 +112,17 @@ class ProposalState(models.TextChoices):
     EXPIRED = "expired", _("Expired: not executed within the execution window")
 
 
+# What an approved proposal may still spend, as SQL: the one expression behind
+# ``Proposal.remaining_usd`` wherever a query needs it (sums, annotations, filters).
+REMAINING_USD = F("notional_usd") - F("executed_notional_usd")
+
+
+class ProposalQuerySet(models.QuerySet):
+    def remaining_usd_total(self):
+        """The notional the proposals may still spend, summed in the database."""
+        return self.aggregate(total=models.Sum(REMAINING_USD))["total"] or Decimal("0")
+
+
 class Proposal(models.Model):
     """An investment proposal: a mandate to spend at most ``notional_usd`` on an asset."""
 
@@ -154,6 +168,8 @@ class Proposal(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     approval_expires_at = models.DateTimeField(null=True, blank=True)
 
+    objects = ProposalQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["fund", "state"])]
@@ -191,6 +207,13 @@ class Proposal(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.side} {self.asset} {self.notional_usd} USD ({self.fund})"
+
+    @property
+    def remaining_usd(self) -> Decimal:
+        """The approved notional not yet spent: what further fills may still cost, fees
+        included (``REMAINING_USD`` in SQL)."""
+        with localcontext(prec=EXACT_DIGITS):
+            return self.notional_usd - self.executed_notional_usd
 
 
 class Decision(models.Model):
@@ -270,7 +293,7 @@ class AuditEvent(models.Model):
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
-    action = models.CharField(max_length=64, db_index=True)
+    action = models.CharField(max_length=64, db_index=True, choices=AuditAction.choices)
     fund = models.ForeignKey(
         Fund, null=True, blank=True, on_delete=models.PROTECT, related_name="audit_events"
     )

@@ -29,8 +29,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 
-from governance import policies
-from governance.models import Decision, Proposal, ProposalState
+from governance import permissions, policies
+from governance.models import Proposal, ProposalState
 from governance.preferences import language_of
 from governance.roles import users_with_role
 from governance.second_factor import STEP_UP_ROLES
@@ -70,26 +70,10 @@ class Waiting:
 # ---------------------------------------------------------------------------------------------
 
 
-def stage_deciders(proposal: Proposal):
-    """Everyone who may decide at the proposal's current stage now, e-mail or not."""
-    if proposal.state != ProposalState.IN_REVIEW or proposal.current_stage is None:
-        return User.objects.none()
-    decided = Decision.objects.filter(proposal=proposal, proposal_version=proposal.version).values(
-        "user_id"
-    )
-    return (
-        users_with_role(proposal.fund, proposal.current_stage.permission)
-        .exclude(pk=proposal.author_id)
-        .exclude(pk__in=decided)
-        .select_related("preference")
-        .order_by("username")
-    )
-
-
 def stage_opened_recipients(proposal: Proposal) -> list:
     """The deciders of the proposal's current stage who have an e-mail address."""
     return _reachable(
-        stage_deciders(proposal),
+        permissions.stage_deciders(proposal).select_related("preference").order_by("username"),
         about=f"proposal #{proposal.pk} waits for their decision",
     )
 
@@ -210,7 +194,7 @@ def _digest_item(proposal: Proposal) -> dict:
     return {
         "proposal": proposal,
         "author_name": _name(proposal.author),
-        "remaining_usd": proposal.notional_usd - proposal.executed_notional_usd,
+        "remaining_usd": proposal.remaining_usd,
         "link": proposal_link(proposal),
     }
 

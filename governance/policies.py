@@ -1,15 +1,17 @@
-"""Pure rules of the approval workflow: transitions, applicable stages and quorums.
+"""Pure rules of the approval workflow: transitions, applicable stages, quorums and what one
+decision does to a proposal.
 
-Nothing here touches the database; the services feed plain values in.
+Nothing here touches the database; the services feed plain values in (the policy snapshot, the
+decisions so far) and write what comes out.
 """
 
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from governance.exceptions import InvalidTransition, PolicyInvalid
-from governance.models import DECIDING_ROLES, ProposalState
+from governance.models import DECIDING_ROLES, Decision, ProposalState
 
 S = ProposalState
 
@@ -82,6 +84,55 @@ def next_stage(applicable: Sequence[T], current: T) -> T | None:
     orders = [stage.order for stage in applicable]
     index = orders.index(current.order)
     return applicable[index + 1] if index + 1 < len(applicable) else None
+
+
+def is_final_stage(applicable: Sequence[T], stage: T) -> bool:
+    """Whether completing ``stage`` approves the proposal: it is the last applicable stage."""
+    return next_stage(applicable, stage) is None
+
+
+@dataclass(frozen=True)
+class DecisionOutcome(Generic[T]):
+    """What one verdict at the current stage does to a proposal in review (rules 4 and 5)."""
+
+    # The transition it makes: "reject", "request_changes", "advance" (the proposal stays in
+    # review, at the same or the next stage) or "approve" (the last stage completed).
+    action: str
+    state: str  # the proposal's state after it
+    stage_complete: bool
+    next_stage: T | None  # the stage that opens, when a stage completed that was not the last
+
+    @property
+    def final_approval(self) -> bool:
+        return self.action == "approve"
+
+
+def decision_outcome(
+    *,
+    state: str,
+    applicable: Sequence[T],
+    stage: T,
+    approver_ids: Collection[int],
+    decider_id: int,
+    verdict: str,
+) -> DecisionOutcome[T]:
+    """The effect of ``decider_id``'s ``verdict`` at ``stage``, given who approved it already on
+    this version (``approver_ids``) and the stages of the policy snapshot that apply.
+
+    A reject or a request for changes ends the review at once (rule 5); an approval completes
+    the stage at its quorum of distinct people (rule 4) and opens the next applicable stage, or
+    approves the proposal when the stage was the last. Raises ``InvalidTransition`` when the
+    proposal is not in review.
+    """
+    if verdict == Decision.Verdict.REJECT:
+        return DecisionOutcome("reject", transition("reject", state), False, None)
+    if verdict == Decision.Verdict.REQUEST_CHANGES:
+        action = "request_changes"
+        return DecisionOutcome(action, transition(action, state), False, None)
+    complete = quorum_reached({*approver_ids, decider_id}, stage.quorum)
+    following = next_stage(applicable, stage) if complete else None
+    action = "approve" if complete and following is None else "advance"
+    return DecisionOutcome(action, transition(action, state), complete, following)
 
 
 def validate_stages(stages: Sequence[StageLike]) -> None:

@@ -10,7 +10,7 @@ from django.db import transaction
 from django_otp import devices_for_user
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from governance.audit import audit_record
+from governance import events
 from governance.exceptions import SecondFactorInvalid, SecondFactorRequired
 from governance.models import DECIDING_ROLES
 from portfolio.models import FundRole
@@ -71,9 +71,5 @@ def second_factor_enrolment_confirm(*, device: TOTPDevice) -> TOTPDevice:
     with transaction.atomic():
         device.confirmed = True
         device.save(update_fields=["confirmed"])
-        audit_record(
-            action="second_factor.enrolled",
-            actor=device.user,
-            payload={"device": device.persistent_id, "name": device.name},
-        )
+        events.second_factor_enrolled_event(device=device)
     return device

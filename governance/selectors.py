@@ -7,13 +7,13 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
+from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.timesince import timesince
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
-from governance import compliance, policies
+from governance import compliance, permissions, policies
 from governance.models import (
     DECIDING_ROLES,
     ApprovalPolicy,
@@ -24,6 +24,7 @@ from governance.models import (
     ProposalState,
 )
 from governance.roles import funds_for_user
+from governance.vocabulary import STAGE_OPENED
 from portfolio import selectors as books
 from portfolio.models import Asset, Fund, FundRole
 from portfolio.prices.selectors import consensus_for_assets
@@ -96,8 +97,7 @@ def reserved_notional_usd(
         approved = approved.filter(asset_id=asset_id)
     if excluding is not None:
         approved = approved.exclude(pk=excluding.pk)
-    total = approved.aggregate(s=Sum(F("notional_usd") - F("executed_notional_usd")))["s"]
-    return total or Decimal("0")
+    return approved.remaining_usd_total()
 
 
 def compliance_facts(
@@ -153,9 +153,6 @@ def compliance_facts(
 # The officials' pages: what waits for whom, and one proposal seen by one person
 # ---------------------------------------------------------------------------------------------
 
-# Audit actions that open a stage: the time a proposal started waiting at its current stage.
-_STAGE_OPENED = ("proposal.submitted", "proposal.stage_completed")
-
 
 def roles_by_fund(user) -> dict[int, set[str]]:
     """Every fund role ``user`` holds, directly or through a group, keyed by fund id.
@@ -210,8 +207,8 @@ def decision_due_days() -> int:
 def decisions_awaiting(user, *, now: dt.datetime | None = None) -> list[AwaitingDecision]:
     """Proposals in review that wait for ``user``'s decision, longest waiting first.
 
-    In review at a stage whose permission ``user`` holds on the proposal's fund, not authored by
-    ``user``, and not yet decided by ``user`` on the current version (rules 1, 2, 3). A proposal
+    Those ``permissions.decide_refusal`` allows, filtered in SQL
+    (``permissions.awaiting_decision_q``). A proposal
     waits since its current stage opened (its submission or the previous stage's completion, as
     the audit log records it); the decision is due ``ALEM_DECISION_DUE_DAYS`` later.
     Three queries (two for the roles), whatever the number of proposals.
@@ -220,21 +217,13 @@ def decisions_awaiting(user, *, now: dt.datetime | None = None) -> list[Awaiting
     deciding = _funds_with(roles_by_fund(user), set(DECIDING_ROLES))
     if not deciding:
         return []
-    at_my_stage = Q()
-    for fund_id, held in deciding.items():
-        at_my_stage |= Q(fund_id=fund_id, current_stage__permission__in=sorted(held))
     stage_opened = (
-        AuditEvent.objects.filter(proposal=OuterRef("pk"), action__in=_STAGE_OPENED)
+        AuditEvent.objects.filter(proposal=OuterRef("pk"), action__in=STAGE_OPENED)
         .order_by("-sequence")
         .values("created_at")[:1]
     )
-    decided = Decision.objects.filter(
-        proposal=OuterRef("pk"), proposal_version=OuterRef("version"), user=user
-    )
     proposals = (
-        Proposal.objects.filter(at_my_stage, state=ProposalState.IN_REVIEW)
-        .exclude(author=user)
-        .exclude(Exists(decided))
+        Proposal.objects.filter(permissions.awaiting_decision_q(user, deciding))
         .annotate(waiting_since=Coalesce(Subquery(stage_opened), F("updated_at")))
         .select_related("fund", "asset", "author", "current_stage")
         .order_by("waiting_since", "id")
@@ -249,24 +238,13 @@ def decisions_awaiting(user, *, now: dt.datetime | None = None) -> list[Awaiting
 def fills_awaiting(user, *, now: dt.datetime | None = None) -> QuerySet[Proposal]:
     """Approved proposals ``user`` may record fills for, the nearest approval expiry first.
 
-    On funds where ``user`` holds ``execute_trades``, not past their expiry, neither authored
-    nor approved by ``user`` (rules 1 and 10); annotated with ``remaining_usd``, the approved
-    notional not yet spent. Three queries (two for the roles), whatever the number of proposals.
+    Those ``permissions.fill_refusal`` allows, filtered in SQL (``permissions.awaiting_fill_q``).
+    Three queries (two for the roles), whatever the number of proposals.
     """
     now = now or timezone.now()
     treasury = _funds_with(roles_by_fund(user), {FundRole.EXECUTE_TRADES})
-    approved_by_user = Decision.objects.filter(
-        proposal=OuterRef("pk"), user=user, verdict=Decision.Verdict.APPROVE
-    )
     return (
-        Proposal.objects.filter(
-            fund_id__in=list(treasury),
-            state=ProposalState.APPROVED,
-            approval_expires_at__gt=now,
-        )
-        .exclude(author=user)
-        .exclude(Exists(approved_by_user))
-        .annotate(remaining_usd=F("notional_usd") - F("executed_notional_usd"))
+        Proposal.objects.filter(permissions.awaiting_fill_q(user, treasury, now=now))
         .select_related("fund", "asset")
         .order_by("approval_expires_at", "id")
     )
@@ -341,59 +319,6 @@ def proposal_compliance_preview(proposal: Proposal) -> compliance.ComplianceRepo
     final_approval = False
     if proposal.state == ProposalState.IN_REVIEW and proposal.policy is not None:
         applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
-        final_approval = bool(applicable) and applicable[-1].pk == proposal.current_stage_id
+        final_approval = policies.is_final_stage(applicable, proposal.current_stage)
     facts, _price = compliance_facts(proposal, final_approval=final_approval)
     return compliance.evaluate(facts)
-
-
-@dataclass(frozen=True)
-class Eligibility:
-    """Whether a person may act on a proposal now and, if not, why (a stable reason code)."""
-
-    allowed: bool
-    reason: str = ""
-
-
-def decision_eligibility(user, proposal: Proposal, roles: set[str]) -> Eligibility:
-    """Whether ``user``, holding ``roles`` on the proposal's fund, can decide on it now.
-
-    Mirrors the checks of ``services.decision_record`` (which alone enforces them) so a page
-    offers the decision form only to someone it would accept. Uses the prefetched decisions.
-    """
-    if proposal.state != ProposalState.IN_REVIEW:
-        return Eligibility(False, "invalid_state")
-    if proposal.author_id == user.pk:
-        return Eligibility(False, "segregation_of_duties")
-    if any(
-        d.user_id == user.pk and d.proposal_version == proposal.version
-        for d in proposal.decisions.all()
-    ):
-        return Eligibility(False, "already_decided")
-    if proposal.current_stage.permission not in roles:
-        return Eligibility(False, "not_permitted")
-    return Eligibility(True)
-
-
-def fill_eligibility(
-    user, proposal: Proposal, roles: set[str], *, now: dt.datetime | None = None
-) -> Eligibility:
-    """Whether ``user``, holding ``roles`` on the proposal's fund, can record fills of it now.
-
-    Mirrors the checks of ``services.execution_record`` on the person and the state (which alone
-    enforces them, with the price checks). Uses the prefetched decisions.
-    """
-    now = now or timezone.now()
-    if proposal.state != ProposalState.APPROVED:
-        return Eligibility(False, "invalid_state")
-    if FundRole.EXECUTE_TRADES not in roles:
-        return Eligibility(False, "not_permitted")
-    if proposal.author_id == user.pk:
-        return Eligibility(False, "segregation_of_duties")
-    if any(
-        d.user_id == user.pk and d.verdict == Decision.Verdict.APPROVE
-        for d in proposal.decisions.all()
-    ):
-        return Eligibility(False, "approved_by_you")
-    if proposal.approval_expires_at <= now:
-        return Eligibility(False, "approval_expired")
-    return Eligibility(True)

@@ -17,8 +17,8 @@ from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
-from governance.audit import ACTION_LABELS
 from governance.models import Decision, Proposal
+from governance.vocabulary import AuditAction
 from portfolio.models import Asset
 
 MONEY_DIGITS, MONEY_PLACES = settings.ALEM_DECIMALS["money"]
@@ -176,7 +176,7 @@ class AuditFilterForm(forms.Form):
         self.fields["fund"].queryset = funds.order_by("name")
         self.fields["fund"].empty_label = _("All my funds")
         labels = sorted(
-            ((code, str(label)) for code, label in ACTION_LABELS.items()), key=lambda item: item[1]
+            ((code, str(label)) for code, label in AuditAction.choices), key=lambda item: item[1]
         )
         self.fields["action"].choices = [("", _("All actions")), *labels]
 

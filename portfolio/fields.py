@@ -3,6 +3,11 @@
 from django.conf import settings
 from django.db import models
 
+# Digits for arithmetic on amounts: wide enough that the sum or product of two amount columns
+# (quantity x price + fee, executed notional + cost, notional - executed) is exact, never
+# rounded to the default 28 digits. Use it as ``decimal.localcontext(prec=EXACT_DIGITS)``.
+EXACT_DIGITS = 2 * settings.ALEM_DECIMALS["amount"][0]
+
 
 def _decimal_field(kind: str, **kwargs) -> models.DecimalField:
     max_digits, decimal_places = settings.ALEM_DECIMALS[kind]

@@ -38,8 +38,8 @@ from django.utils.translation import get_language_info
 
 from governance import services
 from governance.models import AuditEvent, PolicyStage, Proposal
-from governance.refusals import REFUSALS
 from governance.views.audit import payload_summary
+from governance.vocabulary import REFUSALS
 from tests.factories import otp_code
 from tests.web import signed_in
 

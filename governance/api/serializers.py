@@ -4,7 +4,7 @@ Serializers only check the format of each field (numbers, precision, known choic
 caller may see). Every rule of the workflow is checked by ``governance.services``.
 """
 
-from decimal import Decimal, localcontext
+from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
@@ -126,10 +126,7 @@ class ProposalSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.DecimalField(max_digits=AMOUNT[0], decimal_places=AMOUNT[1]))
     def get_remaining_notional_usd(self, proposal: Proposal) -> str:
-        # Wide enough that the difference of two amount columns is exact.
-        with localcontext(prec=2 * AMOUNT[0]):
-            remaining = proposal.notional_usd - proposal.executed_notional_usd
-        return self.fields["executed_notional_usd"].to_representation(remaining)
+        return self.fields["executed_notional_usd"].to_representation(proposal.remaining_usd)
 
 
 class WithdrawSerializer(serializers.Serializer):

@@ -23,13 +23,13 @@ from django.views.decorators.http import require_POST
 
 from governance import tasks
 from governance.audit import (
-    action_label,
     audit_chain_length,
     audit_events_for_user,
     audit_verification_latest,
 )
 from governance.models import AuditEvent
 from governance.web_forms import AuditFilterForm
+from governance.wording import action_label
 from portfolio.models import FundRole
 from portfolio.selectors import funds_for_user
 

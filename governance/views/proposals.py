@@ -13,14 +13,12 @@ from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_POST
 
-from governance import compliance, policies, services
-from governance.exceptions import ComplianceBlocked, GovernanceError, NotPermitted
+from governance import compliance, permissions, services
+from governance.exceptions import ComplianceBlocked, GovernanceError
 from governance.models import Proposal
-from governance.refusals import compliance_checks, refusal_message
-from governance.roles import has_role
 from governance.selectors import proposal_list_for_user
 from governance.web_forms import ProposalForm, WithdrawForm, add_service_errors
-from portfolio.models import FundRole
+from governance.wording import compliance_checks, refusal_message
 from portfolio.selectors import funds_for_user
 
 
@@ -45,18 +43,6 @@ def _refused(request, error: GovernanceError, *, proposal: Proposal | None = Non
         },
         status=error.status_code,
     )
-
-
-def _edit_refusal(user, proposal: Proposal) -> GovernanceError | None:
-    """Why ``user`` may not edit ``proposal`` now, checked before showing the form; the
-    service checks the same again when the form is saved."""
-    if proposal.author_id != user.pk or not has_role(user, proposal.fund, FundRole.PROPOSE):
-        return NotPermitted("Only the author may edit this proposal.")
-    try:
-        policies.transition("edit", proposal.state)
-    except GovernanceError as error:
-        return error
-    return None
 
 
 def _form_page(request, form: ProposalForm, *, fund, proposal: Proposal | None = None):
@@ -84,8 +70,9 @@ def _form_page(request, form: ProposalForm, *, fund, proposal: Proposal | None =
 def proposal_new(request, fund_pk: int):
     """Draft a proposal for one of the user's funds (``propose`` role)."""
     fund = get_object_or_404(funds_for_user(request.user), pk=fund_pk)
-    if not has_role(request.user, fund, FundRole.PROPOSE):
-        return _refused(request, NotPermitted("Drafting needs the propose role."), fund=fund)
+    refusal = permissions.propose_refusal(request.user, fund)
+    if refusal is not None:
+        return _refused(request, refusal, fund=fund)
     form = ProposalForm(request.POST if request.method == "POST" else None, fund=fund)
     if form.is_bound and form.is_valid():
         try:
@@ -109,7 +96,7 @@ def proposal_new(request, fund_pk: int):
 def proposal_edit(request, pk: int):
     """Edit the terms of the user's own draft, or of a proposal returned for changes."""
     proposal = get_object_or_404(proposal_list_for_user(request.user), pk=pk)
-    refusal = _edit_refusal(request.user, proposal)
+    refusal = permissions.edit_refusal(request.user, proposal)
     if refusal is not None:
         return _refused(request, refusal, proposal=proposal)
     form = ProposalForm(

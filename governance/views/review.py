@@ -1,8 +1,9 @@
 """Deciders' and treasury pages: my queue, one proposal, a decision, a fill.
 
 Each view parses input, calls one service, translates its refusals and renders; what may be
-decided or filled is enforced by ``governance.services`` alone. The pages offer a form only to
-someone the service would accept (``selectors.decision_eligibility``, ``fill_eligibility``).
+decided or filled is enforced by ``governance.services``, through the predicates of
+``governance.permissions`` that these pages ask too, so they offer a form only to someone the
+service would accept.
 """
 
 import datetime as dt
@@ -20,11 +21,11 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_GET, require_POST
 
-from governance import compliance, policies, selectors, services
+from governance import compliance, permissions, selectors, services, wording
 from governance.exceptions import GovernanceError, NotPermitted
 from governance.models import Decision, Proposal, ProposalState
-from governance.refusals import REFUSALS, compliance_checks, refusal_message
 from governance.roles import roles_on_fund
+from governance.vocabulary import DECISION_NOTES, FILL_NOTES
 from governance.web_forms import (
     DecisionForm,
     FillForm,
@@ -32,10 +33,10 @@ from governance.web_forms import (
     add_service_errors,
     without_code,
 )
+from governance.wording import compliance_checks, refusal_message
 from portfolio.models import Price
 from portfolio.prices.consensus import FLAG_WORDS
 from portfolio.prices.selectors import consensus_for, daily_price_closes
-from portfolio.templatetags.alem_format import money, quantity
 
 CHART_DAYS = 90
 
@@ -111,101 +112,6 @@ def queue_updates(request: HttpRequest) -> HttpResponse:
 # One proposal
 # ---------------------------------------------------------------------------------------------
 
-DECISION_NOTES = {
-    "segregation_of_duties": _(
-        "You are the author of this proposal, so you cannot decide on it. The policy's "
-        "stages decide; you can follow their progress here."
-    ),
-    "not_permitted": _(
-        "The current stage is decided by holders of another role; you can follow its progress."
-    ),
-    "already_decided": _("You have decided on this version already; one person counts once."),
-}
-
-FILL_NOTES = {
-    "segregation_of_duties": _("You are the author of this proposal, so you cannot execute it."),
-    "approved_by_you": _("You approved this proposal, so someone else must execute it."),
-    "approval_expired": _("The approval has expired; the proposal accepts no more fills."),
-}
-
-VERDICT_SENTENCES = {
-    Decision.Verdict.APPROVE: _("%(actor)s approved version %(version)s at %(stage)s."),
-    Decision.Verdict.REJECT: _("%(actor)s rejected version %(version)s at %(stage)s."),
-    Decision.Verdict.REQUEST_CHANGES: _(
-        "%(actor)s requested changes to version %(version)s at %(stage)s."
-    ),
-}
-
-EVENT_SENTENCES = {
-    "proposal.created": _("%(actor)s drafted the proposal."),
-    "proposal.updated": _("%(actor)s edited the proposal."),
-    "proposal.submitted": _(
-        "%(actor)s submitted version %(version)s for review under policy version "
-        "%(policy_version)s."
-    ),
-    "proposal.submit_refused": _("%(actor)s tried to submit the proposal and was refused."),
-    "proposal.withdrawn": _("%(actor)s withdrew the proposal."),
-    "decision.refused": _("A decision by %(actor)s was refused."),
-    "proposal.rejected": _("The proposal was rejected at %(stage)s."),
-    "proposal.changes_requested": _("The proposal went back to its author for changes."),
-    "proposal.stage_completed": _("%(stage)s completed; %(next_stage)s opened."),
-    "proposal.approved": _("The proposal was approved; the approval is valid until %(expires)s."),
-    "execution.recorded": _(
-        "%(actor)s recorded a fill of %(quantity)s %(asset)s at USD %(price)s per unit, "
-        "USD %(cost)s in all (reference %(reference)s)."
-    ),
-    "execution.refused": _("A fill recorded by %(actor)s was refused."),
-    "proposal.executed": _("The proposal was executed: USD %(executed)s spent."),
-    "proposal.expired": _("The approval expired before the proposal was fully executed."),
-}
-
-
-def _when(iso: str | None) -> str:
-    if not iso:
-        return ""
-    moment = dt.datetime.fromisoformat(iso)
-    return formats.date_format(timezone.localtime(moment), "DATETIME_FORMAT")
-
-
-def _event_sentence(event, proposal: Proposal, stage_names: dict[int, str]) -> dict:
-    """One audit event in plain words: the sentence, and the refusal or comment beside it."""
-    payload = event.payload or {}
-
-    def stage(order):
-        return stage_names.get(order) or _t("stage %(order)s") % {"order": order}
-
-    values = {
-        "actor": (
-            (event.actor.get_full_name() or event.actor.username)
-            if event.actor
-            else _t("Alem (automatic)")
-        ),
-        "version": payload.get("version", ""),
-        "policy_version": payload.get("policy_version", ""),
-        "stage": stage(payload.get("stage")),
-        "next_stage": stage(payload.get("next_stage")),
-        "expires": _when(payload.get("approval_expires_at")),
-        "quantity": quantity(payload.get("quantity")),
-        "asset": proposal.asset.symbol,
-        "price": quantity(payload.get("price_usd")),
-        "cost": money(payload.get("cost_usd")),
-        "reference": payload.get("external_ref", ""),
-        "executed": money(payload.get("executed_notional_usd")),
-    }
-    if event.action == "decision.recorded":
-        template = VERDICT_SENTENCES.get(payload.get("verdict"))
-    else:
-        template = EVENT_SENTENCES.get(event.action)
-    sentence = str(template) % values if template else event.action
-    code = payload.get("code", "")
-    return {
-        "event": event,
-        "sentence": sentence,
-        "refusal": str(REFUSALS.get(code, payload.get("detail", ""))) if code else "",
-        "code": code,
-        "comment": payload.get("comment", "") if event.action == "decision.recorded" else "",
-    }
-
 
 def _concentration(report_json: dict) -> dict | None:
     for check in report_json.get("checks", []):
@@ -239,6 +145,11 @@ def _proposal_for(request: HttpRequest, pk: int) -> Proposal:
     return get_object_or_404(selectors.proposal_list_for_user(request.user), pk=pk)
 
 
+def _note(notes: dict, refusal: GovernanceError | None) -> str:
+    """Why a form is not offered, when the reason is one the person should be told."""
+    return str(notes.get(refusal.reason, "")) if refusal is not None else ""
+
+
 def _detail_context(
     request: HttpRequest,
     proposal: Proposal,
@@ -250,8 +161,8 @@ def _detail_context(
     user = request.user
     asset = proposal.asset.symbol
     roles = roles_on_fund(user, proposal.fund)
-    decision = selectors.decision_eligibility(user, proposal, roles)
-    fill = selectors.fill_eligibility(user, proposal, roles)
+    decision_refusal = permissions.decide_refusal(user, proposal, roles=roles)
+    fill_refusal = permissions.fill_refusal(user, proposal, roles=roles)
     stage_reviews = selectors.proposal_stage_reviews(proposal)
 
     preview = None
@@ -266,21 +177,21 @@ def _detail_context(
     stages = proposal.policy.stages.all() if proposal.policy else []
     stage_names = {stage.order: stage.name for stage in stages}
     events = [
-        _event_sentence(e, proposal, stage_names) for e in selectors.proposal_events(proposal)
+        wording.event_sentence(e, proposal, stage_names)
+        for e in selectors.proposal_events(proposal)
     ]
 
-    if decision.allowed and decision_form is None:
+    if decision_refusal is None and decision_form is None:
         decision_form = DecisionForm(initial={"stage_order": proposal.current_stage.order})
-    if fill.allowed and fill_form is None:
+    if fill_refusal is None and fill_form is None:
         # No default time: the operator enters when the exchange filled the order.
         fill_form = FillForm()
 
-    is_author = proposal.author_id == user.pk
     can = {
-        action: is_author and proposal.state in policies.TRANSITIONS[action][0]
-        for action in ("edit", "submit", "withdraw")
+        "edit": permissions.edit_refusal(user, proposal, roles=roles) is None,
+        "submit": permissions.submit_refusal(user, proposal, roles=roles) is None,
+        "withdraw": permissions.withdraw_refusal(user, proposal, roles=roles) is None,
     }
-    can["withdraw"] = can["withdraw"] and proposal.executed_notional_usd == 0
 
     refusal_checks = []
     if refusal is not None and isinstance(refusal.context, dict):
@@ -288,16 +199,16 @@ def _detail_context(
 
     return {
         "proposal": proposal,
-        "remaining_usd": proposal.notional_usd - proposal.executed_notional_usd,
-        "is_author": is_author,
+        "remaining_usd": proposal.remaining_usd,
+        "is_author": proposal.author_id == user.pk,
         "author_can": can,
         "withdraw_form": WithdrawForm(label_suffix="") if can["withdraw"] else None,
-        "decision": decision,
-        "decision_note": DECISION_NOTES.get(decision.reason, ""),
-        "decision_form": decision_form if decision.allowed else None,
-        "fill": fill,
-        "fill_note": FILL_NOTES.get(fill.reason, "") if proposal.state == "approved" else "",
-        "fill_form": fill_form if fill.allowed else None,
+        "decision_note": _note(DECISION_NOTES, decision_refusal),
+        "decision_form": decision_form if decision_refusal is None else None,
+        "fill_note": (
+            _note(FILL_NOTES, fill_refusal) if proposal.state == ProposalState.APPROVED else ""
+        ),
+        "fill_form": fill_form if fill_refusal is None else None,
         "stored_checks": compliance_checks(stored, asset=asset),
         "stored_compliance": stored,
         "stored_checked_at": (

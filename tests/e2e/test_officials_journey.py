@@ -23,8 +23,8 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance import services
 from governance.models import AuditEvent, Decision, Execution, Proposal, ProposalState
-from governance.refusals import REFUSALS
 from governance.views.review import DECISION_NOTES
+from governance.vocabulary import REFUSALS
 from portfolio.models import FundRole
 from tests.e2e.browser import PASSWORD, TABLET, expect, screenshot, sign_in_with_form
 from tests.factories import FundBuilder, otp_code, otp_device

@@ -20,6 +20,7 @@ from governance.models import (
     Proposal,
     ProposalState,
 )
+from governance.policies import StageSpec
 from governance.preferences import language_preference_set
 from governance.roles import has_role
 from portfolio.models import FundRole, LedgerEntry
@@ -608,7 +609,7 @@ def test_publish_action_puts_a_draft_in_force_for_a_second_administrator(alem, s
     draft = services.policy_draft(
         actor=alem.users["fundadmin"],
         fund=alem.fund,
-        stages=[services.policies.StageSpec(1, "Risk review", R.REVIEW_RISK, 1)],
+        stages=[StageSpec(1, "Risk review", R.REVIEW_RISK, 1)],
     )
     services.role_grant(actor=None, user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
     web = signed_in(Client(), site_admin)
@@ -630,7 +631,7 @@ def test_publish_action_refuses_an_administrator_without_manage_policy(alem, adm
     draft = services.policy_draft(
         actor=alem.users["fundadmin"],
         fund=alem.fund,
-        stages=[services.policies.StageSpec(1, "Risk review", R.REVIEW_RISK, 1)],
+        stages=[StageSpec(1, "Risk review", R.REVIEW_RISK, 1)],
     )
 
     response = _publish(admin_web, draft)

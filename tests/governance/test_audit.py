@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 from django.db import IntegrityError, transaction
 
-from governance import audit, services, tasks
+from governance import audit, events, services, tasks
 from governance.audit import (
     GENESIS_HASH,
     audit_record,
@@ -321,7 +321,8 @@ class Boom(Exception):
 
 @pytest.fixture
 def fail_after_audit(monkeypatch):
-    """Make the services' audit_record write its event and then fail, for the given actions."""
+    """Make the event writers' audit_record write its event and then fail, for the given
+    actions."""
     actions = set()
 
     def record_then_fail(**kwargs):
@@ -330,7 +331,7 @@ def fail_after_audit(monkeypatch):
             raise Boom(kwargs["action"])
         return event
 
-    monkeypatch.setattr(services, "audit_record", record_then_fail)
+    monkeypatch.setattr(events, "audit_record", record_then_fail)
     return actions
 
 

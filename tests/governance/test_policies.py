@@ -10,6 +10,8 @@ from governance.policies import (
     TRANSITIONS,
     StageSpec,
     applicable_stages,
+    decision_outcome,
+    is_final_stage,
     next_stage,
     quorum_reached,
     stage_statuses,
@@ -354,3 +356,73 @@ def test_stage_statuses_of_a_draft_are_all_pending():
     statuses = stage_statuses(ALEM, state=S.DRAFT, current_order=None, verdicts_by_stage={})
 
     assert [s.status for s in statuses] == ["pending", "pending", "pending"]
+
+
+# ---------------------------------------------------------------------------------------------
+# What one decision does (no database: the policy snapshot and the approvals so far are values)
+# ---------------------------------------------------------------------------------------------
+
+SMALL = applicable_stages(ALEM, Decimal("500000.00"))  # risk, committee
+LARGE = applicable_stages(ALEM, Decimal("1000000.00"))  # risk, committee, ministry
+
+
+def outcome(stage, verdict="approve", approvers=(), applicable=SMALL, state=S.IN_REVIEW):
+    return decision_outcome(
+        state=state,
+        applicable=applicable,
+        stage=stage,
+        approver_ids=set(approvers),
+        decider_id=7,
+        verdict=verdict,
+    )
+
+
+def test_an_approval_short_of_the_quorum_keeps_the_stage_open():
+    result = outcome(COMMITTEE)
+
+    assert (result.action, result.state, result.stage_complete, result.next_stage) == (
+        "advance",
+        S.IN_REVIEW,
+        False,
+        None,
+    )
+    assert not result.final_approval
+
+
+def test_an_approval_reaching_the_quorum_opens_the_next_applicable_stage():
+    result = outcome(RISK, applicable=LARGE)
+
+    assert (result.action, result.state, result.next_stage) == ("advance", S.IN_REVIEW, COMMITTEE)
+    assert result.stage_complete and not result.final_approval
+
+
+def test_completing_the_last_applicable_stage_approves_the_proposal():
+    small = outcome(COMMITTEE, approvers={3})
+    large = outcome(COMMITTEE, approvers={3}, applicable=LARGE)
+
+    assert (small.action, small.state, small.final_approval) == ("approve", S.APPROVED, True)
+    assert (large.action, large.next_stage) == ("advance", MINISTRY)
+    assert is_final_stage(SMALL, COMMITTEE) and not is_final_stage(LARGE, COMMITTEE)
+
+
+def test_the_same_person_approving_twice_does_not_reach_a_quorum_of_two():
+    result = outcome(COMMITTEE, approvers={7})
+
+    assert not result.stage_complete
+
+
+@pytest.mark.parametrize(
+    ("verdict", "action", "state"),
+    [("reject", "reject", S.REJECTED), ("request_changes", "request_changes", S.CHANGES_REQUESTED)],
+)
+def test_a_reject_or_a_request_for_changes_ends_the_review_at_any_stage(verdict, action, state):
+    result = outcome(RISK, verdict=verdict, approvers={1, 2, 3})
+
+    assert (result.action, result.state, result.next_stage) == (action, state, None)
+    assert not result.stage_complete and not result.final_approval
+
+
+@pytest.mark.parametrize("verdict", ["approve", "reject", "request_changes"])
+def test_no_decision_applies_outside_review(verdict):
+    with pytest.raises(InvalidTransition):
+        outcome(RISK, verdict=verdict, state=S.APPROVED)

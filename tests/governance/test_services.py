@@ -42,6 +42,7 @@ from governance.models import (
 from governance.policies import StageSpec
 from governance.roles import has_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
+from governance.services import _compliance as services_compliance
 from portfolio import selectors as books
 from portfolio.models import Asset, Fund, FundRole, LedgerEntry, Price
 from tests.factories import (
@@ -1692,7 +1693,7 @@ def test_two_final_approvals_cannot_both_spend_the_same_cash(monkeypatch):
     # Hold each request right after it has read the books, so both read before either writes
     # unless something serialises them (then the barrier times out and the second one waits).
     barrier = threading.Barrier(2, timeout=3)
-    real_facts = services.compliance_facts
+    real_facts = services_compliance.compliance_facts
 
     def facts_then_wait(proposal, **options):
         result = real_facts(proposal, **options)
@@ -1700,7 +1701,7 @@ def test_two_final_approvals_cannot_both_spend_the_same_cash(monkeypatch):
             barrier.wait()
         return result
 
-    monkeypatch.setattr(services, "compliance_facts", facts_then_wait)
+    monkeypatch.setattr(services_compliance, "compliance_facts", facts_then_wait)
     outcomes = {}
 
     # Two officials, one proposal each: a code is good once, so one person could not race.

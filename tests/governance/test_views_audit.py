@@ -10,6 +10,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -18,10 +19,12 @@ from django.utils import timezone
 from django.utils.formats import date_format
 from django.utils.timezone import localtime
 
-from governance import audit, second_factor, services
-from governance.audit import ACTION_LABELS, action_label, audit_verification_run
+from governance import audit, events
+from governance.audit import audit_verification_run
 from governance.models import AuditEvent, AuditVerification
 from governance.views.audit import csv_cell, payload_summary
+from governance.vocabulary import AuditAction
+from governance.wording import action_label
 from portfolio.models import Fund
 from tests.factories import FundBuilder
 from tests.web import signed_in
@@ -109,17 +112,20 @@ def test_the_page_shows_times_in_almaty_actor_action_proposal_link_and_summary(c
     )
 
 
-def test_every_action_the_services_write_has_a_plain_words_label():
-    source = Path(services.__file__).read_text() + Path(second_factor.__file__).read_text()
-    written = set(
-        re.findall(
-            r'"((?:proposal|decision|execution|policy|role|price|contribution|second_factor)'
-            r'\.[a-z_]+)"',
-            source,
-        )
-    )
+def test_every_audit_action_has_one_writer_and_a_plain_words_label():
+    product = Path(settings.BASE_DIR)
+    writers = Path(events.__file__).read_text()
+    written = re.findall(r"action=Action\.([A-Z_]+)", writers)
+    other_writers = [
+        path
+        for app in ("alem", "governance", "portfolio")
+        for path in (product / app).rglob("*.py")
+        if "audit_record(" in path.read_text() and path.name not in ("audit.py", "events.py")
+    ]
 
-    assert written == set(ACTION_LABELS)
+    assert sorted(written) == sorted(AuditAction.names)  # each action once, and no other
+    assert other_writers == []
+    assert all(str(label) and str(label) != value for value, label in AuditAction.choices)
     assert action_label("decision.recorded") == "Decision recorded"
     assert action_label("something.new") == "something.new"
 

@@ -10,7 +10,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 
 from governance.models import AuditEvent, Proposal, ProposalState
-from governance.refusals import REFUSALS
+from governance.vocabulary import REFUSALS
 from governance.web_forms import ProposalForm, add_service_errors
 from tests.factories import FundBuilder
 from tests.web import signed_in

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from governance import services
 from governance.models import AuditEvent, Decision, Execution, Proposal, ProposalState
-from governance.refusals import REFUSALS
+from governance.vocabulary import REFUSALS
 from portfolio.models import FundRole, LedgerEntry, Price
 from tests.factories import FundBuilder, PriceFactory, otp_code, otp_device
 from tests.web import signed_in

@@ -1,0 +1,45 @@
+"""Every write of the governance app: one function per use case, one transaction each.
+
+Each service locks what it changes (``_locks``, in one fixed order), asks
+``governance.permissions`` whether the actor may act and raises the refusal it returns, checks
+the state against the transition table in ``governance.policies``, writes its audit event
+through ``governance.events`` in the same transaction and saves with ``update_fields``.
+Refusals of consequence are written to the audit log before the error is raised, so the record
+of the attempt survives the refusal.
+
+Callers import from here (``from governance import services``); the modules split the
+services by domain.
+"""
+
+from governance.services.contributions import contribution_record
+from governance.services.decisions import decision_record
+from governance.services.executions import execution_record, proposal_close
+from governance.services.policies import policy_draft, policy_publish
+from governance.services.prices import price_enter_manual
+from governance.services.proposals import (
+    EDITABLE_FIELDS,
+    proposal_create,
+    proposal_submit,
+    proposal_update,
+    proposal_withdraw,
+    proposals_expire_due,
+)
+from governance.services.roles import role_grant, role_revoke
+
+__all__ = [
+    "EDITABLE_FIELDS",
+    "contribution_record",
+    "decision_record",
+    "execution_record",
+    "policy_draft",
+    "policy_publish",
+    "price_enter_manual",
+    "proposal_close",
+    "proposal_create",
+    "proposal_submit",
+    "proposal_update",
+    "proposal_withdraw",
+    "proposals_expire_due",
+    "role_grant",
+    "role_revoke",
+]

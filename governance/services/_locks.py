@@ -1,0 +1,36 @@
+"""Row locks of the governance services, taken in one fixed order.
+
+Every transaction that locks more than one row takes them in this order, so two of them can
+never wait on each other in a cycle:
+
+1. the proposal (``lock_proposal``), when the change is about one proposal;
+2. the fund (``lock_fund``): policy versions, role grants and the cash that compliance counts;
+3. the audit chain head, taken last by ``governance.audit.audit_record`` when the event is
+   written.
+
+Both locks here are ``FOR NO KEY UPDATE``, never a full ``FOR UPDATE``: audit events and
+decisions reference these rows, and their inserts take a key-share lock on them while holding
+the audit chain lock, so a full lock here would deadlock against them. SQLite has no row locks;
+there a transaction serialises on the database itself.
+"""
+
+from governance.models import Proposal
+from portfolio.models import Fund
+
+
+def lock_proposal(proposal_id: int) -> Proposal:
+    """Lock the proposal row (rule 12), then read it with its relations.
+
+    Two statements on purpose: after waiting for a lock PostgreSQL re-reads only the locked row,
+    so rows joined in the locking statement could be stale (a current stage that just moved
+    would come back empty).
+    """
+    Proposal.objects.select_for_update(no_key=True).only("pk").get(pk=proposal_id)
+    return Proposal.objects.select_related(
+        "fund", "asset", "funding_source", "policy", "current_stage"
+    ).get(pk=proposal_id)
+
+
+def lock_fund(fund: Fund) -> None:
+    """Serialise the writers of one fund's policies, roles and cash commitments."""
+    Fund.objects.select_for_update(no_key=True).only("pk").get(pk=fund.pk)
