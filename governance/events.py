@@ -43,78 +43,71 @@ def _refusal_json(refusal: GovernanceError) -> dict:
     return {"code": refusal.code, "detail": refusal.detail}
 
 
+def _write(action: Action, *, actor=None, fund=None, proposal=None, **payload) -> AuditEvent:
+    return audit_record(action=action, actor=actor, fund=fund, proposal=proposal, payload=payload)
+
+
+def _on_version(action: Action, *, actor, proposal: Proposal, **payload) -> AuditEvent:
+    """An event about the proposal's current version."""
+    return _write(action, actor=actor, proposal=proposal, version=proposal.version, **payload)
+
+
 # ---------------------------------------------------------------------------------------------
 # Roles, policies, prices, contributions
 # ---------------------------------------------------------------------------------------------
 
 
 def role_granted_event(*, actor, fund, user, role: str) -> AuditEvent:
-    return audit_record(
-        action=Action.ROLE_GRANTED,
-        actor=actor,
-        fund=fund,
-        payload={"user": user.username, "user_id": user.pk, "role": role},
-    )
+    grant = {"user": user.username, "user_id": user.pk, "role": role}
+    return _write(Action.ROLE_GRANTED, actor=actor, fund=fund, **grant)
 
 
 def role_revoked_event(*, actor, fund, user, role: str) -> AuditEvent:
-    return audit_record(
-        action=Action.ROLE_REVOKED,
-        actor=actor,
-        fund=fund,
-        payload={"user": user.username, "user_id": user.pk, "role": role},
-    )
+    grant = {"user": user.username, "user_id": user.pk, "role": role}
+    return _write(Action.ROLE_REVOKED, actor=actor, fund=fund, **grant)
 
 
 def policy_drafted_event(*, actor, policy, stages: Iterable) -> AuditEvent:
-    return audit_record(
-        action=Action.POLICY_DRAFTED,
-        actor=actor,
-        fund=policy.fund,
-        payload={"version": policy.version, "note": policy.note, "stages": stages_json(stages)},
-    )
+    described = {"version": policy.version, "note": policy.note, "stages": stages_json(stages)}
+    return _write(Action.POLICY_DRAFTED, actor=actor, fund=policy.fund, **described)
 
 
 def policy_published_event(*, actor, policy) -> AuditEvent:
-    return audit_record(
-        action=Action.POLICY_PUBLISHED,
+    stages = stages_json(policy.stages.all())
+    return _write(
+        Action.POLICY_PUBLISHED,
         actor=actor,
         fund=policy.fund,
-        payload={
-            "version": policy.version,
-            "drafted_by": policy.drafted_by_id,
-            "stages": stages_json(policy.stages.all()),
-        },
+        version=policy.version,
+        drafted_by=policy.drafted_by_id,
+        stages=stages,
     )
 
 
 def price_entered_manually_event(*, actor, price) -> AuditEvent:
-    return audit_record(
-        action=Action.PRICE_ENTERED_MANUALLY,
+    observed_at = price.observed_at.isoformat()
+    return _write(
+        Action.PRICE_ENTERED_MANUALLY,
         actor=actor,
-        payload={
-            "price": price.pk,
-            "asset": price.asset.symbol,
-            "price_usd": str(price.price),
-            "observed_at": price.observed_at.isoformat(),
-        },
+        price=price.pk,
+        asset=price.asset.symbol,
+        price_usd=str(price.price),
+        observed_at=observed_at,
     )
 
 
 def contribution_recorded_event(*, actor, entry, memo: str) -> AuditEvent:
     """``entry`` is the ledger entry just booked, with the values it was booked with."""
-    return audit_record(
-        action=Action.CONTRIBUTION_RECORDED,
+    return _write(
+        Action.CONTRIBUTION_RECORDED,
         actor=actor,
         fund=entry.fund,
-        payload={
-            "ledger_entry": entry.pk,
-            "asset": entry.asset.symbol if entry.asset else "USD",
-            "quantity": str(entry.quantity),
-            "value_usd": str(entry.value_usd),
-            "funding_source": entry.funding_source.name,
-            "memo": memo,
-        },
+        ledger_entry=entry.pk,
+        asset=entry.asset.symbol if entry.asset else "USD",
+        quantity=str(entry.quantity),
+        value_usd=str(entry.value_usd),
+        funding_source=entry.funding_source.name,
+        memo=memo,
     )
 
 
@@ -124,136 +117,93 @@ def contribution_recorded_event(*, actor, entry, memo: str) -> AuditEvent:
 
 
 def proposal_created_event(*, actor, proposal: Proposal) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_CREATED,
-        actor=actor,
-        proposal=proposal,
-        payload={"version": proposal.version, **proposal_terms_json(proposal)},
-    )
+    terms = proposal_terms_json(proposal)
+    return _on_version(Action.PROPOSAL_CREATED, actor=actor, proposal=proposal, **terms)
 
 
 def proposal_updated_event(*, actor, proposal: Proposal, changes: dict) -> AuditEvent:
     """``changes`` maps each changed term to ``{"from": …, "to": …}``."""
-    return audit_record(
-        action=Action.PROPOSAL_UPDATED,
-        actor=actor,
-        proposal=proposal,
-        payload={"version": proposal.version, "changes": changes},
-    )
+    return _on_version(Action.PROPOSAL_UPDATED, actor=actor, proposal=proposal, changes=changes)
 
 
 def proposal_submitted_event(
     *, actor, proposal: Proposal, stages: Iterable[PolicyStage], compliance_outcome: str
 ) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_SUBMITTED,
+    return _on_version(
+        Action.PROPOSAL_SUBMITTED,
         actor=actor,
         proposal=proposal,
-        payload={
-            "version": proposal.version,
-            "policy_version": proposal.policy.version,
-            "stages": stages_json(stages),
-            "compliance": compliance_outcome,
-            "terms": proposal_terms_json(proposal),
-        },
+        policy_version=proposal.policy.version,
+        stages=stages_json(stages),
+        compliance=compliance_outcome,
+        terms=proposal_terms_json(proposal),
     )
 
 
 def proposal_submit_refused_event(
     *, actor, proposal: Proposal, refusal: GovernanceError, compliance: dict
 ) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_SUBMIT_REFUSED,
-        actor=actor,
-        proposal=proposal,
-        payload={**_refusal_json(refusal), "compliance": compliance},
-    )
+    refused = {**_refusal_json(refusal), "compliance": compliance}
+    return _write(Action.PROPOSAL_SUBMIT_REFUSED, actor=actor, proposal=proposal, **refused)
 
 
 def proposal_withdrawn_event(
     *, actor, proposal: Proposal, from_state: str, reason: str
 ) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_WITHDRAWN,
-        actor=actor,
-        proposal=proposal,
-        payload={"version": proposal.version, "from_state": from_state, "reason": reason},
-    )
+    why = {"from_state": from_state, "reason": reason}
+    return _on_version(Action.PROPOSAL_WITHDRAWN, actor=actor, proposal=proposal, **why)
 
 
 def decision_recorded_event(*, decision: Decision) -> AuditEvent:
-    proposal = decision.proposal
-    return audit_record(
-        action=Action.DECISION_RECORDED,
+    return _on_version(
+        Action.DECISION_RECORDED,
         actor=decision.user,
-        proposal=proposal,
-        payload={
-            "decision": decision.pk,
-            "version": decision.proposal_version,
-            "stage": decision.stage.order,
-            "verdict": decision.verdict,
-            "comment": decision.comment,
-            "confirmed_by_device": decision.confirmed_by_device,
-        },
+        proposal=decision.proposal,
+        decision=decision.pk,
+        stage=decision.stage.order,
+        verdict=decision.verdict,
+        comment=decision.comment,
+        confirmed_by_device=decision.confirmed_by_device,
     )
 
 
 def decision_refused_event(
     *, actor, proposal: Proposal, verdict: str, refusal: GovernanceError
 ) -> AuditEvent:
-    return audit_record(
-        action=Action.DECISION_REFUSED,
-        actor=actor,
-        proposal=proposal,
-        payload={"version": proposal.version, "verdict": verdict, **_refusal_json(refusal)},
-    )
+    refused = {"verdict": verdict, **_refusal_json(refusal)}
+    return _on_version(Action.DECISION_REFUSED, actor=actor, proposal=proposal, **refused)
 
 
 def proposal_stage_completed_event(
     *, actor, proposal: Proposal, stage: PolicyStage, next_stage: PolicyStage
 ) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_STAGE_COMPLETED,
-        actor=actor,
-        proposal=proposal,
-        payload={"version": proposal.version, "stage": stage.order, "next_stage": next_stage.order},
-    )
+    stages = {"stage": stage.order, "next_stage": next_stage.order}
+    return _on_version(Action.PROPOSAL_STAGE_COMPLETED, actor=actor, proposal=proposal, **stages)
 
 
 def proposal_approved_event(
     *, actor, proposal: Proposal, stage: PolicyStage, compliance_outcome: str
 ) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_APPROVED,
+    expires = proposal.approval_expires_at.isoformat()
+    return _on_version(
+        Action.PROPOSAL_APPROVED,
         actor=actor,
         proposal=proposal,
-        payload={
-            "version": proposal.version,
-            "stage": stage.order,
-            "approval_expires_at": proposal.approval_expires_at.isoformat(),
-            "compliance": compliance_outcome,
-        },
+        stage=stage.order,
+        approval_expires_at=expires,
+        compliance=compliance_outcome,
     )
 
 
 def proposal_rejected_event(*, actor, proposal: Proposal, stage: PolicyStage) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_REJECTED,
-        actor=actor,
-        proposal=proposal,
-        payload={"version": proposal.version, "stage": stage.order},
-    )
+    return _on_version(Action.PROPOSAL_REJECTED, actor=actor, proposal=proposal, stage=stage.order)
 
 
 def proposal_changes_requested_event(
     *, actor, proposal: Proposal, stage: PolicyStage
 ) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_CHANGES_REQUESTED,
-        actor=actor,
-        proposal=proposal,
-        payload={"version": proposal.version, "stage": stage.order},
-    )
+    action = Action.PROPOSAL_CHANGES_REQUESTED
+    return _on_version(action, actor=actor, proposal=proposal, stage=stage.order)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,22 +213,20 @@ def proposal_changes_requested_event(
 
 def execution_recorded_event(*, execution: Execution) -> AuditEvent:
     proposal = execution.proposal
-    return audit_record(
-        action=Action.EXECUTION_RECORDED,
+    return _write(
+        Action.EXECUTION_RECORDED,
         actor=execution.recorded_by,
         proposal=proposal,
-        payload={
-            "execution": execution.pk,
-            "external_ref": execution.external_ref,
-            "venue": execution.venue,
-            "quantity": str(execution.quantity),
-            "price_usd": str(execution.price_usd),
-            "fee_usd": str(execution.fee_usd),
-            "cost_usd": str(execution.cost_usd),
-            "executed_at": execution.executed_at.isoformat(),
-            "executed_notional_usd": str(proposal.executed_notional_usd),
-            "confirmed_by_device": execution.confirmed_by_device,
-        },
+        execution=execution.pk,
+        external_ref=execution.external_ref,
+        venue=execution.venue,
+        quantity=str(execution.quantity),
+        price_usd=str(execution.price_usd),
+        fee_usd=str(execution.fee_usd),
+        cost_usd=str(execution.cost_usd),
+        executed_at=execution.executed_at.isoformat(),
+        executed_notional_usd=str(proposal.executed_notional_usd),
+        confirmed_by_device=execution.confirmed_by_device,
     )
 
 
@@ -286,48 +234,29 @@ def execution_refused_event(
     *, actor, proposal: Proposal, refusal: GovernanceError, fill: dict
 ) -> AuditEvent:
     """``fill`` is what was attempted: external reference, quantity, price and fee."""
-    return audit_record(
-        action=Action.EXECUTION_REFUSED,
-        actor=actor,
-        proposal=proposal,
-        payload={
-            **_refusal_json(refusal),
-            "external_ref": fill["external_ref"],
-            "quantity": str(fill["quantity"]),
-            "price_usd": str(fill["price_usd"]),
-            "fee_usd": str(fill["fee_usd"]),
-        },
-    )
+    attempted = {name: str(fill[name]) for name in ("quantity", "price_usd", "fee_usd")}
+    attempted["external_ref"] = fill["external_ref"]
+    refused = {**_refusal_json(refusal), **attempted}
+    return _write(Action.EXECUTION_REFUSED, actor=actor, proposal=proposal, **refused)
 
 
 def proposal_executed_event(*, actor, proposal: Proposal, reason: str) -> AuditEvent:
-    return audit_record(
-        action=Action.PROPOSAL_EXECUTED,
-        actor=actor,
-        proposal=proposal,
-        payload={
-            "executed_notional_usd": str(proposal.executed_notional_usd),
-            "unspent_usd": str(proposal.remaining_usd),
-            "reason": reason,
-        },
-    )
+    spent = {
+        "executed_notional_usd": str(proposal.executed_notional_usd),
+        "unspent_usd": str(proposal.remaining_usd),
+    }
+    return _write(Action.PROPOSAL_EXECUTED, actor=actor, proposal=proposal, reason=reason, **spent)
 
 
 def proposal_expired_event(*, proposal: Proposal) -> AuditEvent:
     """Written by the system (no actor) when the execution window passes."""
-    return audit_record(
-        action=Action.PROPOSAL_EXPIRED,
-        proposal=proposal,
-        payload={
-            "approval_expires_at": proposal.approval_expires_at.isoformat(),
-            "executed_notional_usd": str(proposal.executed_notional_usd),
-        },
-    )
+    window = {
+        "approval_expires_at": proposal.approval_expires_at.isoformat(),
+        "executed_notional_usd": str(proposal.executed_notional_usd),
+    }
+    return _write(Action.PROPOSAL_EXPIRED, proposal=proposal, **window)
 
 
 def second_factor_enrolled_event(*, device) -> AuditEvent:
-    return audit_record(
-        action=Action.SECOND_FACTOR_ENROLLED,
-        actor=device.user,
-        payload={"device": device.persistent_id, "name": device.name},
-    )
+    enrolled = {"device": device.persistent_id, "name": device.name}
+    return _write(Action.SECOND_FACTOR_ENROLLED, actor=device.user, **enrolled)
