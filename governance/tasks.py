@@ -1,7 +1,7 @@
 """Celery tasks of the governance app: thin wrappers over ``governance.services`` and
 ``governance.notifications``.
 
-Schedules are declared in ``alem.schedules``. The e-mail tasks retry only the recipients the
+Schedules are declared in ``governance.schedules``. The e-mail tasks retry only the recipients the
 mail server refused, so a retry never repeats an e-mail that was delivered.
 """
 

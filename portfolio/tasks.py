@@ -1,6 +1,6 @@
 """Celery tasks of the portfolio app: thin wrappers over ``portfolio.prices.fetching``.
 
-Schedules are declared in ``alem.schedules``. HTTP retries with backoff happen in
+Schedules are declared in ``portfolio.schedules``. HTTP retries with backoff happen in
 the provider clients, so a task never waits on a countdown; the next scheduled run is the
 retry of a failed one. An overlapping run of the same provider does nothing (the running
 ``PriceFetch`` row is the lock).

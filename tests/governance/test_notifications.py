@@ -13,10 +13,10 @@ from django.utils import timezone, translation
 from django_celery_beat.models import CrontabSchedule, PeriodicTask
 
 from alem.celery import app
-from alem.schedules import SCHEDULES, schedules_install
 from governance import notifications, services, tasks
 from governance.models import Proposal
 from governance.preferences import language_of, language_preference_set
+from governance.schedules import SCHEDULES, schedules_install
 from portfolio.models import FundRole
 from tests.factories import UserFactory
 

@@ -33,7 +33,7 @@ WAIT_SECONDS = 90
 SEED = """
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 from portfolio.models import Asset
-from alem.schedules import schedules_install
+from governance.schedules import schedules_install
 
 Asset.objects.create(symbol="BNB", name="BNB", binance_symbol="BNBUSDT", coingecko_id="binancecoin")
 Asset.objects.create(symbol="KZTE", name="Tenge stablecoin", peg_currency="KZT")

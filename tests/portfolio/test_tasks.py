@@ -14,7 +14,7 @@ from django.utils import timezone
 from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from alem.celery import app
-from alem.schedules import SCHEDULES, schedules_install
+from governance.schedules import SCHEDULES, schedules_install
 from portfolio.models import Price, PriceFetch
 from portfolio.tasks import prices_fetch
 from tests.factories import AssetFactory

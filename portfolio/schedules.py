@@ -1,13 +1,13 @@
-"""Every periodic task, declared once here and installed into django-celery-beat's tables, where
-administrators can change intervals or switch them off (Django admin, "Periodic tasks").
+"""Periodic tasks: each app declares its own in code (``portfolio.schedules.SCHEDULES``, and
+``governance.schedules.SCHEDULES``, which adds governance's to these), and
+``manage.py install_schedules`` puts them into django-celery-beat's tables, where administrators
+can change intervals or switch them off (Django admin, "Periodic tasks").
 
 A schedule runs ``every`` some interval, or once a day ``daily_at`` a time of day in
-``TIME_ZONE`` (Asia/Almaty), as a crontab schedule.
+``TIME_ZONE`` (Asia/Almaty), as a crontab schedule. Tasks are named, not imported.
 
-Tasks are named, not imported, so this list may name both apps' tasks.
-
-``manage.py install_schedules`` adds the missing ones and leaves existing ones as the
-administrators set them (``--reset`` puts them back to these values).
+``install_schedules`` adds the missing ones and leaves existing ones as the administrators set
+them (``--reset`` puts them back to their declared values).
 """
 
 import datetime as dt
@@ -35,35 +35,30 @@ class Schedule:
             raise ValueError(f"Schedule {self.name!r} needs exactly one of every and daily_at.")
 
 
-SCHEDULES = (
-    Schedule(
+# The latest-price fetch of each provider: (schedule name, interval, what it fetches).
+_PRICE_FETCHES = {
+    MarketDataProvider.BINANCE: (
         "Fetch prices from Binance",
-        "portfolio.tasks.prices_fetch",
         dt.timedelta(minutes=1),
-        (MarketDataProvider.BINANCE.value,),
         "Latest prices of every asset with a Binance symbol, in one request.",
     ),
-    Schedule(
+    MarketDataProvider.COINGECKO: (
         "Fetch prices from CoinGecko",
-        "portfolio.tasks.prices_fetch",
         dt.timedelta(minutes=2),
-        (MarketDataProvider.COINGECKO.value,),
         "Latest prices of every asset with a CoinGecko id, in one request "
         "(every two minutes: the public API allows few calls).",
     ),
-    Schedule(
+    MarketDataProvider.NBK: (
         "Fetch the official USD/KZT rate",
-        "portfolio.tasks.prices_fetch",
         dt.timedelta(hours=1),
-        (MarketDataProvider.NBK.value,),
         "Today's National Bank of Kazakhstan rate, and the prices of tenge-pegged assets.",
     ),
-    Schedule(
-        "Expire approvals past their execution window",
-        "governance.tasks.proposals_expire",
-        dt.timedelta(minutes=5),
-        (),
-        "Approved proposals not fully executed within the fund's execution window expire.",
+}
+
+SCHEDULES = (
+    *(
+        Schedule(name, "portfolio.tasks.prices_fetch", every, (provider.value,), description)
+        for provider, (name, every, description) in _PRICE_FETCHES.items()
     ),
     Schedule(
         "Take NAV snapshots",
@@ -72,23 +67,6 @@ SCHEDULES = (
         (),
         "Every fund's NAV today (updated through the day) and, after midnight Almaty time, the "
         "final NAV of the day before.",
-    ),
-    Schedule(
-        "E-mail the daily digest of what waits",
-        "governance.tasks.decision_digest_send",
-        None,
-        (),
-        "To each person, the proposals waiting for their decision and, for treasury operators, "
-        "the approved proposals waiting for fills. Nobody with nothing waiting gets an e-mail.",
-        daily_at=dt.time(8, 0),
-    ),
-    Schedule(
-        "Verify the audit chain",
-        "governance.tasks.audit_chain_verify",
-        dt.timedelta(hours=1),
-        (),
-        "Recompute every audit event's hash from the first to the last; the auditors' page "
-        "shows the latest result, and a broken chain is logged as an error.",
     ),
 )
 
@@ -117,7 +95,7 @@ def _interval(every: dt.timedelta) -> IntervalSchedule:
 
 @transaction.atomic
 def schedules_install(
-    *, schedules: tuple[Schedule, ...] = SCHEDULES, reset: bool = False
+    *, schedules: tuple[Schedule, ...], reset: bool = False
 ) -> list[tuple[str, str]]:
     """Create the periodic tasks that do not exist yet; with ``reset``, also put existing ones
     back to their declared task, arguments, interval or time of day and enabled state. Returns

@@ -1,14 +1,15 @@
-"""``manage.py install_schedules``: put the periodic fetches declared in code into
-django-celery-beat's tables, where the admin can edit them."""
+"""``manage.py install_schedules``: put the periodic tasks both apps declare in code into
+django-celery-beat's tables, where the admin can edit them. It lives in governance, the app
+that may import both apps' schedules."""
 
 from django.core.management.base import BaseCommand
 
-from alem.schedules import schedules_install
+from governance.schedules import schedules_install
 
 
 class Command(BaseCommand):
     help = (
-        "Install the periodic price fetches into the beat database. Existing schedules keep "
+        "Install the periodic tasks into the beat database. Existing schedules keep "
         "the interval an administrator gave them unless --reset."
     )
 

@@ -1,0 +1,42 @@
+"""Governance's periodic tasks, after portfolio's: everything ``install_schedules`` installs.
+
+See ``portfolio.schedules`` for how a schedule is declared and installed.
+"""
+
+import datetime as dt
+
+from portfolio import schedules as portfolio_schedules
+from portfolio.schedules import Schedule
+
+SCHEDULES = (
+    *portfolio_schedules.SCHEDULES,
+    Schedule(
+        "Expire approvals past their execution window",
+        "governance.tasks.proposals_expire",
+        dt.timedelta(minutes=5),
+        (),
+        "Approved proposals not fully executed within the fund's execution window expire.",
+    ),
+    Schedule(
+        "E-mail the daily digest of what waits",
+        "governance.tasks.decision_digest_send",
+        None,
+        (),
+        "To each person, the proposals waiting for their decision and, for treasury operators, "
+        "the approved proposals waiting for fills. Nobody with nothing waiting gets an e-mail.",
+        daily_at=dt.time(8, 0),
+    ),
+    Schedule(
+        "Verify the audit chain",
+        "governance.tasks.audit_chain_verify",
+        dt.timedelta(hours=1),
+        (),
+        "Recompute every audit event's hash from the first to the last; the auditors' page "
+        "shows the latest result, and a broken chain is logged as an error.",
+    ),
+)
+
+
+def schedules_install(*, reset: bool = False) -> list[tuple[str, str]]:
+    """Install every declared schedule (``portfolio.schedules.schedules_install``)."""
+    return portfolio_schedules.schedules_install(schedules=SCHEDULES, reset=reset)
