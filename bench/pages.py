@@ -33,7 +33,8 @@ def build(count: int):
     from django.utils import timezone
 
     from governance import services
-    from portfolio.services import DailyClose, nav_snapshot_take, price_history_import
+    from portfolio.prices.services import DailyClose, price_history_import
+    from portfolio.services import nav_snapshot_take
     from tests.factories import FundBuilder, otp_code
 
     alem = FundBuilder.alem_like()

@@ -20,7 +20,7 @@ from django.utils.translation import gettext_lazy as _
 from portfolio.api.fields import decimal_string
 from portfolio.models import Asset, Fund, FundingSource, FxRate, LedgerEntry, NavSnapshot, Price
 
-# Market-data fetches and failures register their own read-only admin on import (issue 3).
+# Market-data fetches and failures register their own read-only admin on import.
 from portfolio.prices import admin as prices_admin  # noqa: F401
 from portfolio.selectors import fund_valuation
 

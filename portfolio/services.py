@@ -1,18 +1,13 @@
 """Writes to the books. Governance decides whether a write may happen; these only book it."""
 
-import csv
 import datetime as dt
-from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
-from pathlib import Path
+from decimal import Decimal
 
-from django.db import transaction
 from django.utils import timezone
 
 from portfolio import selectors
 from portfolio.calculations import decimal_string
-from portfolio.exceptions import PriceImportError
-from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, NavSnapshot, Price
+from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, NavSnapshot
 
 
 def ledger_entry_book(
@@ -45,66 +40,6 @@ def ledger_entry_book(
         booked_at=booked_at or timezone.now(),
         booked_by=booked_by,
     )
-
-
-@dataclass(frozen=True)
-class DailyClose:
-    day: dt.date
-    close: Decimal
-
-
-def parse_daily_closes(path: Path) -> list[DailyClose]:
-    """Read a Yahoo-style daily CSV by header name (``Date`` or ``date``, and ``Close``).
-
-    Raises ``PriceImportError`` naming the line of the first bad row; a file is all or nothing.
-    """
-    try:
-        handle = path.open(newline="", encoding="utf-8")
-    except OSError as exc:
-        raise PriceImportError(f"Cannot open {path}: {exc.strerror}.") from exc
-    with handle:
-        reader = csv.DictReader(handle)
-        headers = {name.strip().lower(): name for name in reader.fieldnames or []}
-        if "date" not in headers or "close" not in headers:
-            raise PriceImportError(f"{path.name}: the header needs Date and Close columns.")
-        closes = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                day = dt.date.fromisoformat(row[headers["date"]].strip()[:10])
-                close = Decimal(row[headers["close"]].strip())
-            except (ValueError, InvalidOperation, AttributeError) as exc:
-                raise PriceImportError(f"{path.name}, line {line}: unreadable row.") from exc
-            if not close.is_finite() or close <= 0:
-                raise PriceImportError(f"{path.name}, line {line}: the close must be positive.")
-            closes.append(DailyClose(day, close))
-    return closes
-
-
-def price_history_import(
-    *, asset: Asset, closes: list[DailyClose], source: str = Price.Source.YAHOO
-) -> int:
-    """Store daily closes as prices observed at 23:59:59 UTC of each day; returns rows added.
-
-    Idempotent: days already stored for this asset and source are left as they are.
-    """
-    from portfolio.fields import PriceField
-
-    places = PriceField().decimal_places
-    quantum = Decimal(1).scaleb(-places)
-    rows = [
-        Price(
-            asset=asset,
-            source=source,
-            quote_currency="USD",
-            price=close.close.quantize(quantum),
-            observed_at=dt.datetime.combine(close.day, dt.time(23, 59, 59), tzinfo=dt.UTC),
-        )
-        for close in closes
-    ]
-    with transaction.atomic():
-        before = Price.objects.filter(asset=asset, source=source).count()
-        Price.objects.bulk_create(rows, batch_size=1000, ignore_conflicts=True)
-        return Price.objects.filter(asset=asset, source=source).count() - before
 
 
 def end_of_day(day: dt.date) -> dt.datetime:

@@ -1,4 +1,4 @@
-"""Celery tasks of the portfolio app: thin wrappers over ``portfolio.prices.fetching``.
+"""Celery tasks of the portfolio app: thin wrappers over ``portfolio.prices.services``.
 
 Schedules are declared in ``portfolio.schedules``. HTTP retries with backoff happen in
 the provider clients, so a task never waits on a countdown; the next scheduled run is the
@@ -10,7 +10,7 @@ import logging
 
 from celery import shared_task
 
-from portfolio.prices import fetching
+from portfolio.prices import services as price_services
 from portfolio.services import nav_snapshots_take_due
 
 logger = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def prices_fetch(provider: str) -> dict:
     """Fetch and store the latest prices of one provider (``binance``, ``coingecko``,
     ``nbk``)."""
-    report = fetching.prices_fetch_latest(provider=provider)
+    report = price_services.prices_fetch_latest(provider=provider)
     logger.info(
         "prices_fetch %s: %s, %d stored, %d failure(s) %s",
         provider,

@@ -8,7 +8,7 @@ from django.db import transaction
 from governance import events
 from governance.exceptions import NotPermitted
 from portfolio.models import Asset, Price
-from portfolio.prices.fetching import price_record_manual
+from portfolio.prices.services import price_record_manual
 
 
 def price_enter_manual(

@@ -60,7 +60,7 @@ class FundSerializer(serializers.ModelSerializer):
 
 
 # ---------------------------------------------------------------------------------------------
-# Positions and NAV (issue 4): every amount through ExactDecimalField, so "25000000", not
+# Positions and NAV: every amount through ExactDecimalField, so "25000000", not
 # "25000000.0000000000000000000000000000", and never rounded
 # ---------------------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Executions of approved proposals (DESIGN rule 10, issue 4 items 1, 4 and 5), service level.
+"""Executions of approved proposals (rule 10), service level.
 
 Every refusal checks that nothing was booked: no execution row, no ledger entry, holdings, cash
 and the proposal's state and executed notional as they were, and exactly one audit event, the
@@ -759,7 +759,7 @@ def test_proposal_close_refuses_a_proposal_that_is_not_approved(alem):
 
 
 # ---------------------------------------------------------------------------------------------
-# Expiry (rule 9, issue 4 item 4)
+# Expiry (rule 9)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -839,7 +839,7 @@ def test_the_expiry_task_expires_due_proposals(alem, proposal):
 
 
 # ---------------------------------------------------------------------------------------------
-# Compliance counts what fills bought and what approvals still reserve (issue 4 item 5)
+# Compliance counts what fills bought and what approvals still reserve
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Step-up (issue 5 §1): every decision and execution needs a fresh code from the actor's
+"""Step-up: every decision and execution needs a fresh code from the actor's
 enrolled TOTP device, and records which device confirmed it. Service level and API.
 
 The rules of the workflow are checked before the code, so a refusal on a rule never consumes a

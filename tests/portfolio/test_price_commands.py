@@ -169,13 +169,13 @@ def test_import_prices_refuses_an_unknown_asset(tmp_path):
     assert Price.objects.count() == 0
 
 
-def test_install_schedules_reports_what_it_did():
+def test_install_schedules_reports_what_it_did_portfolios_schedules_first():
     assert run("install_schedules").splitlines() == [
         "Fetch prices from Binance: created",
         "Fetch prices from CoinGecko: created",
         "Fetch the official USD/KZT rate: created",
-        "Expire approvals past their execution window: created",
         "Take NAV snapshots: created",
+        "Expire approvals past their execution window: created",
         "E-mail the daily digest of what waits: created",
         "Verify the audit chain: created",
     ]

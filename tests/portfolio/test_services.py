@@ -9,12 +9,8 @@ from django.db import IntegrityError, transaction
 
 from portfolio.exceptions import PriceImportError
 from portfolio.models import LedgerEntry, Price
-from portfolio.services import (
-    DailyClose,
-    ledger_entry_book,
-    parse_daily_closes,
-    price_history_import,
-)
+from portfolio.prices.services import DailyClose, parse_daily_closes, price_history_import
+from portfolio.services import ledger_entry_book
 from tests.factories import AssetFactory, FundFactory, FundingSourceFactory
 
 D = Decimal

@@ -25,12 +25,8 @@ from governance.selectors import policy_in_force
 from governance.services import contribution_record, policy_draft, policy_publish, role_grant
 from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry
 from portfolio.prices.selectors import consensus_for
-from portfolio.services import (
-    end_of_day,
-    nav_snapshot_take,
-    parse_daily_closes,
-    price_history_import,
-)
+from portfolio.prices.services import parse_daily_closes, price_history_import
+from portfolio.services import end_of_day, nav_snapshot_take
 
 OTP_FILE_NAME = "demo-otp.txt"
 PRICE_DIR = Path(__file__).resolve().parents[3] / "portfolio" / "data" / "prices"

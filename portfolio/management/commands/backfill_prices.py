@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from portfolio.management.commands.fetch_prices import describe
 from portfolio.models import MarketDataProvider, PriceFetch
-from portfolio.prices import fetching
+from portfolio.prices import services as price_services
 
 
 class ProgressBar:
@@ -59,7 +59,7 @@ class Command(BaseCommand):
         for provider in options["provider"] or MarketDataProvider.values:
             bar = ProgressBar(self.stdout, provider)
             try:
-                report = fetching.prices_backfill(
+                report = price_services.prices_backfill(
                     provider=provider,
                     days=options["days"],
                     symbols=options["asset"],

@@ -3,7 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from portfolio.models import MarketDataProvider, PriceFetch
-from portfolio.prices import fetching
+from portfolio.prices import services as price_services
 
 
 class Command(BaseCommand):
@@ -21,7 +21,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options):
-        reports = fetching.prices_fetch_all(providers=options["provider"])
+        reports = price_services.prices_fetch_all(providers=options["provider"])
         for report in reports:
             self.stdout.write(describe(report))
         answered = {PriceFetch.Outcome.OK, PriceFetch.Outcome.PARTIAL}
@@ -29,7 +29,7 @@ class Command(BaseCommand):
             raise CommandError("No provider answered.")
 
 
-def describe(report: fetching.FetchReport) -> str:
+def describe(report: price_services.FetchReport) -> str:
     """A few lines on one fetch: outcome, prices returned, failures with their reasons."""
     plural = "" if report.requests == 1 else "s"
     lines = [

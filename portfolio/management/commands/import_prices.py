@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from portfolio.exceptions import PriceImportError
 from portfolio.models import Asset, Price
-from portfolio.services import parse_daily_closes, price_history_import
+from portfolio.prices.services import parse_daily_closes, price_history_import
 
 
 class Command(BaseCommand):

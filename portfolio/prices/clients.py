@@ -3,7 +3,7 @@ Kazakhstan. One batched request per provider per run where the API allows it.
 
 The clients only talk HTTP and parse (``portfolio.prices.parsing``); they never touch the
 database. Every way a request can fail ends in ``FetchError`` with a reason from
-``FetchFailure.Reason``; ``portfolio.prices.fetching`` records it.
+``FetchFailure.Reason``; ``portfolio.prices.services`` records it.
 
 Retries (``ProviderClient.get``): timeouts, connection errors and HTTP 5xx are retried with
 exponential backoff, up to ``ALEM_PRICE_HTTP_ATTEMPTS`` requests. HTTP 429 waits for its
@@ -22,8 +22,8 @@ import httpx
 from django.conf import settings
 from django.utils import timezone
 
-from portfolio.models import FetchFailure, MarketDataProvider
 from portfolio.prices import parsing
+from portfolio.prices.models import FetchFailure, MarketDataProvider
 from portfolio.prices.parsing import MalformedBody, snippet
 
 Reason = FetchFailure.Reason
@@ -74,9 +74,25 @@ class LatestQuotes:
 
 
 class ProviderClient:
-    """One provider's HTTP client with bounded retries. ``requests`` counts requests made."""
+    """One provider's HTTP client with bounded retries. ``requests`` counts requests made.
+
+    Each subclass says what it serves: ``official_rates`` (the National Bank's daily rates) or
+    market prices, with ``asset_key`` naming an asset the provider's way, ``latest`` for the
+    newest quotes and ``history`` for daily prices. The fetch services call these, never asking
+    which provider they hold.
+    """
 
     provider: str = ""
+    official_rates = False
+
+    @classmethod
+    def asset_key(cls, asset) -> str:
+        """The provider's id for ``asset`` ("" when the provider does not list it)."""
+        return ""
+
+    def history(self, key: str, *, start: dt.datetime, days: int) -> list["Observed"]:
+        """Daily prices of ``key`` from ``start`` (``days`` days ago) until now."""
+        raise NotImplementedError(f"{type(self).__name__} has no market history")
 
     def __init__(
         self,
@@ -256,6 +272,13 @@ class BinanceClient(ProviderClient):
             return
         result.prices[symbol] = Observed(prices[symbol], timezone.now())
 
+    @classmethod
+    def asset_key(cls, asset) -> str:
+        return asset.binance_symbol.strip().upper()
+
+    def history(self, key: str, *, start: dt.datetime, days: int) -> list[Observed]:
+        return self.daily_closes(key, start=start)
+
     def daily_closes(self, symbol: str, *, start: dt.datetime) -> list[Observed]:
         """Daily closes from ``GET /api/v3/klines?interval=1d`` since ``start``, in pages of
         1000, each observed at its candle's close time. Today's unfinished candle is left out."""
@@ -334,6 +357,13 @@ class CoinGeckoClient(ProviderClient):
             result.prices[coin_id] = Observed(quote.price, observed_at)
         return result
 
+    @classmethod
+    def asset_key(cls, asset) -> str:
+        return asset.coingecko_id.strip()
+
+    def history(self, key: str, *, start: dt.datetime, days: int) -> list[Observed]:
+        return self.daily_prices(key, days=days)
+
     def daily_prices(self, coin_id: str, *, days: int) -> list[Observed]:
         """``GET /api/v3/coins/{id}/market_chart?vs_currency=usd&days=N&interval=daily``."""
         response = self.get(
@@ -365,6 +395,7 @@ class NbkClient(ProviderClient):
     """The National Bank of Kazakhstan's daily official rates (tenge per unit)."""
 
     provider = MarketDataProvider.NBK
+    official_rates = True
 
     @property
     def url(self) -> str:

@@ -1,38 +1,39 @@
-"""Services that fetch market data and store it: prices, official rates and failures.
+"""Every write of market data: prices, official rates, fetch runs and their failures.
 
-Each fetch is one ``PriceFetch`` row. It is created ``running`` before the first request and
-holds the lock of its provider and kind (a unique constraint admits one running fetch), so an
-overlapping run does nothing. It is finished in one transaction with everything it stored and
-every failure, with the reason. Nothing that failed to parse is ever stored as a price.
+``prices_store`` is the one writer of ``Price`` rows, with one idempotency rule: an observation
+(asset, source, quote currency, time) is stored once, and storing it again adds nothing. The
+fetches, the backfills, the import of daily closes and manual entry all store through it.
+
+Each fetch is one ``PriceFetch`` row, run by one skeleton (``_fetch_run``). It is created
+``running`` before the first request and holds the lock of its provider and kind (a unique
+constraint admits one running fetch), so an overlapping run does nothing. It is finished in one
+transaction with everything it stored and every failure, with the reason. Nothing that failed to
+parse is ever stored as a price.
 
 A provider that answered 429 or 418 with Retry-After is paused: until then its fetches are
 recorded as ``skipped`` and make no request.
 """
 
+import csv
 import datetime as dt
 import logging
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from portfolio.exceptions import PriceImportError
 from portfolio.fields import PriceField
 from portfolio.models import Asset, FetchFailure, FxRate, MarketDataProvider, Price, PriceFetch
 from portfolio.prices import selectors
+from portfolio.prices.clients import CLIENTS, FetchError, NbkClient, ProviderClient, client_for
 from portfolio.prices.exceptions import ManualPriceInvalid
 from portfolio.prices.parsing import DIVISION_DIGITS
-from portfolio.prices.providers import (
-    BinanceClient,
-    CoinGeckoClient,
-    FetchError,
-    NbkClient,
-    ProviderClient,
-    client_for,
-)
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +113,12 @@ def storable_price(value: Decimal) -> Decimal | None:
     return stored
 
 
-def _store_prices(rows: list[Price]) -> int:
-    """Insert the prices not stored yet (same asset, source, quote currency and time); returns
-    how many were new. Safe to repeat."""
+def prices_store(rows: list[Price]) -> int:
+    """Store the observations not stored yet (same asset, source, quote currency and time);
+    returns how many were new. Safe to repeat, and to race: a concurrent writer's row wins.
+
+    The one writer of ``Price`` rows. Preconditions: each row's price fits the column
+    (``storable_price``). Runs in the caller's transaction when there is one."""
     groups = defaultdict(list)
     for row in rows:
         groups[(row.asset_id, row.source, row.quote_currency)].append(row)
@@ -199,7 +203,7 @@ def _finish(
     pauses = [now + dt.timedelta(seconds=f.pause_seconds) for f in failures if f.pause_seconds]
     paused_until = max(pauses) if pauses else None
     with transaction.atomic():
-        stored = stored_already + _store_prices(list(rows)) + _store_fx_rates(list(fx_rates))
+        stored = stored_already + prices_store(list(rows)) + _store_fx_rates(list(fx_rates))
         FetchFailure.objects.bulk_create(
             FetchFailure(
                 fetch=fetch,
@@ -281,10 +285,9 @@ def _listed_assets(provider: str, symbols: list[str] | None = None) -> dict[str,
         assets = assets.filter(symbol__in=[s.upper() for s in symbols])
     by_key = defaultdict(list)
     for asset in assets:
-        key = asset.binance_symbol if provider == MarketDataProvider.BINANCE else asset.coingecko_id
-        key = key.strip()
+        key = CLIENTS[provider].asset_key(asset)
         if key:
-            by_key[key.upper() if provider == MarketDataProvider.BINANCE else key].append(asset)
+            by_key[key].append(asset)
     return dict(by_key)
 
 
@@ -382,6 +385,65 @@ def _official_rates(client: NbkClient, day: dt.date, pegged: list[Asset], failur
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass
+class _Brought:
+    """What a fetch's work brought: rows to store when it finishes, or what it stored already."""
+
+    rows: list[Price] = field(default_factory=list)
+    fx_rates: list[FxRate] = field(default_factory=list)
+    stored: int = 0
+    priced: int = 0
+
+
+def _fetch_run(
+    provider: str,
+    kind: str,
+    *,
+    requested: list[str],
+    client: ProviderClient | None,
+    work: Callable[[ProviderClient, FetchReport], _Brought],
+) -> FetchReport:
+    """The skeleton of every fetch: skip while the provider is paused, take the run's lock (or
+    do nothing, ``BUSY``), let ``work`` ask the provider, then store what it brought with the
+    failures and close the run in one transaction.
+
+    A fault of Alem's own inside ``work`` is recorded as ``internal_error``, closes the run and
+    is raised again. A client passed in is the caller's to close.
+    """
+    now = timezone.now()
+    pause = selectors.provider_pause(provider, now=now)
+    if pause is not None:
+        return _skipped(provider, kind, pause, now)
+    fetch = _begin(provider, kind, requested, now)
+    if fetch is None:
+        return _busy(provider, kind)
+    own_client = client is None
+    client = client or client_for(provider)
+    report = FetchReport(provider, kind, Outcome.RUNNING, fetch.id)
+    try:
+        brought = work(client, report)
+    except BaseException as exc:
+        report.failures.append(FailureNote(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
+        _finish_interrupted(fetch, report.failures, client.requests)
+        raise
+    finally:
+        if own_client:
+            client.close()
+    report.requests = client.requests
+    report.stored, report.paused_until = _finish(
+        fetch,
+        failures=report.failures,
+        requests=client.requests,
+        priced=brought.priced,
+        rows=brought.rows,
+        fx_rates=brought.fx_rates,
+        stored_already=brought.stored,
+        detail=report.detail,
+    )
+    report.outcome = fetch.outcome
+    return report
+
+
 def prices_fetch_latest(*, provider: str, client: ProviderClient | None = None) -> FetchReport:
     """Fetch the latest prices of every asset ``provider`` lists, in one batched request, and
     store them with the failures. For the National Bank: today's USD/KZT rate and the prices
@@ -392,66 +454,55 @@ def prices_fetch_latest(*, provider: str, client: ProviderClient | None = None) 
     recorded, never raised; a fault of Alem's own is recorded as ``internal_error`` and raised.
     """
     _check_provider(provider)
-    now = timezone.now()
-    kind = Kind.LATEST
-    pause = selectors.provider_pause(provider, now=now)
-    if pause is not None:
-        return _skipped(provider, kind, pause, now)
-    if provider == MarketDataProvider.NBK:
-        listed, pegged = {}, _pegged_assets()
+    if CLIENTS[provider].official_rates:
+        pegged = _pegged_assets()
         requested = ["USD", *sorted({a.peg_currency for a in pegged} - {"KZT", "USD"})]
-    else:
-        listed, pegged = _listed_assets(provider), []
-        requested = sorted(listed)
-    fetch = _begin(provider, kind, requested, now)
-    if fetch is None:
-        return _busy(provider, kind)
 
-    own_client = client is None
-    client = client or client_for(provider)
-    report = FetchReport(provider, kind, Outcome.RUNNING, fetch.id)
-    rows, fx_rates, failures = [], [], report.failures
-    try:
-        if provider == MarketDataProvider.NBK:
-            fx_rate, rows = _official_rates(client, timezone.localdate(now), pegged, failures)
-            fx_rates.append(fx_rate)
+        def work(client: NbkClient, report: FetchReport) -> _Brought:
+            brought = _Brought()
+            try:
+                fx_rate, brought.rows = _official_rates(
+                    client, timezone.localdate(), pegged, report.failures
+                )
+            except FetchError as error:
+                report.failures.append(FailureNote.from_error(error))
+                return brought
+            brought.fx_rates.append(fx_rate)
             report.prices.append(("USD/KZT", fx_rate.rate, "KZT"))
-        elif requested:
-            answer = client.latest(requested)
+            return _priced(brought, report)
+
+    else:
+        listed = _listed_assets(provider)
+        requested = sorted(listed)
+
+        def work(client: ProviderClient, report: FetchReport) -> _Brought:
+            brought = _Brought()
+            if not requested:
+                report.detail = "no asset is listed by this provider; nothing asked"
+                return brought
+            try:
+                answer = client.latest(requested)
+            except FetchError as error:
+                report.failures.append(FailureNote.from_error(error))
+                return brought
             for key, observed in answer.prices.items():
-                rows += _price_rows(
-                    provider, listed, key, [observed], answer.quote_currency, failures
+                brought.rows += _price_rows(
+                    provider, listed, key, [observed], answer.quote_currency, report.failures
                 )
             for key, why in answer.unknown.items():
-                failures.extend(
+                report.failures.extend(
                     FailureNote(Reason.UNKNOWN_SYMBOL, f"{key}: {why}", asset)
                     for asset in listed[key]
                 )
-        else:
-            report.detail = "no asset is listed by this provider; nothing asked"
-    except FetchError as error:
-        failures.append(FailureNote.from_error(error))
-    except BaseException as exc:
-        failures.append(FailureNote(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
-        _finish_interrupted(fetch, failures, client.requests)
-        raise
-    finally:
-        if own_client:
-            client.close()
+            return _priced(brought, report)
 
-    report.prices += [(row.asset.symbol, row.price, row.quote_currency) for row in rows]
-    report.requests = client.requests
-    report.stored, report.paused_until = _finish(
-        fetch,
-        failures=failures,
-        requests=client.requests,
-        priced=len(rows) + len(fx_rates),
-        rows=rows,
-        fx_rates=fx_rates,
-        detail=report.detail,
-    )
-    report.outcome = fetch.outcome
-    return report
+    return _fetch_run(provider, Kind.LATEST, requested=requested, client=client, work=work)
+
+
+def _priced(brought: _Brought, report: FetchReport) -> _Brought:
+    report.prices += [(row.asset.symbol, row.price, row.quote_currency) for row in brought.rows]
+    brought.priced = len(brought.rows) + len(brought.fx_rates)
+    return brought
 
 
 def prices_fetch_all(*, providers: list[str] | None = None) -> list[FetchReport]:
@@ -498,48 +549,27 @@ def prices_backfill(
     _check_provider(provider)
     if days < 1:
         raise ValueError("days must be at least 1")
-    now = timezone.now()
-    kind = Kind.HISTORY
-    pause = selectors.provider_pause(provider, now=now)
-    if pause is not None:
-        return _skipped(provider, kind, pause, now)
-    nbk = provider == MarketDataProvider.NBK
-    listed = {} if nbk else _listed_assets(provider, symbols)
-    pegged = _pegged_assets(symbols) if nbk else []
-    requested = ["USD"] if nbk else sorted(listed)
-    fetch = _begin(provider, kind, requested, now)
-    if fetch is None:
-        return _busy(provider, kind)
+    if CLIENTS[provider].official_rates:
+        pegged = _pegged_assets(symbols)
+        requested = ["USD"]
 
-    own_client = client is None
-    client = client or client_for(provider)
-    report = FetchReport(provider, kind, Outcome.RUNNING, fetch.id)
-    failures = report.failures
-    stored = priced = 0
-    try:
-        if nbk:
-            stored, priced = _backfill_official_rates(client, days, pegged, failures, progress)
-        else:
-            stored, priced = _backfill_market(
-                provider, client, listed, days, now, failures, progress
+        def work(client: NbkClient, report: FetchReport) -> _Brought:
+            stored, priced = _backfill_official_rates(
+                client, days, pegged, report.failures, progress
             )
-    except BaseException as exc:
-        failures.append(FailureNote(Reason.INTERNAL_ERROR, f"{type(exc).__name__}: {exc}"))
-        _finish_interrupted(fetch, failures, client.requests)
-        raise
-    finally:
-        if own_client:
-            client.close()
-    report.requests = client.requests
-    report.stored, report.paused_until = _finish(
-        fetch,
-        failures=failures,
-        requests=client.requests,
-        priced=priced,
-        stored_already=stored,
-    )
-    report.outcome = fetch.outcome
-    return report
+            return _Brought(stored=stored, priced=priced)
+
+    else:
+        listed = _listed_assets(provider, symbols)
+        requested = sorted(listed)
+
+        def work(client: ProviderClient, report: FetchReport) -> _Brought:
+            stored, priced = _backfill_market(
+                provider, client, listed, days, timezone.now(), report.failures, progress
+            )
+            return _Brought(stored=stored, priced=priced)
+
+    return _fetch_run(provider, Kind.HISTORY, requested=requested, client=client, work=work)
 
 
 def _backfill_market(provider, client, listed, days, now, failures, progress) -> tuple[int, int]:
@@ -549,12 +579,7 @@ def _backfill_market(provider, client, listed, days, now, failures, progress) ->
     stored = priced = 0
     for done, key in enumerate(sorted(listed), start=1):
         try:
-            if isinstance(client, BinanceClient):
-                observed = client.daily_closes(key, start=start)
-            elif isinstance(client, CoinGeckoClient):
-                observed = client.daily_prices(key, days=days)
-            else:
-                raise TypeError(f"{type(client).__name__} has no market history")
+            observed = client.history(key, start=start, days=days)
         except FetchError as error:
             failures.extend(FailureNote.from_error(error, asset) for asset in listed[key])
             if error.pause_seconds:
@@ -566,7 +591,7 @@ def _backfill_market(provider, client, listed, days, now, failures, progress) ->
         rows = _price_rows(provider, listed, key, observed, client.quote_currency, failures)
         priced += len(rows)
         with transaction.atomic():
-            stored += _store_prices(rows)
+            stored += prices_store(rows)
     return stored, priced
 
 
@@ -585,7 +610,7 @@ def _backfill_official_rates(client, days, pegged, failures, progress) -> tuple[
 
     def flush() -> int:
         with transaction.atomic():
-            count = _store_fx_rates(fx_rates) + _store_prices(rows)
+            count = _store_fx_rates(fx_rates) + prices_store(rows)
         fx_rates.clear()
         rows.clear()
         return count
@@ -655,17 +680,77 @@ def price_record_manual(
             f"The price must fit {PriceField().max_digits} digits with at most "
             f"{PriceField().decimal_places} decimal places."
         )
-    try:
-        with transaction.atomic():
-            return Price.objects.create(
-                asset=asset,
-                source=Price.Source.MANUAL,
-                quote_currency="USD",
-                price=stored,
-                observed_at=observed_at,
-                entered_by=entered_by,
+    row = Price(
+        asset=asset,
+        source=Price.Source.MANUAL,
+        quote_currency="USD",
+        price=stored,
+        observed_at=observed_at,
+        entered_by=entered_by,
+    )
+    with transaction.atomic():
+        if not prices_store([row]):
+            raise ManualPriceInvalid(
+                f"A manual price of {asset.symbol} observed at {observed_at.isoformat()} exists."
             )
-    except IntegrityError as exc:
-        raise ManualPriceInvalid(
-            f"A manual price of {asset.symbol} observed at {observed_at.isoformat()} exists."
-        ) from exc
+        return Price.objects.get(
+            asset=asset, source=row.source, quote_currency="USD", observed_at=observed_at
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Daily closes from a file (demo data and history the providers no longer serve)
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DailyClose:
+    day: dt.date
+    close: Decimal
+
+
+def parse_daily_closes(path: Path) -> list[DailyClose]:
+    """Read a Yahoo-style daily CSV by header name (``Date`` or ``date``, and ``Close``).
+
+    Raises ``PriceImportError`` naming the line of the first bad row; a file is all or nothing.
+    """
+    try:
+        handle = path.open(newline="", encoding="utf-8")
+    except OSError as exc:
+        raise PriceImportError(f"Cannot open {path}: {exc.strerror}.") from exc
+    with handle:
+        reader = csv.DictReader(handle)
+        headers = {name.strip().lower(): name for name in reader.fieldnames or []}
+        if "date" not in headers or "close" not in headers:
+            raise PriceImportError(f"{path.name}: the header needs Date and Close columns.")
+        closes = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                day = dt.date.fromisoformat(row[headers["date"]].strip()[:10])
+                close = Decimal(row[headers["close"]].strip())
+            except (ValueError, InvalidOperation, AttributeError) as exc:
+                raise PriceImportError(f"{path.name}, line {line}: unreadable row.") from exc
+            if not close.is_finite() or close <= 0:
+                raise PriceImportError(f"{path.name}, line {line}: the close must be positive.")
+            closes.append(DailyClose(day, close))
+    return closes
+
+
+def price_history_import(
+    *, asset: Asset, closes: list[DailyClose], source: str = Price.Source.YAHOO
+) -> int:
+    """Store daily closes as prices observed at 23:59:59 UTC of each day; returns rows added.
+
+    Idempotent: days already stored for this asset and source are left as they are.
+    """
+    quantum = Decimal(1).scaleb(-PriceField().decimal_places)
+    rows = [
+        Price(
+            asset=asset,
+            source=source,
+            quote_currency="USD",
+            price=close.close.quantize(quantum),
+            observed_at=dt.datetime.combine(close.day, dt.time(23, 59, 59), tzinfo=dt.UTC),
+        )
+        for close in closes
+    ]
+    with transaction.atomic():
+        return prices_store(rows)
