@@ -9,8 +9,12 @@ import os
 
 import pytest
 from django.db import connection
+from hypothesis import settings as hypothesis_settings
 
 from tests.factories import FundBuilder
+from tests.profiles import PROFILE
+
+hypothesis_settings.load_profile(PROFILE)
 
 IN_CI = bool(os.environ.get("CI"))
 POSTGRES_PROBE_URL = os.environ.get(
@@ -50,12 +54,6 @@ def pytest_runtest_setup(item):
         if IN_CI:
             pytest.fail(f"Redis is required under CI but {REDIS_PROBE_URL} does not answer.")
         pytest.skip(f"needs Redis at {REDIS_PROBE_URL}")
-
-
-@pytest.fixture(autouse=True)
-def fast_password_hashing(settings):
-    """The builders create a dozen users per fund; the production hasher would dominate."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture(autouse=True)

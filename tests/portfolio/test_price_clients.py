@@ -10,8 +10,8 @@ import pytest
 
 from portfolio.models import FetchFailure
 from portfolio.prices import parsing
+from portfolio.prices.clients import BinanceClient, CoinGeckoClient, FetchError, NbkClient
 from portfolio.prices.parsing import MalformedBody
-from portfolio.prices.providers import BinanceClient, CoinGeckoClient, FetchError, NbkClient
 from tests.portfolio import fake_market
 from tests.portfolio.fake_market import FakeMarket, history_price
 

@@ -7,10 +7,10 @@ from decimal import Decimal
 import pytest
 from django.utils import timezone
 
-from portfolio.models import FetchFailure, FxRate, Price, PriceFetch
-from portfolio.prices import fetching
+from portfolio.models import Asset, FetchFailure, FxRate, MarketDataProvider, Price, PriceFetch
+from portfolio.prices import services as price_services
+from portfolio.prices.clients import CLIENTS, BinanceClient
 from portfolio.prices.exceptions import ManualPriceInvalid
-from portfolio.prices.providers import BinanceClient
 from tests.factories import AssetFactory, UserFactory
 from tests.portfolio import fake_market
 from tests.portfolio.fake_market import history_price
@@ -19,6 +19,7 @@ market = fake_market.market  # the fake market fixture
 
 pytestmark = pytest.mark.django_db
 
+D = Decimal
 Outcome = PriceFetch.Outcome
 Reason = FetchFailure.Reason
 
@@ -43,7 +44,7 @@ def stored(source: str) -> list[tuple[str, Decimal, str]]:
 def test_binance_prices_are_stored_exactly_in_one_request(market, assets):
     market.binance.update({"BNBUSDT": "612.34000000", "BTCUSDT": "97000.01000000"})
 
-    report = fetching.prices_fetch_latest(provider="binance")
+    report = price_services.prices_fetch_latest(provider="binance")
 
     assert report.outcome == Outcome.OK
     assert report.stored == 2
@@ -64,8 +65,8 @@ def test_an_asset_is_only_asked_of_the_providers_that_list_it(market, assets):
     market.binance.update({"BNBUSDT": "612.34", "BTCUSDT": "97000.01"})
     market.coingecko.update({"binancecoin": "612.1", "bitcoin": "97010", "solana": "150.25"})
 
-    fetching.prices_fetch_latest(provider="binance")
-    fetching.prices_fetch_latest(provider="coingecko")
+    price_services.prices_fetch_latest(provider="binance")
+    price_services.prices_fetch_latest(provider="coingecko")
 
     assert market.requests_to("binance")[0].params["symbols"] == '["BNBUSDT","BTCUSDT"]'
     assert market.requests_to("coingecko")[0].params["ids"] == "binancecoin,bitcoin,solana"
@@ -81,7 +82,7 @@ def test_coingecko_exponent_form_is_stored_exactly_at_coingeckos_update_time(mar
     market.coingecko["shiba-inu"] = "6.1234e-05"
     market.coingecko_updated_at = 1_718_000_000
 
-    fetching.prices_fetch_latest(provider="coingecko")
+    price_services.prices_fetch_latest(provider="coingecko")
 
     price = Price.objects.get(asset=shib)
     assert price.price == Decimal("0.0000612340")
@@ -92,8 +93,8 @@ def test_the_same_coingecko_observation_is_stored_once(market, assets):
     market.coingecko.update({"binancecoin": "612.1", "bitcoin": "97010", "solana": "150.25"})
     market.coingecko_updated_at = 1_718_000_000
 
-    first = fetching.prices_fetch_latest(provider="coingecko")
-    second = fetching.prices_fetch_latest(provider="coingecko")
+    first = price_services.prices_fetch_latest(provider="coingecko")
+    second = price_services.prices_fetch_latest(provider="coingecko")
 
     assert (first.stored, second.stored) == (3, 0)
     assert second.outcome == Outcome.OK
@@ -103,7 +104,7 @@ def test_the_same_coingecko_observation_is_stored_once(market, assets):
 def test_an_unknown_symbol_is_recorded_and_the_other_assets_are_stored(market, assets):
     market.binance["BNBUSDT"] = "612.34"
 
-    report = fetching.prices_fetch_latest(provider="binance")
+    report = price_services.prices_fetch_latest(provider="binance")
 
     assert report.outcome == Outcome.PARTIAL
     assert stored("binance") == [("BNB", Decimal("612.3400000000"), "USDT")]
@@ -134,7 +135,7 @@ def test_a_failed_fetch_stores_no_price_and_records_why(
     market.binance.update({"BNBUSDT": "612.34", "BTCUSDT": "97000.01"})
     market.fail("binance", mode, times=3)
 
-    report = fetching.prices_fetch_latest(provider="binance")
+    report = price_services.prices_fetch_latest(provider="binance")
 
     assert report.outcome == Outcome.FAILED
     assert Price.objects.count() == 0
@@ -149,7 +150,7 @@ def test_a_server_error_that_clears_on_retry_stores_the_prices(market, assets):
     market.binance.update({"BNBUSDT": "612.34", "BTCUSDT": "97000.01"})
     market.fail("binance", "503", times=2)
 
-    report = fetching.prices_fetch_latest(provider="binance")
+    report = price_services.prices_fetch_latest(provider="binance")
 
     assert report.outcome == Outcome.OK
     assert report.requests == 3
@@ -162,7 +163,7 @@ def test_a_ban_pauses_the_provider_until_retry_after_has_passed(market, assets):
     market.fail("binance", "418", retry_after=7200)
     before = timezone.now()
 
-    banned = fetching.prices_fetch_latest(provider="binance")
+    banned = price_services.prices_fetch_latest(provider="binance")
 
     failure = FetchFailure.objects.get()
     assert failure.reason == Reason.BANNED
@@ -172,7 +173,7 @@ def test_a_ban_pauses_the_provider_until_retry_after_has_passed(market, assets):
     assert banned.paused_until == failure.paused_until
 
     # While banned: a skipped fetch is recorded and Binance is not asked.
-    skipped = fetching.prices_fetch_latest(provider="binance")
+    skipped = price_services.prices_fetch_latest(provider="binance")
 
     assert skipped.outcome == Outcome.SKIPPED
     assert skipped.paused_until == failure.paused_until
@@ -182,7 +183,7 @@ def test_a_ban_pauses_the_provider_until_retry_after_has_passed(market, assets):
 
     # Once Retry-After has passed, Binance is asked again.
     FetchFailure.objects.update(paused_until=timezone.now() - dt.timedelta(seconds=1))
-    resumed = fetching.prices_fetch_latest(provider="binance")
+    resumed = price_services.prices_fetch_latest(provider="binance")
 
     assert resumed.outcome == Outcome.OK
     assert len(market.requests_to("binance")) == 2
@@ -198,9 +199,9 @@ def test_a_long_rate_limit_pauses_only_that_provider(market, assets):
     market.binance.update({"BNBUSDT": "612.34", "BTCUSDT": "97000.01"})
     market.fail("coingecko", "429", retry_after=600)
 
-    fetching.prices_fetch_latest(provider="coingecko")
-    paused = fetching.prices_fetch_latest(provider="coingecko")
-    other = fetching.prices_fetch_latest(provider="binance")
+    price_services.prices_fetch_latest(provider="coingecko")
+    paused = price_services.prices_fetch_latest(provider="coingecko")
+    other = price_services.prices_fetch_latest(provider="binance")
 
     assert FetchFailure.objects.get().reason == Reason.RATE_LIMITED
     assert paused.outcome == Outcome.SKIPPED
@@ -214,7 +215,7 @@ def test_a_failing_provider_never_stops_the_others(market, assets):
     market.nbk_default = {"USD": ("500.00", "1")}
     market.fail("binance", "503", times=3)
 
-    reports = fetching.prices_fetch_all()
+    reports = price_services.prices_fetch_all()
 
     assert [(r.provider, r.outcome) for r in reports] == [
         ("binance", Outcome.FAILED),
@@ -234,7 +235,7 @@ def test_a_fault_in_one_provider_is_recorded_and_the_others_still_run(market, as
 
     monkeypatch.setattr(BinanceClient, "latest", broken)
 
-    reports = fetching.prices_fetch_all()
+    reports = price_services.prices_fetch_all()
 
     assert [(r.provider, r.outcome) for r in reports] == [
         ("binance", Outcome.FAILED),
@@ -250,7 +251,7 @@ def test_the_official_rate_is_stored_and_values_the_tenge_stablecoin_at_its_peg(
     today = timezone.localdate()
     market.nbk[today] = {"USD": ("500.00", "1"), "EUR": ("540.25", "1")}
 
-    report = fetching.prices_fetch_latest(provider="nbk")
+    report = price_services.prices_fetch_latest(provider="nbk")
 
     assert report.outcome == Outcome.OK
     assert report.stored == 2
@@ -274,7 +275,7 @@ def test_the_official_rate_is_stored_and_values_the_tenge_stablecoin_at_its_peg(
 def test_a_day_without_official_rates_stores_nothing_and_says_so(market, assets):
     market.nbk_closed.add(timezone.localdate())
 
-    report = fetching.prices_fetch_latest(provider="nbk")
+    report = price_services.prices_fetch_latest(provider="nbk")
 
     assert report.outcome == Outcome.FAILED
     assert FxRate.objects.count() == 0
@@ -288,9 +289,9 @@ def test_an_overlapping_fetch_does_nothing(market, assets):
         provider="binance", kind="latest", started_at=timezone.now() - dt.timedelta(seconds=30)
     )
 
-    report = fetching.prices_fetch_latest(provider="binance")
+    report = price_services.prices_fetch_latest(provider="binance")
 
-    assert report.outcome == fetching.BUSY
+    assert report.outcome == price_services.BUSY
     assert report.fetch_id is None
     assert market.requests_to("binance") == []
     assert list(PriceFetch.objects.all()) == [running]
@@ -304,7 +305,7 @@ def test_a_fetch_running_past_its_lease_is_taken_for_dead(market, assets, settin
         provider="binance", kind="latest", started_at=timezone.now() - dt.timedelta(seconds=301)
     )
 
-    report = fetching.prices_fetch_latest(provider="binance")
+    report = price_services.prices_fetch_latest(provider="binance")
 
     dead.refresh_from_db()
     assert dead.outcome == Outcome.ABANDONED
@@ -316,12 +317,12 @@ def test_a_fetch_of_another_provider_is_not_blocked_by_a_running_one(market, ass
     market.coingecko.update({"binancecoin": "612.1", "bitcoin": "97010", "solana": "150.25"})
     PriceFetch.objects.create(provider="binance", kind="latest", started_at=timezone.now())
 
-    assert fetching.prices_fetch_latest(provider="coingecko").outcome == Outcome.OK
+    assert price_services.prices_fetch_latest(provider="coingecko").outcome == Outcome.OK
 
 
 def test_an_unknown_provider_is_refused():
     with pytest.raises(ValueError, match="unknown provider 'kraken'"):
-        fetching.prices_fetch_latest(provider="kraken")
+        price_services.prices_fetch_latest(provider="kraken")
     assert PriceFetch.objects.count() == 0
 
 
@@ -334,10 +335,10 @@ def test_binance_backfill_stores_finished_daily_closes_and_is_idempotent(market,
     market.binance.update({"BNBUSDT": "612.34", "BTCUSDT": "97000.01"})
     steps = []
 
-    first = fetching.prices_backfill(
+    first = price_services.prices_backfill(
         provider="binance", days=30, progress=lambda *step: steps.append(step)
     )
-    second = fetching.prices_backfill(provider="binance", days=30)
+    second = price_services.prices_backfill(provider="binance", days=30)
 
     assert (first.outcome, first.stored, second.outcome, second.stored) == ("ok", 60, "ok", 0)
     assert steps == [(1, 2, "BNBUSDT"), (2, 2, "BTCUSDT")]
@@ -354,7 +355,7 @@ def test_binance_backfill_stores_finished_daily_closes_and_is_idempotent(market,
 def test_coingecko_backfill_records_an_unknown_coin_and_keeps_the_others(market, assets):
     market.coingecko.update({"binancecoin": "612.1", "bitcoin": "97010"})
 
-    report = fetching.prices_backfill(provider="coingecko", days=10)
+    report = price_services.prices_backfill(provider="coingecko", days=10)
 
     assert report.outcome == Outcome.PARTIAL
     assert Price.objects.filter(asset=assets["BNB"], source="coingecko").count() == 12
@@ -371,7 +372,7 @@ def test_a_ban_stops_the_backfill_of_that_provider_at_once(market, assets):
     market.coingecko.update({"binancecoin": "612.1", "bitcoin": "97010", "solana": "150.25"})
     market.fail("coingecko", "429", retry_after=3600)
 
-    report = fetching.prices_backfill(provider="coingecko", days=10)
+    report = price_services.prices_backfill(provider="coingecko", days=10)
 
     assert report.outcome == Outcome.FAILED
     assert len(market.requests_to("coingecko")) == 1
@@ -387,7 +388,7 @@ def test_official_rate_backfill_asks_only_missing_days_and_sums_up_days_without_
     market.nbk_closed = {today - dt.timedelta(days=2), today - dt.timedelta(days=3)}
     FxRate.objects.create(rate=Decimal("499"), date=today - dt.timedelta(days=1))
 
-    report = fetching.prices_backfill(provider="nbk", days=5)
+    report = price_services.prices_backfill(provider="nbk", days=5)
 
     assert report.outcome == Outcome.PARTIAL
     assert sorted(FxRate.objects.values_list("date", flat=True)) == [
@@ -412,7 +413,7 @@ def test_a_manual_price_is_stored_as_manual_and_signed(assets):
     admin = UserFactory(username="admin")
     observed_at = timezone.now() - dt.timedelta(minutes=5)
 
-    price = fetching.price_record_manual(
+    price = price_services.price_record_manual(
         asset=assets["BNB"], price=Decimal("611.5"), observed_at=observed_at, entered_by=admin
     )
 
@@ -441,7 +442,7 @@ def test_a_manual_price_that_cannot_be_a_price_is_refused(assets, price, minutes
     admin = UserFactory(username="admin")
 
     with pytest.raises(ManualPriceInvalid, match=message):
-        fetching.price_record_manual(
+        price_services.price_record_manual(
             asset=assets["BNB"],
             price=price,
             observed_at=timezone.now() + dt.timedelta(minutes=minutes_ahead),
@@ -454,13 +455,46 @@ def test_a_manual_price_that_cannot_be_a_price_is_refused(assets, price, minutes
 def test_a_second_manual_price_for_the_same_moment_is_refused(assets):
     admin = UserFactory(username="admin")
     moment = timezone.now()
-    fetching.price_record_manual(
+    price_services.price_record_manual(
         asset=assets["BNB"], price=Decimal("611.5"), observed_at=moment, entered_by=admin
     )
 
     with pytest.raises(ManualPriceInvalid, match="exists"):
-        fetching.price_record_manual(
+        price_services.price_record_manual(
             asset=assets["BNB"], price=Decimal("612"), observed_at=moment, entered_by=admin
         )
 
     assert list(Price.objects.values_list("price", flat=True)) == [Decimal("611.5")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The one writer of prices, and who asks whom
+# ---------------------------------------------------------------------------------------------
+
+
+def test_prices_store_stores_each_observation_once_and_counts_exactly():
+    asset = AssetFactory(symbol="BNB")
+    at = timezone.now().replace(microsecond=0)
+
+    def rows():
+        observed = [at, at + dt.timedelta(minutes=1), at]  # the first twice in one batch
+        return [
+            Price(
+                asset=asset, source="binance", quote_currency="USDT", price=D("600"), observed_at=t
+            )
+            for t in observed
+        ]
+
+    assert price_services.prices_store(rows()) == 2
+    assert price_services.prices_store(rows()) == 0
+    assert Price.objects.count() == 2
+
+
+def test_each_client_names_assets_its_own_way_and_says_what_it_serves():
+    asset = Asset(symbol="BNB", binance_symbol=" bnbusdt ", coingecko_id=" binancecoin ")
+
+    assert set(CLIENTS) == set(MarketDataProvider.values)
+    assert CLIENTS[MarketDataProvider.BINANCE].asset_key(asset) == "BNBUSDT"
+    assert CLIENTS[MarketDataProvider.COINGECKO].asset_key(asset) == "binancecoin"
+    assert CLIENTS[MarketDataProvider.NBK].asset_key(asset) == ""
+    assert [p for p, client in CLIENTS.items() if client.official_rates] == ["nbk"]

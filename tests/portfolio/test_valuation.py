@@ -26,12 +26,8 @@ from governance.exceptions import ExecutionRefused
 from portfolio import selectors
 from portfolio.calculations import to_reporting_currency, value_positions
 from portfolio.models import FxRate, LedgerEntry, NavSnapshot, Price
-from portfolio.services import (
-    end_of_day,
-    nav_snapshot_take,
-    parse_daily_closes,
-    price_history_import,
-)
+from portfolio.prices.services import parse_daily_closes, price_history_import
+from portfolio.services import end_of_day, nav_snapshot_take
 from tests.factories import (
     AssetFactory,
     FundFactory,
@@ -40,6 +36,7 @@ from tests.factories import (
     UserFactory,
     otp_code,
 )
+from tests.profiles import examples
 from tests.web import signed_in
 
 D = Decimal
@@ -292,7 +289,7 @@ def books(alem):
 
 
 @hypothesis_settings(
-    max_examples=30,
+    max_examples=examples(dev=15, ci=60),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
