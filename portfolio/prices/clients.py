@@ -149,25 +149,13 @@ class ProviderClient:
                     response.headers.get("Retry-After"), now=timezone.now()
                 )
                 if status == 418:
-                    raise FetchError(
-                        Reason.BANNED,
-                        f"HTTP 418 (Retry-After {response.headers.get('Retry-After')}): "
-                        f"{snippet(response.content)}",
-                        http_status=status,
-                        pause_seconds=retry_after if retry_after else self.default_pause,
-                    )
+                    raise self._paused(Reason.BANNED, response, retry_after)
                 if status == 429:
                     wait = retry_after if retry_after is not None else self.backoff_seconds(attempt)
                     if not last and wait <= self.retry_after_max_wait:
                         self.sleep(wait)
                         continue
-                    raise FetchError(
-                        Reason.RATE_LIMITED,
-                        f"HTTP 429 (Retry-After {response.headers.get('Retry-After')}): "
-                        f"{snippet(response.content)}",
-                        http_status=status,
-                        pause_seconds=retry_after if retry_after else self.default_pause,
-                    )
+                    raise self._paused(Reason.RATE_LIMITED, response, retry_after)
                 if status < 500:
                     return response
                 error = FetchError(
@@ -179,6 +167,19 @@ class ProviderClient:
                 self.sleep(self.backoff_seconds(attempt))
         error.detail = f"{error.detail} (after {self.max_attempts} attempts)"
         raise error
+
+    def _paused(
+        self, reason: str, response: httpx.Response, retry_after: float | None
+    ) -> FetchError:
+        """The provider told us to stay away (418 or 429): pause it for its Retry-After, or for
+        the default pause when it named none."""
+        return FetchError(
+            reason,
+            f"HTTP {response.status_code} (Retry-After {response.headers.get('Retry-After')}): "
+            f"{snippet(response.content)}",
+            http_status=response.status_code,
+            pause_seconds=retry_after if retry_after else self.default_pause,
+        )
 
     def http_error(self, response: httpx.Response, key: str = "") -> FetchError:
         return FetchError(
