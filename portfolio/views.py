@@ -117,6 +117,30 @@ def _nav_chart(
     )
 
 
+def _nav_charts_shown() -> list[tuple[str, str, dict]]:
+    """The NAV histories drawn, in order: (snapshot attribute, unit, ``_nav_chart`` texts)."""
+    return [
+        (
+            "nav_usd",
+            "USD",
+            {
+                "element_id": "nav-usd-data",
+                "name": _("NAV (USD)"),
+                "label": _("Net asset value in US dollars at the end of each day of the period."),
+            },
+        ),
+        (
+            "nav_kzt",
+            "KZT",
+            {
+                "element_id": "nav-kzt-data",
+                "name": _("NAV (KZT)"),
+                "label": _("Net asset value in tenge at the end of each day of the period."),
+            },
+        ),
+    ]
+
+
 @login_required
 @require_GET
 def portfolio(request, pk: int):
@@ -145,22 +169,8 @@ def portfolio(request, pk: int):
         for p in valuation.positions
     ]
     nav_charts = [
-        _nav_chart(
-            snapshots,
-            attribute="nav_usd",
-            unit="USD",
-            element_id="nav-usd-data",
-            name=_("NAV (USD)"),
-            label=_("Net asset value in US dollars at the end of each day of the period."),
-        ),
-        _nav_chart(
-            snapshots,
-            attribute="nav_kzt",
-            unit="KZT",
-            element_id="nav-kzt-data",
-            name=_("NAV (KZT)"),
-            label=_("Net asset value in tenge at the end of each day of the period."),
-        ),
+        _nav_chart(snapshots, attribute=attribute, unit=unit, **texts)
+        for attribute, unit, texts in _nav_charts_shown()
     ]
     context = {
         "nav_section": "portfolio",
