@@ -1,10 +1,9 @@
-"""Back office for the books: funds, assets, funding sources, prices, FX rates, the ledger and
-NAV snapshots.
+"""Back office for the books: funds, assets, funding sources, the ledger and NAV snapshots
+(market data has its own, ``portfolio.prices.admin``).
 
-The ledger and the market data that valuation and compliance rest on are read-only here:
-ledger entries are booked by services (contributions through
-``governance.services.contribution_record``), prices and rates come from the import and fetch
-tasks, NAV snapshots from ``nav_snapshot_take``. The fund page shows the fund's positions and
+The ledger that valuation and compliance rest on is read-only here: ledger entries are booked
+by services (contributions through ``governance.services.contribution_record``), NAV snapshots
+by ``nav_snapshot_take``. The fund page shows the fund's positions and
 NAV now (``portfolio.selectors.fund_valuation``). Governance extends the fund page with role
 grants and contributions (``governance.admin.FundAdmin``), keeping this app free of governance
 imports.
@@ -17,46 +16,13 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
-from portfolio.api.fields import decimal_string
-from portfolio.models import Asset, Fund, FundingSource, FxRate, LedgerEntry, NavSnapshot, Price
+from portfolio.admin_mixins import CreateOnlyFieldsMixin, ReadOnlyAdminMixin, exact, exact_column
+from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, NavSnapshot
 
-# Market-data fetches and failures register their own read-only admin on import.
-from portfolio.prices import admin as prices_admin  # noqa: F401
+# Importing market data's admin registers its read-only pages (prices, rates, fetches); the
+# names stay reachable here because governance extends ``PriceAdmin``.
+from portfolio.prices.admin import FxRateAdmin, PriceAdmin  # noqa: F401
 from portfolio.selectors import fund_valuation
-
-
-class ReadOnlyAdminMixin:
-    """Viewable by staff with the view permission; nobody adds, changes or deletes, not even a
-    superuser. For records written only by services."""
-
-    actions = None
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-
-def exact(value) -> str:
-    """An amount as its exact digits without storage zeros ("-" when there is none)."""
-    return "-" if value is None else decimal_string(value)
-
-
-class CreateOnlyFieldsMixin:
-    """Fields that are set when a row is created and shown read-only afterwards."""
-
-    create_only_fields: tuple[str, ...] = ()
-
-    def get_readonly_fields(self, request, obj=None):
-        readonly = tuple(super().get_readonly_fields(request, obj))
-        if obj is None:
-            return readonly
-        return readonly + tuple(f for f in self.create_only_fields if f not in readonly)
-
 
 # The mandate: what pre-trade compliance checks every proposal against. DESIGN requires a
 # second administrator for any change, and there is no four-eyes service for that yet, so the
@@ -199,32 +165,6 @@ class FundingSourceAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
     create_only_fields = ("fund",)
 
 
-@admin.register(Price)
-class PriceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = (
-        "asset",
-        "price",
-        "quote_currency",
-        "source",
-        "observed_at",
-        "fetched_at",
-        "entered_by",
-    )
-    list_filter = ("source", "quote_currency", "asset")
-    search_fields = ("asset__symbol", "asset__name")
-    date_hierarchy = "observed_at"
-    ordering = ("-observed_at", "-id")
-    list_select_related = ("asset", "entered_by")
-
-
-@admin.register(FxRate)
-class FxRateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("date", "base_currency", "quote_currency", "rate", "source")
-    list_filter = ("source", "base_currency", "quote_currency")
-    date_hierarchy = "date"
-    ordering = ("-date", "base_currency", "quote_currency")
-
-
 @admin.register(LedgerEntry)
 class LedgerEntryAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
@@ -284,25 +224,11 @@ class NavSnapshotAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
 
-    @admin.display(description=_("NAV (USD)"), ordering="nav_usd")
-    def nav_usd_exact(self, snapshot: NavSnapshot) -> str:
-        return exact(snapshot.nav_usd)
-
-    @admin.display(description=_("NAV (KZT)"), ordering="nav_kzt")
-    def nav_kzt_exact(self, snapshot: NavSnapshot) -> str:
-        return exact(snapshot.nav_kzt)
-
-    @admin.display(description=_("USD/KZT rate"))
-    def usd_kzt_rate_exact(self, snapshot: NavSnapshot) -> str:
-        return exact(snapshot.usd_kzt_rate)
-
-    @admin.display(description=_("cash (USD)"))
-    def cash_usd_exact(self, snapshot: NavSnapshot) -> str:
-        return exact(snapshot.cash_usd)
-
-    @admin.display(description=_("holdings (USD)"))
-    def holdings_value_usd_exact(self, snapshot: NavSnapshot) -> str:
-        return exact(snapshot.holdings_value_usd)
+    nav_usd_exact = exact_column("nav_usd", _("NAV (USD)"), ordering="nav_usd")
+    nav_kzt_exact = exact_column("nav_kzt", _("NAV (KZT)"), ordering="nav_kzt")
+    usd_kzt_rate_exact = exact_column("usd_kzt_rate", _("USD/KZT rate"))
+    cash_usd_exact = exact_column("cash_usd", _("cash (USD)"))
+    holdings_value_usd_exact = exact_column("holdings_value_usd", _("holdings (USD)"))
 
     @admin.display(description=_("positions"))
     def positions_display(self, snapshot: NavSnapshot) -> str:

@@ -1,32 +1,45 @@
-"""Back office for market-data fetches: each run and each failure, read-only.
+"""Back office for market data: prices, official rates, each fetch run and each failure.
 
-Prices and FX rates themselves are listed by ``portfolio.admin``; schedules by
-django-celery-beat ("Periodic tasks"). ``portfolio.admin`` imports this module.
+All read-only: only ``portfolio.prices.services`` writes them (governance adds an audited
+manual price entry to the price list). Schedules are django-celery-beat's ("Periodic tasks").
+``portfolio.admin`` imports this module, which registers the pages.
 """
 
 from django.contrib import admin
 from django.db.models import Count
 from django.utils.translation import gettext_lazy as _
 
-from portfolio.models import FetchFailure, PriceFetch
+from portfolio.admin_mixins import ReadOnlyAdminMixin
+from portfolio.prices.models import FetchFailure, FxRate, Price, PriceFetch
 
 
-class ReadOnly:
-    """Written by the fetch services only; nobody adds, changes or deletes them here."""
+@admin.register(Price)
+class PriceAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "asset",
+        "price",
+        "quote_currency",
+        "source",
+        "observed_at",
+        "fetched_at",
+        "entered_by",
+    )
+    list_filter = ("source", "quote_currency", "asset")
+    search_fields = ("asset__symbol", "asset__name")
+    date_hierarchy = "observed_at"
+    ordering = ("-observed_at", "-id")
+    list_select_related = ("asset", "entered_by")
 
-    actions = None
 
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
+@admin.register(FxRate)
+class FxRateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ("date", "base_currency", "quote_currency", "rate", "source")
+    list_filter = ("source", "base_currency", "quote_currency")
+    date_hierarchy = "date"
+    ordering = ("-date", "base_currency", "quote_currency")
 
 
-class FetchFailureInline(ReadOnly, admin.TabularInline):
+class FetchFailureInline(ReadOnlyAdminMixin, admin.TabularInline):
     model = FetchFailure
     fields = ("reason", "asset", "http_status", "detail", "paused_until", "occurred_at")
     readonly_fields = fields
@@ -35,7 +48,7 @@ class FetchFailureInline(ReadOnly, admin.TabularInline):
 
 
 @admin.register(PriceFetch)
-class PriceFetchAdmin(ReadOnly, admin.ModelAdmin):
+class PriceFetchAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "started_at",
         "provider",
@@ -72,7 +85,7 @@ class PriceFetchAdmin(ReadOnly, admin.ModelAdmin):
 
 
 @admin.register(FetchFailure)
-class FetchFailureAdmin(ReadOnly, admin.ModelAdmin):
+class FetchFailureAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = (
         "occurred_at",
         "provider",
