@@ -27,13 +27,7 @@ from portfolio.selectors import fund_valuation
 # The mandate: what pre-trade compliance checks every proposal against. DESIGN requires a
 # second administrator for any change, and there is no four-eyes service for that yet, so the
 # back office sets the mandate when a fund is created and shows it read-only afterwards.
-MANDATE_FIELDS = (
-    "max_asset_share",
-    "max_proposal_notional_usd",
-    "execution_window_days",
-    "price_tolerance",
-    "whitelisted_assets",
-)
+MANDATE_FIELDS = (*Fund.MANDATE_LIMITS, "whitelisted_assets")
 
 
 @admin.register(Fund)
@@ -42,10 +36,7 @@ class FundAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
         "name",
         "slug",
         "reporting_currency",
-        "max_asset_share",
-        "max_proposal_notional_usd",
-        "execution_window_days",
-        "price_tolerance",
+        *Fund.MANDATE_LIMITS,
         "disclose_holdings",
         "created_at",
     )

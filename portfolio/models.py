@@ -67,6 +67,14 @@ class Asset(models.Model):
 class Fund(models.Model):
     """A reserve fund with its mandate limits. Roles are object permissions on it."""
 
+    # The limits pre-trade compliance checks every proposal against, in the order shown.
+    MANDATE_LIMITS = (
+        "max_asset_share",
+        "max_proposal_notional_usd",
+        "execution_window_days",
+        "price_tolerance",
+    )
+
     name = models.CharField(max_length=200, unique=True)
     slug = models.SlugField(max_length=50, unique=True)
     base_currency = models.CharField(max_length=3, default="USD", editable=False)
