@@ -10,6 +10,7 @@ from django.db import models
 from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
+from portfolio.constraints import check, unique
 from portfolio.fields import AmountField, MoneyField, PriceField, RatioField
 
 # Market data is the prices sub-package's; its models belong to this app (same tables).
@@ -103,22 +104,12 @@ class Fund(models.Model):
         ordering = ["name"]
         permissions = [(role.value, role.label) for role in FundRole]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(max_asset_share__gt=0, max_asset_share__lte=1),
-                name="%(app_label)s_%(class)s_max_asset_share_in_range",
+            check(
+                Q(max_asset_share__gt=0, max_asset_share__lte=1), what="max_asset_share_in_range"
             ),
-            models.CheckConstraint(
-                condition=Q(max_proposal_notional_usd__gt=0),
-                name="%(app_label)s_%(class)s_max_proposal_notional_positive",
-            ),
-            models.CheckConstraint(
-                condition=Q(execution_window_days__gte=1),
-                name="%(app_label)s_%(class)s_execution_window_positive",
-            ),
-            models.CheckConstraint(
-                condition=Q(price_tolerance__gt=0, price_tolerance__lt=1),
-                name="%(app_label)s_%(class)s_price_tolerance_in_range",
-            ),
+            check(Q(max_proposal_notional_usd__gt=0), what="max_proposal_notional_positive"),
+            check(Q(execution_window_days__gte=1), what="execution_window_positive"),
+            check(Q(price_tolerance__gt=0, price_tolerance__lt=1), what="price_tolerance_in_range"),
         ]
 
     def __str__(self) -> str:
@@ -140,11 +131,7 @@ class FundingSource(models.Model):
 
     class Meta:
         ordering = ["fund", "name"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["fund", "name"], name="%(app_label)s_%(class)s_unique_name_per_fund"
-            )
-        ]
+        constraints = [unique("fund", "name", what="unique_name_per_fund")]
 
     def __str__(self) -> str:
         return self.name
@@ -191,22 +178,15 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
         indexes = [models.Index(fields=["fund", "asset"])]
         constraints = [
-            models.CheckConstraint(
-                condition=~Q(quantity=0), name="%(app_label)s_%(class)s_quantity_nonzero"
+            check(~Q(quantity=0), what="quantity_nonzero"),
+            check(
+                Q(asset__isnull=False) | Q(value_usd=F("quantity")), what="cash_value_is_quantity"
             ),
-            models.CheckConstraint(
-                condition=Q(asset__isnull=False) | Q(value_usd=F("quantity")),
-                name="%(app_label)s_%(class)s_cash_value_is_quantity",
+            check(
+                ~Q(kind="contribution") | Q(quantity__gt=0, value_usd__gte=0),
+                what="contribution_positive",
             ),
-            models.CheckConstraint(
-                condition=~Q(kind="contribution") | Q(quantity__gt=0, value_usd__gte=0),
-                name="%(app_label)s_%(class)s_contribution_positive",
-            ),
-            models.UniqueConstraint(
-                fields=["fund", "reference"],
-                condition=~Q(reference=""),
-                name="%(app_label)s_%(class)s_unique_reference",
-            ),
+            unique("fund", "reference", what="unique_reference", condition=~Q(reference="")),
         ]
 
     def __str__(self) -> str:
@@ -234,11 +214,7 @@ class NavSnapshot(models.Model):
 
     class Meta:
         ordering = ["fund", "date"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["fund", "date"], name="%(app_label)s_%(class)s_one_per_fund_and_day"
-            )
-        ]
+        constraints = [unique("fund", "date", what="one_per_fund_and_day")]
 
     def __str__(self) -> str:
         return f"{self.fund} NAV on {self.date}: {self.nav_usd} USD"

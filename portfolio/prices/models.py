@@ -9,6 +9,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
+from portfolio.constraints import check, unique
 from portfolio.fields import PriceField
 
 
@@ -36,13 +37,8 @@ class Price(models.Model):
         ordering = ["-observed_at"]
         indexes = [models.Index(fields=["asset", "-observed_at"])]
         constraints = [
-            models.UniqueConstraint(
-                fields=["asset", "source", "quote_currency", "observed_at"],
-                name="%(app_label)s_%(class)s_unique_observation",
-            ),
-            models.CheckConstraint(
-                condition=Q(price__gt=0), name="%(app_label)s_%(class)s_price_positive"
-            ),
+            unique("asset", "source", "quote_currency", "observed_at", what="unique_observation"),
+            check(Q(price__gt=0), what="price_positive"),
         ]
 
     def __str__(self) -> str:
@@ -63,13 +59,8 @@ class FxRate(models.Model):
     class Meta:
         ordering = ["-date"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["base_currency", "quote_currency", "date"],
-                name="%(app_label)s_%(class)s_unique_rate_per_day",
-            ),
-            models.CheckConstraint(
-                condition=Q(rate__gt=0), name="%(app_label)s_%(class)s_rate_positive"
-            ),
+            unique("base_currency", "quote_currency", "date", what="unique_rate_per_day"),
+            check(Q(rate__gt=0), what="rate_positive"),
         ]
 
     def __str__(self) -> str:
@@ -121,10 +112,8 @@ class PriceFetch(models.Model):
         ordering = ["-started_at", "-id"]
         indexes = [models.Index(fields=["provider", "kind", "-started_at"])]
         constraints = [
-            models.UniqueConstraint(
-                fields=["provider", "kind"],
-                condition=Q(outcome="running"),
-                name="%(app_label)s_%(class)s_one_running_per_provider",
+            unique(
+                "provider", "kind", what="one_running_per_provider", condition=Q(outcome="running")
             ),
         ]
 
