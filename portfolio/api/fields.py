@@ -1,4 +1,4 @@
-"""Decimal amounts in the API: exact strings without the trailing zeros of their storage.
+"""Fields of the API's own: exact decimal amounts, and durations in whole seconds.
 
 Computed amounts are stored with 28 decimal places, so DRF's ``DecimalField`` would render
 "25000000.0000000000000000000000000000". ``ExactDecimalField`` renders "25000000": trailing zeros
@@ -6,11 +6,19 @@ stripped, never rounded, never in exponent notation, never a float.
 """
 
 from django.db import models
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from portfolio.calculations import decimal_string
 
-__all__ = ["ExactDecimalField", "ExactDecimalModelSerializer", "decimal_string"]
+__all__ = [
+    "ExactDecimalField",
+    "ExactDecimalModelSerializer",
+    "OptionalSecondsField",
+    "SecondsField",
+    "decimal_string",
+]
 
 
 class ExactDecimalField(serializers.DecimalField):
@@ -33,3 +41,23 @@ class ExactDecimalModelSerializer(serializers.ModelSerializer):
         **serializers.ModelSerializer.serializer_field_mapping,
         models.DecimalField: ExactDecimalField,
     }
+
+
+@extend_schema_field(OpenApiTypes.INT)
+class SecondsField(serializers.Field):
+    """A duration (``timedelta``) as whole seconds, truncated; read-only."""
+
+    def __init__(self, **kwargs):
+        super().__init__(read_only=True, **kwargs)
+
+    def to_representation(self, value) -> int:
+        return int(value.total_seconds())
+
+
+# Declared whole so the schema reads as it did when these were method fields.
+@extend_schema_field({"type": "integer", "nullable": True})
+class OptionalSecondsField(SecondsField):
+    """``SecondsField`` of a duration that may be missing: null then."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_null=True, **kwargs)

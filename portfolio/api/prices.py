@@ -9,6 +9,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from portfolio.api.fields import OptionalSecondsField, SecondsField
 from portfolio.models import Asset
 from portfolio.prices.consensus import FLAGS
 from portfolio.prices.selectors import price_overview
@@ -45,11 +46,8 @@ class ConsensusQuoteSerializer(serializers.Serializer):
     price = serializers.DecimalField(**_EXACT)
     quote_currency = serializers.CharField()
     observed_at = serializers.DateTimeField()
-    age_seconds = serializers.SerializerMethodField()
+    age_seconds = SecondsField(source="age")
     fresh = serializers.BooleanField()
-
-    def get_age_seconds(self, quote) -> int:
-        return int(quote.age.total_seconds())
 
 
 class ConsensusSerializer(serializers.Serializer):
@@ -57,17 +55,11 @@ class ConsensusSerializer(serializers.Serializer):
     at = serializers.DateTimeField()
     usable = serializers.BooleanField()
     flags = serializers.ListField(child=serializers.ChoiceField(choices=FLAGS))
-    age_seconds = serializers.SerializerMethodField()
+    age_seconds = OptionalSecondsField(source="age")
     spread = serializers.DecimalField(allow_null=True, **_EXACT)
     max_divergence = serializers.DecimalField(**_EXACT)
-    stale_after_seconds = serializers.SerializerMethodField()
+    stale_after_seconds = SecondsField(source="stale_after")
     quotes = ConsensusQuoteSerializer(many=True)
-
-    def get_age_seconds(self, consensus) -> int | None:
-        return None if consensus.age is None else int(consensus.age.total_seconds())
-
-    def get_stale_after_seconds(self, consensus) -> int:
-        return int(consensus.stale_after.total_seconds())
 
 
 class PriceOverviewSerializer(serializers.Serializer):

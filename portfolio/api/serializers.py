@@ -4,7 +4,11 @@ writes."""
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from portfolio.api.fields import ExactDecimalField, ExactDecimalModelSerializer
+from portfolio.api.fields import (
+    ExactDecimalField,
+    ExactDecimalModelSerializer,
+    OptionalSecondsField,
+)
 from portfolio.models import Asset, Fund, FundingSource, NavSnapshot
 from portfolio.prices.consensus import FLAGS
 
@@ -70,12 +74,10 @@ class ConsensusSummarySerializer(serializers.Serializer):
     sources = serializers.ListField(
         child=serializers.CharField(), help_text="Sources whose fresh quotes made the price."
     )
-    age_seconds = serializers.SerializerMethodField(
-        help_text="Age of the freshest quote at the valuation time; null without quotes."
+    age_seconds = OptionalSecondsField(
+        source="age",
+        help_text="Age of the freshest quote at the valuation time; null without quotes.",
     )
-
-    def get_age_seconds(self, consensus) -> int | None:
-        return None if consensus.age is None else int(consensus.age.total_seconds())
 
 
 class PositionSerializer(serializers.Serializer):
