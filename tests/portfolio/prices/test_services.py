@@ -9,7 +9,13 @@ from django.utils import timezone
 
 from portfolio.models import Asset, FetchFailure, FxRate, MarketDataProvider, Price, PriceFetch
 from portfolio.prices import services as price_services
-from portfolio.prices.clients import CLIENTS, BinanceClient
+from portfolio.prices.clients import (
+    CLIENTS,
+    BinanceClient,
+    LatestQuotes,
+    Observed,
+    ProviderClient,
+)
 from portfolio.prices.exceptions import ManualPriceInvalid
 from tests.factories import AssetFactory, UserFactory
 from tests.portfolio import fake_market
@@ -498,3 +504,63 @@ def test_each_client_names_assets_its_own_way_and_says_what_it_serves():
     assert CLIENTS[MarketDataProvider.COINGECKO].asset_key(asset) == "binancecoin"
     assert CLIENTS[MarketDataProvider.NBK].asset_key(asset) == ""
     assert [p for p, client in CLIENTS.items() if client.official_rates] == ["nbk"]
+
+
+def test_the_fetch_asks_whichever_client_is_registered_for_the_provider(monkeypatch, assets):
+    class CannedClient(ProviderClient):
+        """Answers from memory: the fetch code must not care which client it holds."""
+
+        provider = MarketDataProvider.BINANCE
+        quote_currency = "USDT"
+
+        @classmethod
+        def asset_key(cls, asset) -> str:
+            return f"canned-{asset.symbol}" if asset.symbol in {"BNB", "SOL"} else ""
+
+        def latest(self, keys: list[str]) -> LatestQuotes:
+            self.asked = keys
+            at = timezone.now()
+            return LatestQuotes(
+                quote_currency=self.quote_currency,
+                prices={"canned-BNB": Observed(D("601.25"), at)},
+                unknown={"canned-SOL": "not in the can"},
+            )
+
+    monkeypatch.setitem(CLIENTS, MarketDataProvider.BINANCE, CannedClient)
+
+    report = price_services.prices_fetch_latest(provider=MarketDataProvider.BINANCE)
+
+    assert report.outcome == Outcome.PARTIAL
+    assert report.stored == 1
+    assert stored("binance") == [("BNB", D("601.25"), "USDT")]
+    assert list(PriceFetch.objects.values_list("requested", flat=True)) == [
+        ["canned-BNB", "canned-SOL"]
+    ]
+    assert [(f.reason, f.asset.symbol) for f in FetchFailure.objects.all()] == [
+        (Reason.UNKNOWN_SYMBOL, "SOL")
+    ]
+
+
+def test_every_writer_of_prices_stores_through_prices_store(monkeypatch, market, assets):
+    calls = []
+    real_store = price_services.prices_store
+
+    def spy(rows):
+        calls.append(sorted({row.source for row in rows}))
+        return real_store(rows)
+
+    monkeypatch.setattr(price_services, "prices_store", spy)
+    market.coingecko.update({"binancecoin": "612.1", "bitcoin": "97010", "solana": "150.25"})
+    at = timezone.now().replace(microsecond=0) - dt.timedelta(minutes=5)
+
+    price_services.prices_fetch_latest(provider=MarketDataProvider.COINGECKO)
+    price_services.price_history_import(
+        asset=assets["BNB"], closes=[price_services.DailyClose(dt.date(2024, 1, 2), D("310.5"))]
+    )
+    price_services.price_record_manual(
+        asset=assets["BNB"], price=D("612"), entered_by=UserFactory(), observed_at=at
+    )
+
+    assert calls == [["coingecko"], ["yahoo"], ["manual"]]
+    assert Price.objects.filter(source="coingecko").count() == 3
+    assert Price.objects.filter(source__in=["yahoo", "manual"]).count() == 2
