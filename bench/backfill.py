@@ -1,7 +1,7 @@
 """How long does a backfill of 5 years of daily prices for 20 assets take? Measured, not
 asserted: this prints figures and is not a test.
 
-Runs ``portfolio.prices.price_services.prices_backfill`` for Binance (klines), CoinGecko (market
+Runs ``portfolio.prices.services.prices_backfill`` for Binance (klines), CoinGecko (market
 charts) and the National Bank (one request per day) against the fake market server of the test
 suite, on SQLite and on PostgreSQL, then runs it again to time the idempotent re-run.
 
