@@ -206,20 +206,24 @@ def executor_refusal(
     return None
 
 
-def fill_refusal(
-    user, proposal: Proposal, *, roles: set[str] | None = None, now: dt.datetime | None = None
-) -> GovernanceError | None:
-    """May ``user`` record a fill of (or close) ``proposal`` now: ``executor_refusal``, and the
-    proposal is approved and within its execution window (rule 9). The fill's own terms (price,
-    time, notional) are judged by the execution service."""
-    refusal = executor_refusal(user, proposal, roles=roles) or _transition_refusal(
-        "execute", proposal.state
-    )
+def fill_window_refusal(proposal: Proposal, *, now: dt.datetime | None = None):
+    """Does ``proposal`` accept fills now: it is approved and within its execution window
+    (rule 9)."""
+    refusal = _transition_refusal("execute", proposal.state)
     if refusal is None and proposal.approval_expires_at <= (now or timezone.now()):
         refusal = ExecutionRefused(
             "The approval has expired; the proposal accepts no fill.", code="approval_expired"
         )
     return refusal
+
+
+def fill_refusal(
+    user, proposal: Proposal, *, roles: set[str] | None = None, now: dt.datetime | None = None
+) -> GovernanceError | None:
+    """May ``user`` record a fill of (or close) ``proposal`` now: ``executor_refusal``, then
+    ``fill_window_refusal``. The fill's own terms (price, time, notional) are judged by the
+    execution service."""
+    return executor_refusal(user, proposal, roles=roles) or fill_window_refusal(proposal, now=now)
 
 
 def awaiting_fill_q(user, fund_ids, *, now: dt.datetime) -> Q:

@@ -100,9 +100,10 @@ def execution_record(
 ) -> tuple[Execution, bool]:
     """Record one fill of an approved proposal; returns (execution, created).
 
-    Preconditions: lock held on the proposal; ``permissions.fill_refusal`` allows it (``actor``
-    holds ``execute_trades``, is not the author and did not approve it; state ``approved`` and
-    not past its expiry); executed between the approval and now; price at most the limit price
+    Preconditions: lock held on the proposal; ``permissions.fill_refusal`` allows it, asked in
+    its two halves around the replay of a booked reference (``actor`` holds ``execute_trades``,
+    is not the author and did not approve it; state ``approved`` and not past its expiry);
+    executed between the approval and now; price at most the limit price
     and within the fund's tolerance of a usable consensus price at the execution time; total
     cost within the approved notional; ``otp_token`` is a fresh code from the actor's confirmed
     TOTP device (step-up), consumed once the other checks pass. The same ``external_ref`` again
@@ -138,9 +139,7 @@ def execution_record(
             if existing is not None:
                 return existing, False
             now = timezone.now()
-            permissions.raise_if_refused(
-                permissions.fill_refusal(actor, proposal, roles=roles, now=now)
-            )
+            permissions.raise_if_refused(permissions.fill_window_refusal(proposal, now=now))
             evidence = _check_fill_terms(
                 proposal, price_usd=price_usd, cost_usd=cost_usd, executed_at=executed_at, now=now
             )
