@@ -88,32 +88,17 @@ def audit_record(
         raise RuntimeError("audit_record must run inside the transaction of the change it records.")
     chain = _locked_chain()
     sequence = chain.length + 1
-    created_at = timezone.now()
-    payload = normalise_payload(payload)
-    actor_id = actor.pk if actor is not None else None
-    fund_id = fund.pk if fund is not None else (proposal.fund_id if proposal is not None else None)
-    proposal_id = proposal.pk if proposal is not None else None
-    digest = event_hash(
-        previous_hash=chain.head_hash,
-        sequence=sequence,
-        created_at=created_at,
-        actor_id=actor_id,
-        action=action,
-        fund_id=fund_id,
-        proposal_id=proposal_id,
-        payload=payload,
-    )
-    event = AuditEvent.objects.create(
-        sequence=sequence,
-        created_at=created_at,
-        actor_id=actor_id,
-        action=action,
-        fund_id=fund_id,
-        proposal_id=proposal_id,
-        payload=payload,
-        previous_hash=chain.head_hash,
-        hash=digest,
-    )
+    content = {
+        "sequence": sequence,
+        "created_at": timezone.now(),
+        "actor_id": actor.pk if actor is not None else None,
+        "action": action,
+        "fund_id": fund.pk if fund is not None else getattr(proposal, "fund_id", None),
+        "proposal_id": proposal.pk if proposal is not None else None,
+        "payload": normalise_payload(payload),
+    }
+    digest = event_hash(previous_hash=chain.head_hash, **content)
+    event = AuditEvent.objects.create(**content, previous_hash=chain.head_hash, hash=digest)
     chain.length = sequence
     chain.head_hash = digest
     chain.save(update_fields=["length", "head_hash"])

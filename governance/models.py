@@ -8,6 +8,7 @@ from django.db.models import F, Q
 from django.utils.translation import gettext_lazy as _
 
 from governance.vocabulary import AuditAction
+from portfolio.constraints import check, unique
 from portfolio.fields import EXACT_DIGITS, AmountField, MoneyField, PriceField, QuantityField
 from portfolio.models import Asset, Fund, FundingSource, FundRole
 
@@ -38,21 +39,17 @@ class ApprovalPolicy(models.Model):
         ordering = ["fund", "-version"]
         verbose_name_plural = "approval policies"
         constraints = [
-            models.UniqueConstraint(
-                fields=["fund", "version"], name="%(app_label)s_%(class)s_unique_version"
-            ),
-            models.CheckConstraint(
-                condition=Q(version__gte=1), name="%(app_label)s_%(class)s_version_positive"
-            ),
+            unique("fund", "version", what="unique_version"),
+            check(Q(version__gte=1), what="version_positive"),
             # Four eyes: whoever drafts a policy cannot also put it in force.
-            models.CheckConstraint(
-                condition=Q(published_by__isnull=True) | ~Q(published_by=F("drafted_by")),
-                name="%(app_label)s_%(class)s_publisher_is_not_drafter",
+            check(
+                Q(published_by__isnull=True) | ~Q(published_by=F("drafted_by")),
+                what="publisher_is_not_drafter",
             ),
-            models.CheckConstraint(
-                condition=Q(published_by__isnull=True, published_at__isnull=True)
+            check(
+                Q(published_by__isnull=True, published_at__isnull=True)
                 | Q(published_by__isnull=False, published_at__isnull=False),
-                name="%(app_label)s_%(class)s_published_by_and_at_together",
+                what="published_by_and_at_together",
             ),
         ]
 
@@ -81,19 +78,12 @@ class PolicyStage(models.Model):
     class Meta:
         ordering = ["policy", "order"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["policy", "order"], name="%(app_label)s_%(class)s_unique_order"
-            ),
-            models.CheckConstraint(
-                condition=Q(quorum__gte=1), name="%(app_label)s_%(class)s_quorum_positive"
-            ),
-            models.CheckConstraint(
-                condition=Q(applies_from_usd__gte=0),
-                name="%(app_label)s_%(class)s_applies_from_not_negative",
-            ),
-            models.CheckConstraint(
-                condition=Q(permission__in=[role.value for role in DECIDING_ROLES]),
-                name="%(app_label)s_%(class)s_permission_is_deciding_role",
+            unique("policy", "order", what="unique_order"),
+            check(Q(quorum__gte=1), what="quorum_positive"),
+            check(Q(applies_from_usd__gte=0), what="applies_from_not_negative"),
+            check(
+                Q(permission__in=[role.value for role in DECIDING_ROLES]),
+                what="permission_is_deciding_role",
             ),
         ]
 
@@ -174,34 +164,23 @@ class Proposal(models.Model):
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["fund", "state"])]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(notional_usd__gt=0), name="%(app_label)s_%(class)s_notional_positive"
+            check(Q(notional_usd__gt=0), what="notional_positive"),
+            check(Q(limit_price_usd__gt=0), what="limit_price_positive"),
+            check(Q(version__gte=1), what="version_positive"),
+            check(
+                Q(executed_notional_usd__gte=0) & Q(executed_notional_usd__lte=F("notional_usd")),
+                what="executed_within_notional",
             ),
-            models.CheckConstraint(
-                condition=Q(limit_price_usd__gt=0),
-                name="%(app_label)s_%(class)s_limit_price_positive",
-            ),
-            models.CheckConstraint(
-                condition=Q(version__gte=1), name="%(app_label)s_%(class)s_version_positive"
-            ),
-            models.CheckConstraint(
-                condition=Q(executed_notional_usd__gte=0)
-                & Q(executed_notional_usd__lte=F("notional_usd")),
-                name="%(app_label)s_%(class)s_executed_within_notional",
-            ),
-            models.CheckConstraint(
-                condition=Q(state__in=ProposalState.values),
-                name="%(app_label)s_%(class)s_state_valid",
-            ),
+            check(Q(state__in=ProposalState.values), what="state_valid"),
             # Only a proposal in review is waiting at a stage.
-            models.CheckConstraint(
-                condition=Q(state=ProposalState.IN_REVIEW, current_stage__isnull=False)
+            check(
+                Q(state=ProposalState.IN_REVIEW, current_stage__isnull=False)
                 | (~Q(state=ProposalState.IN_REVIEW) & Q(current_stage__isnull=True)),
-                name="%(app_label)s_%(class)s_current_stage_only_in_review",
+                what="current_stage_only_in_review",
             ),
-            models.CheckConstraint(
-                condition=~Q(state=ProposalState.APPROVED) | Q(approval_expires_at__isnull=False),
-                name="%(app_label)s_%(class)s_approved_has_expiry",
+            check(
+                ~Q(state=ProposalState.APPROVED) | Q(approval_expires_at__isnull=False),
+                what="approved_has_expiry",
             ),
         ]
 
@@ -244,22 +223,10 @@ class Decision(models.Model):
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["proposal", "proposal_version", "user"],
-                name="%(app_label)s_%(class)s_one_per_user_and_version",
-            ),
-            models.CheckConstraint(
-                condition=~Q(user=F("proposal_author")),
-                name="%(app_label)s_%(class)s_author_never_decides",
-            ),
-            models.CheckConstraint(
-                condition=Q(verdict__in=["approve", "reject", "request_changes"]),
-                name="%(app_label)s_%(class)s_verdict_valid",
-            ),
-            models.CheckConstraint(
-                condition=~Q(confirmed_by_device=""),
-                name="%(app_label)s_%(class)s_confirmed_by_device",
-            ),
+            unique("proposal", "proposal_version", "user", what="one_per_user_and_version"),
+            check(~Q(user=F("proposal_author")), what="author_never_decides"),
+            check(Q(verdict__in=["approve", "reject", "request_changes"]), what="verdict_valid"),
+            check(~Q(confirmed_by_device=""), what="confirmed_by_device"),
         ]
 
     def __str__(self) -> str:
@@ -273,9 +240,7 @@ class AuditChain(models.Model):
     head_hash = models.CharField(max_length=64)
 
     class Meta:
-        constraints = [
-            models.CheckConstraint(condition=Q(id=1), name="%(app_label)s_%(class)s_single_row")
-        ]
+        constraints = [check(Q(id=1), what="single_row")]
 
     def __str__(self) -> str:
         return f"Audit chain of {self.length} events"
@@ -306,11 +271,7 @@ class AuditEvent(models.Model):
 
     class Meta:
         ordering = ["sequence"]
-        constraints = [
-            models.CheckConstraint(
-                condition=Q(sequence__gte=1), name="%(app_label)s_%(class)s_sequence_positive"
-            )
-        ]
+        constraints = [check(Q(sequence__gte=1), what="sequence_positive")]
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.action}"
@@ -342,10 +303,10 @@ class AuditVerification(models.Model):
     class Meta:
         ordering = ["-checked_at", "-id"]
         constraints = [
-            models.CheckConstraint(
-                condition=(Q(ok=True, first_bad_sequence__isnull=True, reason=""))
+            check(
+                (Q(ok=True, first_bad_sequence__isnull=True, reason=""))
                 | (Q(ok=False) & ~Q(reason="")),
-                name="%(app_label)s_%(class)s_reason_iff_broken",
+                what="reason_iff_broken",
             )
         ]
 
@@ -383,28 +344,14 @@ class Execution(models.Model):
     class Meta:
         ordering = ["executed_at", "id"]
         constraints = [
-            models.CheckConstraint(
-                condition=Q(quantity__gt=0), name="%(app_label)s_%(class)s_quantity_positive"
-            ),
-            models.CheckConstraint(
-                condition=Q(price_usd__gt=0), name="%(app_label)s_%(class)s_price_positive"
-            ),
-            models.CheckConstraint(
-                condition=Q(fee_usd__gte=0), name="%(app_label)s_%(class)s_fee_not_negative"
-            ),
+            check(Q(quantity__gt=0), what="quantity_positive"),
+            check(Q(price_usd__gt=0), what="price_positive"),
+            check(Q(fee_usd__gte=0), what="fee_not_negative"),
             # cost = quantity x price + fee is computed exactly by the service; SQLite would
             # evaluate an equality check in floating point, so the database holds cost > fee.
-            models.CheckConstraint(
-                condition=Q(cost_usd__gt=F("fee_usd")),
-                name="%(app_label)s_%(class)s_cost_above_fee",
-            ),
-            models.CheckConstraint(
-                condition=~Q(external_ref=""), name="%(app_label)s_%(class)s_external_ref_set"
-            ),
-            models.CheckConstraint(
-                condition=~Q(confirmed_by_device=""),
-                name="%(app_label)s_%(class)s_confirmed_by_device",
-            ),
+            check(Q(cost_usd__gt=F("fee_usd")), what="cost_above_fee"),
+            check(~Q(external_ref=""), what="external_ref_set"),
+            check(~Q(confirmed_by_device=""), what="confirmed_by_device"),
         ]
 
     def __str__(self) -> str:
@@ -429,9 +376,9 @@ class Preference(models.Model):
 
     class Meta:
         constraints = [
-            models.CheckConstraint(
-                condition=Q(language__in=[code for code, _name in settings.LANGUAGES]),
-                name="%(app_label)s_%(class)s_language_offered",
+            check(
+                Q(language__in=[code for code, _name in settings.LANGUAGES]),
+                what="language_offered",
             )
         ]
 

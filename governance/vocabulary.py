@@ -104,53 +104,63 @@ COMPLIANCE_CHECKS = {
 # What a compliance check found, per rule and outcome, worded from the check's values. The
 # stored report keeps the English message for the API and the record; pages show these.
 CHECK_SENTENCES = {
-    ("whitelist", "pass"): _("%(asset)s is on the fund's whitelist."),
-    ("whitelist", "block"): _("%(asset)s is not on the fund's whitelist."),
-    ("single_proposal_limit", "pass"): _(
-        "The notional of USD %(notional)s is within the single-proposal limit of USD %(limit)s."
-    ),
-    ("single_proposal_limit", "warn"): _(
-        "The notional of USD %(notional)s is close to the single-proposal limit of USD %(limit)s."
-    ),
-    ("single_proposal_limit", "block"): _(
-        "The notional of USD %(notional)s exceeds the single-proposal limit of USD %(limit)s."
-    ),
-    ("cash", "pass"): _("Enough cash: USD %(available)s available, USD %(notional)s needed."),
-    ("cash", "warn"): _(
-        "The proposal would use almost all available cash: USD %(available)s available, "
-        "USD %(notional)s needed."
-    ),
-    ("cash", "block"): _(
-        "Not enough cash: USD %(available)s available after USD %(reserved)s reserved for "
-        "approved proposals, USD %(notional)s needed."
-    ),
-    ("concentration", "pass"): _(
-        "After the trade %(asset)s would be %(share)s%% of the fund; the limit is %(limit)s%%."
-    ),
-    ("concentration", "warn"): _(
-        "After the trade %(asset)s would be %(share)s%% of the fund, close to the limit of "
-        "%(limit)s%%."
-    ),
-    ("concentration", "block"): _(
-        "After the trade %(asset)s would be %(share)s%% of the fund, above the limit of "
-        "%(limit)s%%."
-    ),
-    ("concentration", "unpriced"): _("Holdings cannot be valued: no price for %(unpriced)s."),
-    ("concentration", "no_value"): _("The fund has no value to measure a share against."),
-    ("market_price", "pass"): _("%(asset)s has a usable consensus price of USD %(price)s."),
-    ("market_price", "warn"): _(
-        "The consensus price of %(asset)s cannot back an approval yet: %(flags)s"
-    ),
-    ("market_price", "block"): _(
-        "The consensus price of %(asset)s cannot back an approval: %(flags)s"
-    ),
-    ("limit_price", "pass"): _("The limit price is at or above the market."),
-    ("limit_price", "no_market"): _("No market price to compare the limit price with."),
-    ("limit_price", "warn"): _(
-        "The limit price of USD %(limit)s is below the consensus price of USD %(market)s: the "
-        "order may not fill."
-    ),
+    "whitelist": {
+        "pass": _("%(asset)s is on the fund's whitelist."),
+        "block": _("%(asset)s is not on the fund's whitelist."),
+    },
+    "single_proposal_limit": {
+        "pass": _(
+            "The notional of USD %(notional)s is within the single-proposal limit of USD %(limit)s."
+        ),
+        "warn": _(
+            "The notional of USD %(notional)s is close to the single-proposal limit of "
+            "USD %(limit)s."
+        ),
+        "block": _(
+            "The notional of USD %(notional)s exceeds the single-proposal limit of USD %(limit)s."
+        ),
+    },
+    "cash": {
+        "pass": _("Enough cash: USD %(available)s available, USD %(notional)s needed."),
+        "warn": _(
+            "The proposal would use almost all available cash: USD %(available)s available, "
+            "USD %(notional)s needed."
+        ),
+        "block": _(
+            "Not enough cash: USD %(available)s available after USD %(reserved)s reserved for "
+            "approved proposals, USD %(notional)s needed."
+        ),
+    },
+    "concentration": {
+        "pass": _(
+            "After the trade %(asset)s would be %(share)s%% of the fund; the limit is %(limit)s%%."
+        ),
+        "warn": _(
+            "After the trade %(asset)s would be %(share)s%% of the fund, close to the limit of "
+            "%(limit)s%%."
+        ),
+        "block": _(
+            "After the trade %(asset)s would be %(share)s%% of the fund, above the limit of "
+            "%(limit)s%%."
+        ),
+        "unpriced": _("Holdings cannot be valued: no price for %(unpriced)s."),
+        "no_value": _("The fund has no value to measure a share against."),
+    },
+    "market_price": {
+        "pass": _("%(asset)s has a usable consensus price of USD %(price)s."),
+        "warn": _("The consensus price of %(asset)s cannot back an approval yet: %(flags)s"),
+        "block": _("The consensus price of %(asset)s cannot back an approval: %(flags)s"),
+    },
+    "limit_price": {
+        "pass": _("The limit price is at or above the market."),
+        "no_market": _("No market price to compare the limit price with."),
+        "warn": _(
+            "The limit price of USD %(limit)s is below the consensus price of USD %(market)s: the "
+            "order may not fill."
+        ),
+    },
 }
+
 
 # ---------------------------------------------------------------------------------------------
 # The proposal page: why a form is not offered, and the timeline in sentences

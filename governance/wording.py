@@ -84,8 +84,8 @@ def compliance_checks(report: dict | None, *, asset: str, outcome: str | None = 
     for check in (report or {}).get("checks", []):
         if outcome is not None and check.get("outcome") != outcome:
             continue
-        key, words = _check_key_and_values(check, asset)
-        sentence = CHECK_SENTENCES.get(key)
+        (rule, found), words = _check_key_and_values(check, asset)
+        sentence = CHECK_SENTENCES.get(rule, {}).get(found)
         checks.append(
             {
                 **check,

@@ -55,25 +55,16 @@ def proposal_create(
     Effects: a ``draft`` proposal, version 1; audit event ``proposal.created``.
     """
     permissions.raise_if_refused(permissions.propose_refusal(author, fund))
-    _validate_terms(
-        {
-            "notional_usd": notional_usd,
-            "limit_price_usd": limit_price_usd,
-            "funding_source": funding_source,
-        },
-        fund=fund,
-    )
+    terms = {
+        "asset": asset,
+        "notional_usd": notional_usd,
+        "limit_price_usd": limit_price_usd,
+        "rationale": rationale,
+        "funding_source": funding_source,
+    }
+    _validate_terms(terms, fund=fund)
     with transaction.atomic():
-        proposal = Proposal.objects.create(
-            fund=fund,
-            asset=asset,
-            side=side,
-            notional_usd=notional_usd,
-            limit_price_usd=limit_price_usd,
-            rationale=rationale,
-            funding_source=funding_source,
-            author=author,
-        )
+        proposal = Proposal.objects.create(fund=fund, side=side, author=author, **terms)
         events.proposal_created_event(actor=author, proposal=proposal)
     return proposal
 
