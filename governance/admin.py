@@ -15,7 +15,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Prefetch
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
@@ -44,7 +44,7 @@ from governance.models import (
 from governance.roles import direct_grants, users_with_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
 from portfolio import admin as portfolio_admin
-from portfolio.admin import ReadOnlyAdminMixin
+from portfolio.admin_mixins import ExtraPagesMixin, ReadOnlyAdminMixin
 from portfolio.exceptions import PortfolioError
 from portfolio.models import Fund, FundRole, Price
 
@@ -91,24 +91,13 @@ admin.site.unregister(Fund)
 
 
 @admin.register(Fund)
-class FundAdmin(portfolio_admin.FundAdmin):
+class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
     """Portfolio's fund page plus the governance tools: per-fund roles and contributions."""
 
-    def get_urls(self):
-        info = self.opts.app_label, self.opts.model_name
-        return [
-            path(
-                "<path:object_id>/roles/",
-                self.admin_site.admin_view(self.roles_view),
-                name="{}_{}_roles".format(*info),
-            ),
-            path(
-                "<path:object_id>/contribution/",
-                self.admin_site.admin_view(self.contribution_view),
-                name="{}_{}_contribution".format(*info),
-            ),
-            *super().get_urls(),
-        ]
+    extra_pages = (
+        ("<path:object_id>/roles/", "roles_view", "roles"),
+        ("<path:object_id>/contribution/", "contribution_view", "contribution"),
+    )
 
     def fund_tools(self, request, fund: Fund) -> list[tuple[str, str]]:
         tools = []
@@ -222,20 +211,12 @@ admin.site.unregister(Price)
 
 
 @admin.register(Price)
-class PriceAdmin(portfolio_admin.PriceAdmin):
+class PriceAdmin(ExtraPagesMixin, portfolio_admin.PriceAdmin):
     """Portfolio's read-only price list plus an audited manual entry for site administrators."""
 
     change_list_template = "admin/portfolio/price/change_list.html"
 
-    def get_urls(self):
-        return [
-            path(
-                "manual/",
-                self.admin_site.admin_view(self.manual_price_view),
-                name="portfolio_price_manual",
-            ),
-            *super().get_urls(),
-        ]
+    extra_pages = (("manual/", "manual_price_view", "manual"),)
 
     def manual_price_view(self, request):
         """Enter a price through ``price_enter_manual`` (site administrators only)."""
@@ -486,16 +467,8 @@ class AuditEventInline(ReadOnlyInlineMixin, admin.TabularInline):
 class ExecutionInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = Execution
     fk_name = "proposal"
-    fields = (
-        "executed_at",
-        "quantity",
-        "price_usd",
-        "fee_usd",
-        "cost_usd",
-        "venue",
-        "external_ref",
-        "recorded_by",
-    )
+    fields = ("executed_at", "quantity", "price_usd", "fee_usd", "cost_usd", "venue")
+    fields += ("external_ref", "recorded_by")
     readonly_fields = fields
     ordering = ("executed_at", "id")
 
@@ -672,39 +645,26 @@ class ProposalAdmin(admin.ModelAdmin):
         )
 
 
+class ProposalRecordAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Read-only pages of what was recorded against a proposal, with the evidence behind it."""
+
+    @admin.display(description=_("proposal"), ordering="proposal_id")
+    def proposal_link(self, record: Decision | Execution) -> str:
+        return _proposal_link(record.proposal_id)
+
+
 @admin.register(Decision)
-class DecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = (
-        "id",
-        "proposal_link",
-        "proposal_version",
-        "stage",
-        "user",
-        "verdict",
-        "created_at",
-    )
+class DecisionAdmin(ProposalRecordAdmin):
+    list_display = ("id", "proposal_link", "proposal_version", "stage", "user", "verdict")
+    list_display += ("created_at",)
     list_filter = ("verdict", "proposal__fund", "stage__permission")
     search_fields = ("=proposal__id", "user__username", "comment")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
     list_select_related = ("stage", "user")
-    fields = (
-        "proposal",
-        "proposal_version",
-        "stage",
-        "user",
-        "proposal_author",
-        "verdict",
-        "comment",
-        "confirmed_by_device",
-        "evidence_display",
-        "created_at",
-    )
+    fields = ("proposal", "proposal_version", "stage", "user", "proposal_author", "verdict")
+    fields += ("comment", "confirmed_by_device", "evidence_display", "created_at")
     readonly_fields = fields
-
-    @admin.display(description=_("proposal"), ordering="proposal_id")
-    def proposal_link(self, decision: Decision) -> str:
-        return _proposal_link(decision.proposal_id)
 
     @admin.display(description=_("evidence: what the decider saw"))
     def evidence_display(self, decision: Decision) -> str:
@@ -712,45 +672,20 @@ class DecisionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(Execution)
-class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class ExecutionAdmin(ProposalRecordAdmin):
     """Fills are recorded by treasury operators through the execution service, never here."""
 
-    list_display = (
-        "id",
-        "proposal_link",
-        "quantity",
-        "price_usd",
-        "fee_usd",
-        "cost_usd",
-        "venue",
-        "external_ref",
-        "executed_at",
-        "recorded_by",
-    )
+    list_display = ("id", "proposal_link", "quantity", "price_usd", "fee_usd", "cost_usd")
+    list_display += ("venue", "external_ref", "executed_at", "recorded_by")
     list_filter = ("venue", "proposal__fund")
     search_fields = ("external_ref", "=proposal__id", "venue")
     date_hierarchy = "executed_at"
     ordering = ("-executed_at", "-id")
     list_select_related = ("recorded_by",)
-    fields = (
-        "proposal",
-        "quantity",
-        "price_usd",
-        "fee_usd",
-        "cost_usd",
-        "venue",
-        "external_ref",
-        "executed_at",
-        "recorded_by",
-        "recorded_at",
-        "confirmed_by_device",
-        "evidence_display",
-    )
+    fields = ("proposal", "quantity", "price_usd", "fee_usd", "cost_usd", "venue")
+    fields += ("external_ref", "executed_at", "recorded_by", "recorded_at")
+    fields += ("confirmed_by_device", "evidence_display")
     readonly_fields = fields
-
-    @admin.display(description=_("proposal"), ordering="proposal_id")
-    def proposal_link(self, execution: Execution) -> str:
-        return _proposal_link(execution.proposal_id)
 
     @admin.display(description=_("evidence: the price it was checked against"))
     def evidence_display(self, execution: Execution) -> str:
@@ -763,7 +698,7 @@ class ExecutionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditEventAdmin(ExtraPagesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     """Append-only and read-only for everyone, superusers included (rule 11).
 
     The changelist shows the chain head; verifying the whole chain replays every row, so it
@@ -790,16 +725,7 @@ class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     )
     readonly_fields = fields
 
-    def get_urls(self):
-        info = self.opts.app_label, self.opts.model_name
-        return [
-            path(
-                "verify/",
-                self.admin_site.admin_view(self.verify_view),
-                name="{}_{}_verify".format(*info),
-            ),
-            *super().get_urls(),
-        ]
+    extra_pages = (("verify/", "verify_view", "verify"),)
 
     @admin.display(description=_("proposal"), ordering="proposal_id")
     def proposal_link(self, event: AuditEvent) -> str:

@@ -2,6 +2,7 @@
 fields fixed once a row exists."""
 
 from django.contrib import admin
+from django.urls import path
 
 from portfolio.calculations import decimal_string
 
@@ -20,6 +21,22 @@ class ReadOnlyAdminMixin:
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+
+class ExtraPagesMixin:
+    """Pages of a model's admin beyond its lists and forms. ``extra_pages`` holds one
+    ``(route, view method name, suffix)`` per page; the route is below the model's admin URL,
+    the view runs behind the admin's login, and the URL is named ``<app>_<model>_<suffix>``."""
+
+    extra_pages: tuple[tuple[str, str, str], ...] = ()
+
+    def get_urls(self):
+        prefix = f"{self.opts.app_label}_{self.opts.model_name}_"
+        pages = [
+            path(route, self.admin_site.admin_view(getattr(self, view)), name=prefix + suffix)
+            for route, view, suffix in self.extra_pages
+        ]
+        return pages + super().get_urls()
 
 
 class CreateOnlyFieldsMixin:

@@ -107,14 +107,8 @@ class ProposalSerializer(serializers.ModelSerializer):
             "remaining_notional_usd",
             "compliance",
         ]
-        read_only_fields = [
-            "state",
-            "version",
-            "submitted_at",
-            "approval_expires_at",
-            "executed_notional_usd",
-            "compliance",
-        ]
+        read_only_fields = ["state", "version", "compliance", "executed_notional_usd"]
+        read_only_fields += ["submitted_at", "approval_expires_at"]
         extra_kwargs = {
             "notional_usd": {"validators": [greater_than_zero]},
             "limit_price_usd": {"validators": [greater_than_zero]},
@@ -203,21 +197,9 @@ class ExecutionSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Execution
-        fields = [
-            "id",
-            "proposal",
-            "quantity",
-            "price_usd",
-            "fee_usd",
-            "cost_usd",
-            "venue",
-            "external_ref",
-            "executed_at",
-            "recorded_by",
-            "recorded_at",
-            "evidence",
-            "confirmed_by_device",
-        ]
+        fields = ["id", "proposal", "quantity", "price_usd", "fee_usd", "cost_usd", "venue"]
+        fields += ["external_ref", "executed_at", "recorded_by", "recorded_at", "evidence"]
+        fields += ["confirmed_by_device"]
         read_only_fields = fields
 
 
@@ -235,16 +217,8 @@ class ExecutionCreateSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Execution
-        fields = [
-            "quantity",
-            "price_usd",
-            "fee_usd",
-            "venue",
-            "external_ref",
-            "executed_at",
-            "close",
-            "otp_token",
-        ]
+        fields = ["quantity", "price_usd", "fee_usd", "venue", "external_ref", "executed_at"]
+        fields += ["close", "otp_token"]
         extra_kwargs = {
             "quantity": {"validators": [greater_than_zero]},
             "price_usd": {"validators": [greater_than_zero]},

@@ -31,6 +31,34 @@ CONFLICT = OpenApiResponse(
     ErrorSerializer, description="A workflow rule refuses this; `code` names the rule."
 )
 INVALID = OpenApiResponse(description="Invalid input: errors per field.")
+# What any action on one proposal may answer instead of its result.
+REFUSED = {400: INVALID, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT}
+
+
+def _listing(summary: str, serializer_class):
+    """The schema of a GET answering one page of a proposal's records."""
+    responses = {200: serializer_class(many=True), 404: NOT_FOUND}
+    return extend_schema(methods=["GET"], summary=summary, responses=responses)
+
+
+def _proposal_action(name: str, service, *, summary: str, description=None, body=None):
+    """A POST action on one proposal: runs ``service`` as the caller, with the fields of the
+    ``body`` serializer if the action takes one, and answers with the proposal as it is now."""
+
+    def view(self, request, pk=None):
+        proposal = self.get_object()
+        fields = self._validated(body) if body is not None else {}
+        service(proposal_id=proposal.pk, actor=request.user, **fields)
+        return self._respond(proposal.pk)
+
+    view.__name__ = name  # the router maps the HTTP method to the attribute of this name
+    documented = extend_schema(
+        summary=summary,
+        description=description,
+        request=body,
+        responses={200: ProposalSerializer, **REFUSED},
+    )
+    return documented(action(detail=True, methods=["post"])(view))
 
 
 @extend_schema_view(
@@ -53,6 +81,15 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         proposal = self.get_queryset().get(pk=proposal_id)
         return Response(self.get_serializer(proposal).data, status=status_code)
 
+    def _validated(self, serializer_class) -> dict:
+        serializer = serializer_class(data=self.request.data)
+        serializer.is_valid(raise_exception=True)
+        return serializer.validated_data
+
+    def _page(self, rows, serializer_class) -> Response:
+        page = self.paginate_queryset(rows)
+        return self.get_paginated_response(serializer_class(page, many=True).data)
+
     @extend_schema(
         summary="Draft a proposal",
         responses={201: ProposalSerializer, 400: INVALID, 403: FORBIDDEN},
@@ -65,13 +102,7 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(
         summary="Edit a draft or a proposal returned for changes (author only)",
-        responses={
-            200: ProposalSerializer,
-            400: INVALID,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-            409: CONFLICT,
-        },
+        responses={200: ProposalSerializer, **REFUSED},
     )
     def partial_update(self, request, pk=None):
         proposal = self.get_object()
@@ -82,78 +113,41 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         )
         return self._respond(proposal.pk)
 
-    @extend_schema(
-        summary="Submit into review (author only)",
-        request=None,
-        responses={200: ProposalSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT},
+    submit = _proposal_action(
+        "submit", services.proposal_submit, summary="Submit into review (author only)"
     )
-    @action(detail=True, methods=["post"])
-    def submit(self, request, pk=None):
-        proposal = self.get_object()
-        services.proposal_submit(proposal_id=proposal.pk, actor=request.user)
-        return self._respond(proposal.pk)
-
-    @extend_schema(
+    withdraw = _proposal_action(
+        "withdraw",
+        services.proposal_withdraw,
         summary="Withdraw (author only)",
-        request=WithdrawSerializer,
-        responses={200: ProposalSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT},
+        body=WithdrawSerializer,
     )
-    @action(detail=True, methods=["post"])
-    def withdraw(self, request, pk=None):
-        proposal = self.get_object()
-        serializer = WithdrawSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        services.proposal_withdraw(
-            proposal_id=proposal.pk, actor=request.user, reason=serializer.validated_data["reason"]
-        )
-        return self._respond(proposal.pk)
 
-    @extend_schema(
-        methods=["GET"],
-        summary="Decisions on every version of the proposal, oldest first",
-        responses={200: DecisionSerializer(many=True), 404: NOT_FOUND},
-    )
+    @_listing("Decisions on every version of the proposal, oldest first", DecisionSerializer)
     @extend_schema(
         methods=["POST"],
         summary="Decide at the current stage",
         request=DecisionCreateSerializer,
-        responses={
-            201: DecisionSerializer,
-            400: INVALID,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-            409: CONFLICT,
-        },
+        responses={201: DecisionSerializer, **REFUSED},
     )
     @action(detail=True, methods=["get", "post"])
     def decisions(self, request, pk=None):
         proposal = self.get_object()
         if request.method == "GET":
             # Prefetched with users and stages by proposal_list_for_user.
-            page = self.paginate_queryset(list(proposal.decisions.all()))
-            return self.get_paginated_response(DecisionSerializer(page, many=True).data)
-        serializer = DecisionCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+            return self._page(list(proposal.decisions.all()), DecisionSerializer)
         decision = services.decision_record(
-            proposal_id=proposal.pk, user=request.user, **serializer.validated_data
+            proposal_id=proposal.pk, user=request.user, **self._validated(DecisionCreateSerializer)
         )
         return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
 
-    @extend_schema(
-        summary="The proposal's audit timeline, oldest first",
-        responses={200: AuditEventSerializer(many=True), 404: NOT_FOUND},
-    )
+    @_listing("The proposal's audit timeline, oldest first", AuditEventSerializer)
     @action(detail=True, methods=["get"])
     def events(self, request, pk=None):
         proposal = self.get_object()
-        page = self.paginate_queryset(selectors.proposal_events(proposal))
-        return self.get_paginated_response(AuditEventSerializer(page, many=True).data)
+        return self._page(selectors.proposal_events(proposal), AuditEventSerializer)
 
-    @extend_schema(
-        methods=["GET"],
-        summary="Fills booked against the proposal, in execution order",
-        responses={200: ExecutionSerializer(many=True), 404: NOT_FOUND},
-    )
+    @_listing("Fills booked against the proposal, in execution order", ExecutionSerializer)
     @extend_schema(
         methods=["POST"],
         summary="Record a fill (treasury operators)",
@@ -170,10 +164,7 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         responses={
             200: OpenApiResponse(ExecutionSerializer, description="Already booked: that fill."),
             201: ExecutionSerializer,
-            400: INVALID,
-            403: FORBIDDEN,
-            404: NOT_FOUND,
-            409: CONFLICT,
+            **REFUSED,
         },
     )
     @action(detail=True, methods=["get", "post"])
@@ -181,31 +172,20 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         proposal = self.get_object()
         if request.method == "GET":
             # A read of the proposal's own fills; the proposal is already scoped to the caller.
-            fills = selectors.proposal_executions(proposal)
-            page = self.paginate_queryset(fills)
-            return self.get_paginated_response(ExecutionSerializer(page, many=True).data)
-        serializer = ExecutionCreateSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
+            return self._page(selectors.proposal_executions(proposal), ExecutionSerializer)
+        fill = self._validated(ExecutionCreateSerializer)
         execution, created = services.execution_record(
-            proposal_id=proposal.pk, actor=request.user, **serializer.validated_data
+            proposal_id=proposal.pk, actor=request.user, **fill
         )
         return Response(
             ExecutionSerializer(execution).data,
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
-    @extend_schema(
+    close = _proposal_action(
+        "close",
+        services.proposal_close,
         summary="Close a partly executed proposal (treasury operators)",
         description="Moves it to `executed`; the unspent notional is released.",
-        request=CloseSerializer,
-        responses={200: ProposalSerializer, 403: FORBIDDEN, 404: NOT_FOUND, 409: CONFLICT},
+        body=CloseSerializer,
     )
-    @action(detail=True, methods=["post"])
-    def close(self, request, pk=None):
-        proposal = self.get_object()
-        serializer = CloseSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        services.proposal_close(
-            proposal_id=proposal.pk, actor=request.user, reason=serializer.validated_data["reason"]
-        )
-        return self._respond(proposal.pk)

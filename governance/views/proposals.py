@@ -66,55 +66,57 @@ def _form_page(request, form: ProposalForm, *, fund, proposal: Proposal | None =
     )
 
 
+def _terms_page(request, *, fund, proposal: Proposal | None, refusal, save, saved_message: str):
+    """The terms form of a new or an existing proposal: the refusal page if a rule refuses the
+    user, else the form; a valid form is saved by ``save(cleaned_data)``, which returns the
+    proposal to go back to."""
+    if refusal is not None:
+        return _refused(request, refusal, fund=fund, proposal=proposal)
+    data = request.POST if request.method == "POST" else None
+    form = ProposalForm(data, fund=fund, proposal=proposal)
+    if form.is_bound and form.is_valid():
+        try:
+            saved = save(form.cleaned_data)
+        except ValidationError as error:
+            add_service_errors(form, error)
+        except GovernanceError as error:
+            return _refused(request, error, fund=fund, proposal=proposal)
+        else:
+            messages.success(request, saved_message)
+            return redirect("proposal-detail", pk=saved.pk)
+    return _form_page(request, form, fund=fund, proposal=proposal)
+
+
 @login_required
 def proposal_new(request, fund_pk: int):
     """Draft a proposal for one of the user's funds (``propose`` role)."""
     fund = get_object_or_404(funds_for_user(request.user), pk=fund_pk)
-    refusal = permissions.propose_refusal(request.user, fund)
-    if refusal is not None:
-        return _refused(request, refusal, fund=fund)
-    form = ProposalForm(request.POST if request.method == "POST" else None, fund=fund)
-    if form.is_bound and form.is_valid():
-        try:
-            proposal = services.proposal_create(
-                author=request.user, fund=fund, side=Proposal.Side.BUY, **form.cleaned_data
-            )
-        except ValidationError as error:
-            add_service_errors(form, error)
-        except GovernanceError as error:
-            return _refused(request, error, fund=fund)
-        else:
-            messages.success(
-                request,
-                _("Draft saved. Check it, then submit it for review when it is ready."),
-            )
-            return redirect("proposal-detail", pk=proposal.pk)
-    return _form_page(request, form, fund=fund)
+    return _terms_page(
+        request,
+        fund=fund,
+        proposal=None,
+        refusal=permissions.propose_refusal(request.user, fund),
+        save=lambda terms: services.proposal_create(
+            author=request.user, fund=fund, side=Proposal.Side.BUY, **terms
+        ),
+        saved_message=_("Draft saved. Check it, then submit it for review when it is ready."),
+    )
 
 
 @login_required
 def proposal_edit(request, pk: int):
     """Edit the terms of the user's own draft, or of a proposal returned for changes."""
     proposal = get_object_or_404(proposal_list_for_user(request.user), pk=pk)
-    refusal = permissions.edit_refusal(request.user, proposal)
-    if refusal is not None:
-        return _refused(request, refusal, proposal=proposal)
-    form = ProposalForm(
-        request.POST if request.method == "POST" else None, fund=proposal.fund, proposal=proposal
+    return _terms_page(
+        request,
+        fund=proposal.fund,
+        proposal=proposal,
+        refusal=permissions.edit_refusal(request.user, proposal),
+        save=lambda terms: services.proposal_update(
+            proposal_id=proposal.pk, actor=request.user, **terms
+        ),
+        saved_message=_("Changes saved."),
     )
-    if form.is_bound and form.is_valid():
-        try:
-            services.proposal_update(
-                proposal_id=proposal.pk, actor=request.user, **form.cleaned_data
-            )
-        except ValidationError as error:
-            add_service_errors(form, error)
-        except GovernanceError as error:
-            return _refused(request, error, proposal=proposal)
-        else:
-            messages.success(request, _("Changes saved."))
-            return redirect("proposal-detail", pk=proposal.pk)
-    return _form_page(request, form, fund=proposal.fund, proposal=proposal)
 
 
 @login_required

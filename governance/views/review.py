@@ -250,16 +250,46 @@ def proposal_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_detail(request, _proposal_for(request, pk))
 
 
+def _act(request: HttpRequest, pk: int, form_class, form_name: str, perform) -> HttpResponse:
+    """Validate the posted form and run ``perform(proposal, cleaned_data)``, answering as every
+    action on the proposal page does: the form again (400) on bad input, the refusal box (403 or
+    409) with the form refilled but for the one-time code when a rule refuses, else back to the
+    proposal with the message ``perform`` left."""
+    proposal = _proposal_for(request, pk)
+    form = form_class(request.POST)
+    if not form.is_valid():
+        return _render_detail(request, proposal, status=400, **{form_name: form})
+    try:
+        perform(proposal, form.cleaned_data)
+    except GovernanceError as error:
+        proposal = _proposal_for(request, pk)
+        retry = without_code(form)
+        if "stage_order" in retry.fields and proposal.current_stage is not None:
+            # Offer the stage the proposal is at now; the refusal box said why it moved.
+            retry.initial["stage_order"] = proposal.current_stage.order
+        status = _refusal_status(error)
+        return _render_detail(request, proposal, status=status, refusal=error, **{form_name: retry})
+    except ValidationError as error:
+        add_service_errors(form, error)
+        return _render_detail(request, _proposal_for(request, pk), status=400, **{form_name: form})
+    return redirect("proposal-detail", pk=proposal.pk)
+
+
+_VERDICT_RECORDED = {
+    Decision.Verdict.APPROVE: _("Your approval is recorded."),
+    Decision.Verdict.REJECT: _("Your rejection is recorded; the proposal is rejected."),
+    Decision.Verdict.REQUEST_CHANGES: _(
+        "Your request for changes is recorded; the proposal is back with its author."
+    ),
+}
+
+
 @login_required
 @require_POST
 def proposal_decide(request: HttpRequest, pk: int) -> HttpResponse:
     """Record the user's verdict with a fresh one-time code (``services.decision_record``)."""
-    proposal = _proposal_for(request, pk)
-    form = DecisionForm(request.POST)
-    if not form.is_valid():
-        return _render_detail(request, proposal, status=400, decision_form=form)
-    data = form.cleaned_data
-    try:
+
+    def decide(proposal: Proposal, data: dict) -> None:
         decision = services.decision_record(
             proposal_id=proposal.pk,
             user=request.user,
@@ -268,41 +298,17 @@ def proposal_decide(request: HttpRequest, pk: int) -> HttpResponse:
             stage_order=data["stage_order"],
             otp_token=data["otp_token"],
         )
-    except GovernanceError as error:
-        proposal = _proposal_for(request, pk)
-        retry = without_code(form)
-        if proposal.current_stage is not None:
-            # Offer the stage the proposal is at now; the refusal box said why it moved.
-            retry.initial["stage_order"] = proposal.current_stage.order
-        return _render_detail(
-            request, proposal, status=_refusal_status(error), decision_form=retry, refusal=error
-        )
-    except ValidationError as error:
-        add_service_errors(form, error)
-        return _render_detail(request, _proposal_for(request, pk), status=400, decision_form=form)
-    messages.success(
-        request,
-        {
-            Decision.Verdict.APPROVE: _("Your approval is recorded."),
-            Decision.Verdict.REJECT: _("Your rejection is recorded; the proposal is rejected."),
-            Decision.Verdict.REQUEST_CHANGES: _(
-                "Your request for changes is recorded; the proposal is back with its author."
-            ),
-        }[decision.verdict],
-    )
-    return redirect("proposal-detail", pk=proposal.pk)
+        messages.success(request, _VERDICT_RECORDED[decision.verdict])
+
+    return _act(request, pk, DecisionForm, "decision_form", decide)
 
 
 @login_required
 @require_POST
 def execution_create(request: HttpRequest, pk: int) -> HttpResponse:
     """Record one fill with a fresh one-time code (``services.execution_record``)."""
-    proposal = _proposal_for(request, pk)
-    form = FillForm(request.POST)
-    if not form.is_valid():
-        return _render_detail(request, proposal, status=400, fill_form=form)
-    data = form.cleaned_data
-    try:
+
+    def record(proposal: Proposal, data: dict) -> None:
         execution, created = services.execution_record(
             proposal_id=proposal.pk,
             actor=request.user,
@@ -315,31 +321,20 @@ def execution_create(request: HttpRequest, pk: int) -> HttpResponse:
             otp_token=data["otp_token"],
             close=data["close"],
         )
-    except GovernanceError as error:
-        return _render_detail(
-            request,
-            _proposal_for(request, pk),
-            status=_refusal_status(error),
-            fill_form=without_code(form),
-            refusal=error,
-        )
-    except ValidationError as error:
-        add_service_errors(form, error)
-        return _render_detail(request, _proposal_for(request, pk), status=400, fill_form=form)
-    if created:
-        messages.success(
-            request,
-            _t("The fill %(reference)s is booked.") % {"reference": execution.external_ref},
-        )
-    else:
+        if created:
+            messages.success(
+                request,
+                _t("The fill %(reference)s is booked.") % {"reference": execution.external_ref},
+            )
+            return
+        recorded_at = timezone.localtime(execution.recorded_at)
         messages.info(
             request,
             _t("The fill %(reference)s was already booked on %(when)s; nothing was booked twice.")
             % {
                 "reference": execution.external_ref,
-                "when": formats.date_format(
-                    timezone.localtime(execution.recorded_at), "DATETIME_FORMAT"
-                ),
+                "when": formats.date_format(recorded_at, "DATETIME_FORMAT"),
             },
         )
-    return redirect("proposal-detail", pk=proposal.pk)
+
+    return _act(request, pk, FillForm, "fill_form", record)

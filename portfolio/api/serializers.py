@@ -45,18 +45,9 @@ class FundSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Fund
-        fields = [
-            "id",
-            "name",
-            "slug",
-            "base_currency",
-            "reporting_currency",
-            *Fund.MANDATE_LIMITS,
-            "disclose_holdings",
-            "whitelisted_assets",
-            "funding_sources",
-            "created_at",
-        ]
+        fields = ["id", "name", "slug", "base_currency", "reporting_currency"]
+        fields += [*Fund.MANDATE_LIMITS, "disclose_holdings", "whitelisted_assets"]
+        fields += ["funding_sources", "created_at"]
         read_only_fields = fields
 
 
@@ -180,16 +171,6 @@ class NavSnapshotSerializer(ExactDecimalModelSerializer):
 
     class Meta:
         model = NavSnapshot
-        fields = [
-            "date",
-            "valued_at",
-            "cash_usd",
-            "holdings_value_usd",
-            "nav_usd",
-            "usd_kzt_rate",
-            "usd_kzt_rate_date",
-            "nav_kzt",
-            "positions",
-            "taken_at",
-        ]
+        fields = ["date", "valued_at", "cash_usd", "holdings_value_usd", "nav_usd"]
+        fields += ["usd_kzt_rate", "usd_kzt_rate_date", "nav_kzt", "positions", "taken_at"]
         read_only_fields = fields
