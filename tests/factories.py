@@ -133,6 +133,17 @@ class FundBuilder:
             )
         return cls(fund=fund, asset=asset, funding_source=source, users=users)
 
+    def reloaded(self) -> "FundBuilder":
+        """The same fund, asset, source and users read afresh from the database: a test that
+        changes one of them in memory leaves the next test's copies untouched."""
+        users = get_user_model().objects.in_bulk([user.pk for user in self.users.values()])
+        return FundBuilder(
+            fund=Fund.objects.get(pk=self.fund.pk),
+            asset=Asset.objects.get(pk=self.asset.pk),
+            funding_source=FundingSource.objects.get(pk=self.funding_source.pk),
+            users={name: users[user.pk] for name, user in self.users.items()},
+        )
+
     def proposal(self, *, author: str = "manager", submit: bool = False, **terms) -> Proposal:
         values = {
             "asset": self.asset,

@@ -36,7 +36,7 @@ from tests.e2e.browser import (
     signed_in_cookie,
     sync_playwright,
 )
-from tests.factories import otp_code, otp_device
+from tests.factories import FundBuilder, otp_code, otp_device
 
 IN_CI = bool(os.environ.get("CI"))
 # People whose roles need an authenticator before they may use the site (alem.middleware).
@@ -158,6 +158,13 @@ def page(open_page):
 # ---------------------------------------------------------------------------------------------
 # The fund's people
 # ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def alem(transactional_db):
+    """The Alem-like fund, committed for the live server's threads: built per test here, not
+    shared per module as elsewhere (``tests/conftest.py``)."""
+    return FundBuilder.alem_like()
 
 
 @pytest.fixture

@@ -10,18 +10,22 @@ SQLite serialises every writer, so these tests only mean something on PostgreSQL
 elsewhere (and fail under CI when PostgreSQL is missing, see ``tests/conftest.py``).
 """
 
+import contextlib
+import threading
 from collections import Counter
 from decimal import Decimal
 from functools import partial
 from itertools import pairwise
 
 import pytest
+from django.db import connection
 from rest_framework.test import APIClient
 
 from governance import services
 from governance.audit import audit_verify
 from governance.exceptions import (
     AlreadyDecided,
+    ComplianceBlocked,
     InvalidTransition,
     NotPermitted,
     SegregationOfDuties,
@@ -30,7 +34,8 @@ from governance.exceptions import (
 from governance.models import AuditEvent, Decision, Proposal, ProposalState
 from governance.policies import StageSpec
 from governance.roles import roles_on_fund
-from portfolio.models import FundRole
+from governance.services import _compliance as services_compliance
+from portfolio.models import Fund, FundRole
 from tests.factories import ALEM_STAGES, FundBuilder, UserFactory, otp_code
 from tests.threads import run_together
 
@@ -409,3 +414,59 @@ def test_racing_api_decisions_answer_only_with_the_contract_statuses(fund):
     )
     assert Decision.objects.filter(proposal=proposal, stage__order=2).count() == 2
     assert_chain_is_one_contiguous_line()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rule 12 across proposals: two final approvals racing for the same cash (PostgreSQL)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_two_final_approvals_cannot_both_spend_the_same_cash(monkeypatch):
+    alem = FundBuilder.alem_like(cash_usd=Decimal("6000000.00"))
+    Fund.objects.filter(pk=alem.fund.pk).update(max_asset_share=Decimal("1"))
+    proposals = [alem.proposal(notional_usd=Decimal("4000000.00"), submit=True) for _ in range(2)]
+    for proposal in proposals:
+        for username in ("risk", "committee1", "committee2"):
+            alem.decide(proposal, username)
+
+    # Hold each request right after it has read the books, so both read before either writes
+    # unless something serialises them (then the barrier times out and the second one waits).
+    barrier = threading.Barrier(2, timeout=3)
+    real_facts = services_compliance.compliance_facts
+
+    def facts_then_wait(proposal, **options):
+        result = real_facts(proposal, **options)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait()
+        return result
+
+    monkeypatch.setattr(services_compliance, "compliance_facts", facts_then_wait)
+    outcomes = {}
+
+    # Two officials, one proposal each: a code is good once, so one person could not race.
+    second = UserFactory(username="ministry2")
+    services.role_grant(actor=None, user=second, fund=alem.fund, role=R.APPROVE_MINISTRY)
+    alem.users["ministry2"] = second
+
+    def approve(proposal, official):
+        try:
+            alem.decide(proposal, official)
+            outcomes[proposal.pk] = "approved"
+        except ComplianceBlocked:
+            outcomes[proposal.pk] = "compliance_blocked"
+        except Exception as exc:  # anything else is a failure the assertion below shows
+            outcomes[proposal.pk] = repr(exc)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=approve, args=(p, official))
+        for p, official in zip(proposals, ("ministry", "ministry2"), strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert sorted(outcomes.values()) == ["approved", "compliance_blocked"]
+    assert Proposal.objects.filter(state=S.APPROVED).count() == 1

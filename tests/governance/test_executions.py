@@ -251,7 +251,7 @@ def test_cost_is_exact_decimal_arithmetic(alem, proposal):
 @pytest.mark.postgres
 def test_cost_keeps_all_28_decimals_on_postgresql(db):
     # BNB at USD 612.34 so that a price of USD 612.3456789012 is within the tolerance.
-    alem = FundBuilder.alem_like(price_usd=D("612.34"))
+    alem = FundBuilder.alem_like(prefix="own_", price_usd=D("612.34"))
     proposal = approved(alem)
     assert connection.vendor == "postgresql"
 
@@ -850,7 +850,7 @@ def _cash_check(report: dict) -> dict:
 @pytest.fixture
 def small_fund(db) -> FundBuilder:
     """USD 1M of cash, no concentration limit to speak of: only cash can block."""
-    builder = FundBuilder.alem_like(cash_usd=D("1000000.00"))
+    builder = FundBuilder.alem_like(prefix="own_", cash_usd=D("1000000.00"))
     Fund.objects.filter(pk=builder.fund.pk).update(max_asset_share=D("1"))
     builder.fund.refresh_from_db()
     return builder
@@ -919,7 +919,7 @@ def test_holdings_bought_by_fills_count_in_post_trade_concentration(db):
     # USD 1M cash, at most 40% in one asset. USD 300,000 of BNB bought: 500 BNB now worth
     # 500 x 600.005 = 300,002.50, cash 700,000. Another USD 100,000 makes
     # 400,002.50 / 1,000,002.50 = 40.0001% > 40%; without the fills it would be 10%.
-    fund = FundBuilder.alem_like(cash_usd=D("1000000.00"))
+    fund = FundBuilder.alem_like(prefix="own_", cash_usd=D("1000000.00"))
     first = approved(fund, notional_usd=D("300000.00"))
     fill(fund, first, quantity="500", price="600")
     assert Proposal.objects.get(pk=first.pk).state == S.EXECUTED

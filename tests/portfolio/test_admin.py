@@ -99,7 +99,7 @@ def test_fx_rates_cannot_be_edited_in_admin(usd_kzt, admin_web):
 
 
 def test_fund_created_in_admin_gets_its_mandate(db, admin_web):
-    bnb = Asset.objects.create(symbol="BNB", name="BNB")
+    bnb, _ = Asset.objects.get_or_create(symbol="BNB", defaults={"name": "BNB"})
 
     response = admin_web.post(
         admin_url(Fund, "add"),

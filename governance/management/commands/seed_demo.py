@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
@@ -33,6 +33,9 @@ PRICE_DIR = Path(__file__).resolve().parents[3] / "portfolio" / "data" / "prices
 DEFAULT_PASSWORD = "alem-demo-2026"
 # The opening contributions are dated here, so the NAV history spans the real price history.
 OPENING_DAY = dt.date(2025, 12, 1)
+# The NAV history seeded ends today and is at most this many days long, so seeding costs the
+# same next year as today (the charts show a year; older days are not valued).
+NAV_HISTORY_DAYS = 400
 
 ASSETS = [
     # symbol, name, chain, Binance pair, CoinGecko id, peg
@@ -112,8 +115,17 @@ class Command(BaseCommand):
             help=f"Password for every demo user (default {DEFAULT_PASSWORD!r}); given "
             "explicitly, it is also reset on users that already exist.",
         )
+        parser.add_argument(
+            "--nav-days",
+            type=int,
+            default=NAV_HISTORY_DAYS,
+            help=f"Days of end-of-day NAV to take, ending today (default {NAV_HISTORY_DAYS}; "
+            f"none before {OPENING_DAY}; 0 takes none).",
+        )
 
-    def handle(self, *args, password=None, verbosity=1, **options):
+    def handle(self, *args, password=None, nav_days=NAV_HISTORY_DAYS, verbosity=1, **options):
+        if nav_days < 0:
+            raise CommandError(f"--nav-days must be 0 or more, not {nav_days}.")
         self.verbosity = verbosity
         user_model = get_user_model()
         with transaction.atomic():
@@ -126,7 +138,7 @@ class Command(BaseCommand):
                     self._say(f"{symbol}: {added} daily prices added")
             for spec in FUNDS:
                 fund = self._fund(user_model, spec, assets, admin, password)
-                self._nav_history(fund)
+                self._nav_history(fund, days=nav_days)
         # The auditors' page shows the latest verification; the schedule runs one hourly.
         verification = audit_verification_run()
         self._say(f"Audit chain verified: {verification}")
@@ -192,15 +204,18 @@ class Command(BaseCommand):
         )
         return asset
 
-    def _nav_history(self, fund: Fund) -> None:
-        """End-of-day NAV from the opening day to today, for the charts."""
-        day, today = OPENING_DAY, timezone.localdate()
-        if fund.nav_snapshots.filter(date=today).exists():
+    def _nav_history(self, fund: Fund, *, days: int) -> None:
+        """End-of-day NAV for the charts: the last ``days`` days up to today, none before the
+        opening day. A fund already valued today is left as it is."""
+        today = timezone.localdate()
+        if days == 0 or fund.nav_snapshots.filter(date=today).exists():
             return
+        first = max(OPENING_DAY, today - dt.timedelta(days=days - 1))
+        day = first
         while day <= today:
             nav_snapshot_take(fund=fund, day=day)
             day += dt.timedelta(days=1)
-        self._say(f"{fund.name}: NAV history from {OPENING_DAY} taken")
+        self._say(f"{fund.name}: NAV history from {first} taken")
 
     def _fund(self, user_model, spec: dict, assets: dict, admin, password) -> Fund:
         fund, created = Fund.objects.get_or_create(

@@ -1,0 +1,36 @@
+"""The audit log from nothing: before the first event, and an event with no transaction.
+
+Its own module: these need a database without the shared fund of ``tests/conftest.py`` (and
+one of them a real transaction boundary, ``transaction=True``).
+"""
+
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+
+from governance.audit import audit_record, audit_verify
+from governance.models import AuditChain, AuditEvent
+
+
+@pytest.mark.django_db
+def test_an_empty_log_verifies_with_length_zero():
+    result = audit_verify()
+
+    assert (result.ok, result.length, result.first_bad_sequence) == (True, 0, None)
+
+
+@pytest.mark.django_db
+def test_verify_audit_accepts_an_empty_log():
+    out = StringIO()
+    call_command("verify_audit", stdout=out)
+    assert out.getvalue().strip() == "Audit chain intact: 0 events."
+
+
+@pytest.mark.django_db(transaction=True)
+def test_audit_record_outside_a_transaction_raises():
+    with pytest.raises(RuntimeError, match="inside the transaction"):
+        audit_record(action="proposal.created", payload={"note": "no transaction"})
+
+    assert AuditEvent.objects.count() == 0
+    assert AuditChain.objects.count() == 0
