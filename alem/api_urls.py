@@ -2,8 +2,8 @@
 
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
-from rest_framework.authtoken.views import obtain_auth_token
 
+from alem.api_auth import TokenView
 from portfolio.api.prices import PriceView
 
 # ---------------------------------------------------------------------------------------------
@@ -11,7 +11,7 @@ from portfolio.api.prices import PriceView
 # ---------------------------------------------------------------------------------------------
 
 v1_urlpatterns = [
-    path("auth/token/", obtain_auth_token, name="api-token"),
+    path("auth/token/", TokenView.as_view(), name="api-token"),
     path("", include("portfolio.api.urls")),
     path("", include("governance.api.urls")),
 ]

@@ -257,6 +257,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Governance and approvals of a state crypto reserve fund.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and its docs page describe the whole API: for signed-in users only.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "SCHEMA_PATH_PREFIX": r"/api/v[0-9]+",
     # Swagger UI served from this origin, so the docs page lives under the site's CSP.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -3,12 +3,13 @@
 import io
 
 import pytest
+from axes.models import AccessAttempt
 from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from governance import services
-from tests.factories import AssetFactory, FundBuilder, UserFactory
+from tests.factories import AssetFactory, FundBuilder, UserFactory, otp_code, otp_device
 
 FUNDS = "/api/v1/funds/"
 ASSETS = "/api/v1/assets/"
@@ -160,12 +161,19 @@ def test_unauthenticated_requests_get_401(db, path):
     assert response["WWW-Authenticate"] == "Token"
 
 
-def test_token_round_trip(alem):
-    response = APIClient().post(TOKEN, {"username": "manager", "password": PASSWORD}, format="json")
+def token_request(username: str, password: str = PASSWORD, otp_token: str = ""):
+    body = {"username": username, "password": password, "otp_token": otp_token}
+    return APIClient().post(TOKEN, body, format="json")
+
+
+def test_token_round_trip_with_the_password_and_a_current_code(alem):
+    manager = alem.users["manager"]
+
+    response = token_request("manager", otp_token=otp_code(manager))
 
     assert response.status_code == 200
     token = response.json()["token"]
-    assert token == Token.objects.get(user=alem.users["manager"]).key
+    assert token == Token.objects.get(user=manager).key
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     funds = client.get(FUNDS)
@@ -173,8 +181,41 @@ def test_token_round_trip(alem):
     assert [f["id"] for f in funds.json()["results"]] == [alem.fund.pk]
 
 
+def test_the_password_alone_gets_no_token(alem):
+    otp_device(alem.users["manager"])
+
+    response = token_request("manager")
+
+    assert response.status_code == 400
+    assert "token" not in response.json()
+    assert Token.objects.count() == 0
+
+
+def test_a_wrong_code_gets_no_token_and_counts_as_a_failed_sign_in(alem):
+    otp_device(alem.users["manager"])
+
+    response = token_request("manager", otp_token="000000")
+
+    assert response.status_code == 400
+    assert response.json()["non_field_errors"] == [
+        "The username, password or code is wrong. Check them and try again."
+    ]
+    assert Token.objects.count() == 0
+    assert AccessAttempt.objects.get(username="manager").failures_since_start == 1
+
+
+def test_a_user_without_an_authenticator_gets_no_token(alem):
+    response = token_request("manager", otp_token="123456")
+
+    assert response.status_code == 400
+    assert "set up an authenticator" in response.json()["otp_token"][0]
+    assert Token.objects.count() == 0
+
+
 def test_token_request_with_a_wrong_password_gets_400_and_no_token(alem):
-    response = APIClient().post(TOKEN, {"username": "manager", "password": "wrong"}, format="json")
+    manager = alem.users["manager"]
+
+    response = token_request("manager", password="wrong", otp_token=otp_code(manager))
 
     assert response.status_code == 400
     assert "token" not in response.json()
@@ -198,13 +239,23 @@ def test_session_authentication_still_works(alem):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_schema_and_docs_are_served(db):
-    schema = APIClient().get("/api/schema/")
-    docs = APIClient().get("/api/docs/")
+def test_schema_and_docs_are_served_to_signed_in_users(db):
+    client = client_for(UserFactory())
+
+    schema = client.get("/api/schema/")
+    docs = client.get("/api/docs/")
 
     assert schema.status_code == 200
     assert b"/api/v1/proposals/{id}/decisions/" in schema.content
     assert docs.status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/schema/", "/api/docs/"])
+def test_schema_and_docs_refuse_anonymous_requests(db, path):
+    response = APIClient().get(path)
+
+    assert response.status_code == 401
+    assert b"/api/v1/" not in response.content
 
 
 def test_schema_generates_without_warnings_or_errors(db):

@@ -333,7 +333,7 @@ def test_positions_queries_do_not_grow_with_the_number_of_ledger_entries(alem):
 
 
 def test_the_schema_documents_positions_and_the_nav_history(db):
-    schema = APIClient().get("/api/schema/", {"format": "json"}).json()
+    schema = client_for(UserFactory()).get("/api/schema/", {"format": "json"}).json()
 
     positions = schema["paths"]["/api/v1/funds/{id}/positions/"]["get"]
     nav = schema["paths"]["/api/v1/funds/{id}/nav/"]["get"]
