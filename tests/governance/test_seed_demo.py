@@ -65,6 +65,12 @@ DEMO_USERNAMES = ["admin", *ROLE_OF, *(f"reserve_{username}" for username in ROL
 
 
 @pytest.fixture(autouse=True)
+def demo_mode(settings):
+    """seed_demo runs on development machines only (DEBUG on)."""
+    settings.DEBUG = True
+
+
+@pytest.fixture(autouse=True)
 def demo_var_dir(settings, tmp_path):
     """seed_demo writes the authenticators' URIs under VAR_DIR; keep them out of the repo."""
     settings.VAR_DIR = tmp_path / "var"
@@ -165,6 +171,18 @@ def test_seed_demo_values_nothing_when_asked_for_no_days(few_prices):
 
     assert Fund.objects.count() == 2
     assert not NavSnapshot.objects.exists()
+
+
+@pytest.mark.django_db
+def test_seed_demo_refuses_to_run_outside_development_and_creates_nothing(settings, demo_var_dir):
+    settings.DEBUG = False
+
+    with pytest.raises(CommandError, match="only runs with DEBUG on"):
+        seed()
+
+    assert not User.objects.exists()
+    assert not Fund.objects.exists()
+    assert not (demo_var_dir / seed_demo.OTP_FILE_NAME).exists()
 
 
 @pytest.mark.django_db

@@ -124,6 +124,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, password=None, nav_days=NAV_HISTORY_DAYS, verbosity=1, **options):
+        if not settings.DEBUG:
+            raise CommandError(
+                "seed_demo only runs with DEBUG on: it creates users with the published demo "
+                "password and prints their authenticators' secrets, which no deployment may have."
+            )
         if nav_days < 0:
             raise CommandError(f"--nav-days must be 0 or more, not {nav_days}.")
         self.verbosity = verbosity
