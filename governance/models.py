@@ -5,12 +5,14 @@ from decimal import Decimal, localcontext
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
 from governance.vocabulary import AuditAction
-from portfolio.constraints import check, unique
+from portfolio.constraints import PREFIX, check, unique
 from portfolio.fields import EXACT_DIGITS, AmountField, MoneyField, PriceField, QuantityField
 from portfolio.models import Asset, Fund, FundingSource, FundRole
+from portfolio.text import reject_hidden_characters
 
 # The roles that decide at a policy stage.
 DECIDING_ROLES = (FundRole.REVIEW_RISK, FundRole.VOTE_COMMITTEE, FundRole.APPROVE_MINISTRY)
@@ -66,7 +68,7 @@ class PolicyStage(models.Model):
 
     policy = models.ForeignKey(ApprovalPolicy, on_delete=models.CASCADE, related_name="stages")
     order = models.PositiveSmallIntegerField()
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[reject_hidden_characters])
     permission = models.CharField(
         max_length=32, choices=[(role.value, role.label) for role in DECIDING_ROLES]
     )
@@ -351,6 +353,8 @@ class Execution(models.Model):
             # evaluate an equality check in floating point, so the database holds cost > fee.
             check(Q(cost_usd__gt=F("fee_usd")), what="cost_above_fee"),
             check(~Q(external_ref=""), what="external_ref_set"),
+            # Whatever writes the row: one reference in any letter case is booked once.
+            models.UniqueConstraint(Lower("external_ref"), name=PREFIX + "external_ref_any_case"),
             check(~Q(confirmed_by_device=""), what="confirmed_by_device"),
         ]
 

@@ -21,6 +21,7 @@ from portfolio.prices.models import (  # noqa: F401
     Price,
     PriceFetch,
 )
+from portfolio.text import reject_hidden_characters
 
 
 class FundRole(models.TextChoices):
@@ -46,7 +47,7 @@ class Asset(models.Model):
         unique=True,
         validators=[RegexValidator(r"^[A-Z0-9]{2,16}$", _("Use 2-16 capital letters or digits."))],
     )
-    name = models.CharField(max_length=100)
+    name = models.CharField(max_length=100, validators=[reject_hidden_characters])
     chain = models.CharField(max_length=100, blank=True)
     binance_symbol = models.CharField(
         max_length=32, blank=True, help_text=_("Binance spot pair quoted in USDT, e.g. BNBUSDT.")
@@ -76,7 +77,7 @@ class Fund(models.Model):
         "price_tolerance",
     )
 
-    name = models.CharField(max_length=200, unique=True)
+    name = models.CharField(max_length=200, unique=True, validators=[reject_hidden_characters])
     slug = models.SlugField(max_length=50, unique=True)
     base_currency = models.CharField(max_length=3, default="USD", editable=False)
     reporting_currency = models.CharField(max_length=3, default="KZT")
@@ -126,7 +127,7 @@ class FundingSource(models.Model):
         OTHER = "other", _("Other")
 
     fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="funding_sources")
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[reject_hidden_characters])
     kind = models.CharField(max_length=32, choices=Kind.choices)
 
     class Meta:

@@ -14,6 +14,7 @@ from governance.second_factor import second_factor_confirm
 from governance.services._compliance import blocked_error, compliance_judge
 from governance.services._locks import lock_proposal
 from governance.services.proposals import stage_opened_notify_on_commit
+from portfolio.text import refuse_hidden_characters
 
 
 def decision_record(
@@ -43,6 +44,7 @@ def decision_record(
     """
     if verdict not in Decision.Verdict.values:
         raise ValidationError({"verdict": f"Unknown verdict {verdict!r}."})
+    refuse_hidden_characters(comment=comment)
     refusal = None
     with transaction.atomic():
         proposal = lock_proposal(proposal_id)

@@ -22,11 +22,12 @@ from portfolio import services as books
 from portfolio.fields import EXACT_DIGITS
 from portfolio.models import LedgerEntry
 from portfolio.prices.selectors import consensus_for
+from portfolio.text import external_ref_normalise, refuse_hidden_characters
 
 
 def _existing_fill(external_ref: str, proposal_id: int) -> Execution | None:
     """The fill already booked under ``external_ref``, if it was booked for this proposal."""
-    existing = Execution.objects.filter(external_ref=external_ref).first()
+    existing = Execution.objects.filter(external_ref__iexact=external_ref).first()
     if existing is not None and existing.proposal_id != proposal_id:
         raise DuplicateExternalRef(
             f"External reference {external_ref!r} is already booked against another proposal."
@@ -116,7 +117,7 @@ def execution_record(
     """
     if quantity <= 0 or price_usd <= 0 or fee_usd < 0:
         raise ValidationError("Quantity and price must be positive and the fee not negative.")
-    if not external_ref.strip() or not venue.strip():
+    if not external_ref_normalise(external_ref) or not venue.strip():
         raise ValidationError({"external_ref": "The venue and external reference are required."})
     if timezone.is_naive(executed_at):
         raise ValidationError({"executed_at": "The execution time needs its UTC offset."})
@@ -133,9 +134,11 @@ def execution_record(
         cost_usd = quantity * price_usd + fee_usd
         proposal = lock_proposal(proposal_id)
         roles = roles_on_fund(actor, proposal.fund)
+        # One spelling per reference, so the same hash typed differently is the same fill.
+        fill["external_ref"] = external_ref_normalise(external_ref, chain=proposal.asset.chain)
         try:
             permissions.raise_if_refused(permissions.executor_refusal(actor, proposal, roles=roles))
-            existing = _existing_fill(external_ref, proposal_id)
+            existing = _existing_fill(fill["external_ref"], proposal_id)
             if existing is not None:
                 return existing, False
             now = timezone.now()
@@ -215,6 +218,7 @@ def proposal_close(*, proposal_id: int, actor, reason: str = "") -> Proposal:
     state ``approved``, not past its expiry); at least one fill.
     Effects: state ``executed``; audit ``proposal.executed`` with the unspent notional.
     """
+    refuse_hidden_characters(reason=reason)
     with transaction.atomic():
         proposal = lock_proposal(proposal_id)
         permissions.raise_if_refused(permissions.fill_refusal(actor, proposal))

@@ -14,6 +14,7 @@ from governance.selectors import policy_in_force
 from governance.services._compliance import blocked_error, compliance_judge
 from governance.services._locks import lock_proposal
 from portfolio.models import Asset, Fund, FundingSource
+from portfolio.text import refuse_hidden_characters
 
 EDITABLE_FIELDS = ("asset", "notional_usd", "limit_price_usd", "rationale", "funding_source")
 
@@ -31,6 +32,11 @@ def _validate_terms(proposal_terms: dict, *, fund: Fund) -> None:
             Proposal._meta.get_field(name).run_validators(proposal_terms[name])
         except ValidationError as exc:
             errors[name] = " ".join(exc.messages)
+    if "rationale" in proposal_terms:
+        try:
+            refuse_hidden_characters(rationale=proposal_terms["rationale"])
+        except ValidationError as exc:
+            errors |= exc.message_dict
     source = proposal_terms.get("funding_source")
     if source is not None and source.fund_id != fund.pk:
         errors["funding_source"] = "This funding source belongs to another fund."
@@ -170,6 +176,7 @@ def proposal_withdraw(*, proposal_id: int, actor, reason: str = "") -> Proposal:
     ``draft``, ``changes_requested``, ``in_review`` or ``approved`` with nothing executed).
     Effects: state ``withdrawn``, the current stage closed; audit ``proposal.withdrawn``.
     """
+    refuse_hidden_characters(reason=reason)
     with transaction.atomic():
         proposal = lock_proposal(proposal_id)
         permissions.raise_if_refused(permissions.withdraw_refusal(actor, proposal))

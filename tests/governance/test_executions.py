@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -30,7 +30,7 @@ from governance.exceptions import (
 from governance.models import AuditEvent, Execution, Proposal, ProposalState
 from governance.selectors import reserved_notional_usd
 from portfolio import selectors as books
-from portfolio.models import Fund, FundRole, LedgerEntry, Price
+from portfolio.models import Asset, Fund, FundRole, LedgerEntry, Price
 from tests.factories import FundBuilder, PriceFactory, otp_code, otp_device
 
 D = Decimal
@@ -940,3 +940,55 @@ def test_holdings_bought_by_fills_count_in_post_trade_concentration(db):
         "warn",
         "0.399002",
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# One reference, one fill: the same hash typed differently is the same fill
+# ---------------------------------------------------------------------------------------------
+
+TX_HASH = "9f" * 32
+
+
+@pytest.fixture
+def on_bnb_chain(alem):
+    """BNB on its chain, whose transaction hashes are written 0x-prefixed in lower case."""
+    Asset.objects.filter(pk=alem.asset.pk).update(chain="BNB Smart Chain")
+
+
+@pytest.mark.parametrize(
+    "retyped",
+    [f"0x{TX_HASH.upper()}", TX_HASH, f"0x{TX_HASH[:10]}\u200b{TX_HASH[10:]}", f" 0x{TX_HASH} "],
+)
+def test_the_same_hash_typed_differently_books_nothing_twice(alem, proposal, on_bnb_chain, retyped):
+    first, created = fill(alem, proposal, quantity="100", ref=f"0x{TX_HASH}")
+    before = books_of(proposal)
+
+    again, created_again = fill(alem, proposal, quantity="100", ref=retyped)
+
+    assert (created, created_again) == (True, False)
+    assert again.pk == first.pk
+    assert first.external_ref == f"0x{TX_HASH}"
+    assert books_of(proposal) == before
+    assert Execution.objects.count() == 1
+
+
+def test_the_same_hash_in_other_case_is_refused_on_another_proposal(alem, proposal, on_bnb_chain):
+    fill(alem, proposal, quantity="100", ref=f"0x{TX_HASH}")
+    other = approved(alem)
+
+    with pytest.raises(DuplicateExternalRef):
+        fill(alem, other, quantity="100", ref=f"0X{TX_HASH.upper()}")
+
+    assert Execution.objects.filter(proposal=other).count() == 0
+
+
+def test_the_database_refuses_a_reference_booked_in_another_case(alem, proposal):
+    booked, _ = fill(alem, proposal, quantity="100", ref="ORDER-abc")
+    copy = {
+        f.attname: getattr(booked, f.attname)
+        for f in Execution._meta.concrete_fields
+        if not f.primary_key
+    }
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Execution.objects.create(**{**copy, "external_ref": "order-ABC"})

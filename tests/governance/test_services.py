@@ -1670,3 +1670,48 @@ def test_the_database_refuses_an_approval_without_expiry(alem):
         Proposal.objects.filter(pk=proposal.pk).update(approval_expires_at=None)
 
     assert Proposal.objects.get(pk=proposal.pk).approval_expires_at is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Free text is shown as typed: hidden characters are refused and change nothing
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_rationale_with_a_right_to_left_override_is_refused(alem):
+    with pytest.raises(ValidationError) as refused:
+        alem.proposal(rationale="Buy BNB \u202e000,01 DSU")
+
+    assert "U+202E" in refused.value.message_dict["rationale"][0]
+    assert not Proposal.objects.exists()
+
+
+def test_an_edit_that_hides_characters_in_the_rationale_changes_nothing(alem):
+    proposal = alem.proposal()
+
+    with pytest.raises(ValidationError):
+        services.proposal_update(
+            proposal_id=proposal.pk, actor=alem.users["manager"], rationale="fine\u200b"
+        )
+
+    assert Proposal.objects.get(pk=proposal.pk).rationale == proposal.rationale
+
+
+def test_a_decision_comment_with_hidden_characters_records_no_decision(alem):
+    proposal = alem.proposal(submit=True)
+
+    with pytest.raises(ValidationError) as refused:
+        alem.decide(proposal, "risk", comment="approve\u2066d\u2069")
+
+    assert set(refused.value.message_dict) == {"comment"}
+    assert not Decision.objects.exists()
+
+
+def test_a_withdrawal_reason_with_hidden_characters_withdraws_nothing(alem):
+    proposal = alem.proposal(submit=True)
+
+    with pytest.raises(ValidationError):
+        services.proposal_withdraw(
+            proposal_id=proposal.pk, actor=alem.users["manager"], reason="\ufeffgone"
+        )
+
+    assert Proposal.objects.get(pk=proposal.pk).state == S.IN_REVIEW
