@@ -107,9 +107,10 @@ def execution_record(
     executed between the approval and now; price at most the limit price
     and within the fund's tolerance of a usable consensus price at the execution time; total
     cost within the approved notional; ``otp_token`` is a fresh code from the actor's confirmed
-    TOTP device (step-up), consumed once the other checks pass. The same ``external_ref`` again
-    (same proposal, same permitted actor) returns the booked fill (``created`` False) and books
-    nothing; on another proposal it is refused.
+    TOTP device (step-up), consumed once the other checks pass. The same ``external_ref`` again,
+    in the spelling ``portfolio.text.external_ref_normalise`` gives it (same proposal, same
+    permitted actor), returns the booked fill (``created`` False) and books nothing; on another
+    proposal it is refused.
     Effects: the execution; ledger entries (asset in, cash out, fee out); the executed notional
     grows; the fill that uses the whole notional, or ``close=True``, moves the proposal to
     ``executed``. Audit ``execution.recorded`` (and ``proposal.executed``); a refusal is audited
@@ -121,21 +122,20 @@ def execution_record(
         raise ValidationError({"external_ref": "The venue and external reference are required."})
     if timezone.is_naive(executed_at):
         raise ValidationError({"executed_at": "The execution time needs its UTC offset."})
-    fill = {
-        "quantity": quantity,
-        "price_usd": price_usd,
-        "fee_usd": fee_usd,
-        "venue": venue,
-        "external_ref": external_ref,
-        "executed_at": executed_at,
-    }
     refusal = None
     with localcontext(prec=EXACT_DIGITS), transaction.atomic():
         cost_usd = quantity * price_usd + fee_usd
         proposal = lock_proposal(proposal_id)
         roles = roles_on_fund(actor, proposal.fund)
-        # One spelling per reference, so the same hash typed differently is the same fill.
-        fill["external_ref"] = external_ref_normalise(external_ref, chain=proposal.asset.chain)
+        fill = {
+            "quantity": quantity,
+            "price_usd": price_usd,
+            "fee_usd": fee_usd,
+            "venue": venue,
+            # One spelling per reference: the same hash typed differently is the same fill.
+            "external_ref": external_ref_normalise(external_ref, chain=proposal.asset.chain),
+            "executed_at": executed_at,
+        }
         try:
             permissions.raise_if_refused(permissions.executor_refusal(actor, proposal, roles=roles))
             existing = _existing_fill(fill["external_ref"], proposal_id)

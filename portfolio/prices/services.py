@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from operator import attrgetter
 from pathlib import Path
 
 from django.conf import settings
@@ -113,6 +114,17 @@ def storable_price(value: Decimal) -> Decimal | None:
     return stored
 
 
+def _not_stored(rows: list, stored: set, *, key) -> list:
+    """The idempotency rule of every market-data write: the ``rows`` whose ``key`` is neither
+    ``stored`` already nor taken by an earlier row of the same batch (``stored`` grows)."""
+    new = []
+    for row in rows:
+        if key(row) not in stored:
+            stored.add(key(row))
+            new.append(row)
+    return new
+
+
 def prices_store(rows: list[Price]) -> int:
     """Store the observations not stored yet (same asset, source, quote currency and time);
     returns how many were new. Safe to repeat, and to race: a concurrent writer's row wins.
@@ -134,10 +146,7 @@ def prices_store(rows: list[Price]) -> int:
                 observed_at__lte=max(times),
             ).values_list("observed_at", flat=True)
         )
-        for row in group:
-            if row.observed_at not in seen:
-                seen.add(row.observed_at)
-                new.append(row)
+        new += _not_stored(group, seen, key=attrgetter("observed_at"))
     Price.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
     return len(new)
 
@@ -153,11 +162,7 @@ def _store_fx_rates(rates: list[FxRate]) -> int:
             "date", flat=True
         )
     )
-    new = []
-    for rate in rates:
-        if rate.date not in seen:
-            seen.add(rate.date)
-            new.append(rate)
+    new = _not_stored(rates, seen, key=attrgetter("date"))
     FxRate.objects.bulk_create(new, ignore_conflicts=True)
     return len(new)
 
