@@ -1,27 +1,21 @@
 """The management commands verify_audit and grant_role (seed_demo: ``test_seed_demo.py``)."""
 
 from decimal import Decimal
-from io import StringIO
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from guardian.models import UserObjectPermission
 
 from governance.models import AuditEvent
 from governance.roles import roles_on_fund
 from portfolio.models import FundRole
+from tests.commands import run_command as run
 from tests.factories import UserFactory
 
 User = get_user_model()
 R = FundRole
 D = Decimal
-
-
-def run(*args, **options) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO(), **options)
-    return out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,13 +4,11 @@ Its own module: these need a database without the shared fund of ``tests/conftes
 one of them a real transaction boundary, ``transaction=True``).
 """
 
-from io import StringIO
-
 import pytest
-from django.core.management import call_command
 
 from governance.audit import audit_record, audit_verify
 from governance.models import AuditChain, AuditEvent
+from tests.commands import run_command
 
 
 @pytest.mark.django_db
@@ -22,9 +20,7 @@ def test_an_empty_log_verifies_with_length_zero():
 
 @pytest.mark.django_db
 def test_verify_audit_accepts_an_empty_log():
-    out = StringIO()
-    call_command("verify_audit", stdout=out)
-    assert out.getvalue().strip() == "Audit chain intact: 0 events."
+    assert run_command("verify_audit").strip() == "Audit chain intact: 0 events."
 
 
 @pytest.mark.django_db(transaction=True)

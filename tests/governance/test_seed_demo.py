@@ -6,12 +6,11 @@ Its own module: the demo seeds the Alem fund itself, so it cannot share a module
 
 import datetime as dt
 from decimal import Decimal
-from io import StringIO
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 from guardian.models import UserObjectPermission
@@ -32,17 +31,12 @@ from portfolio.models import (
     NavSnapshot,
     Price,
 )
+from tests.commands import run_command as run
 from tests.factories import PriceFactory, UserFactory, otp_code
 
 User = get_user_model()
 R = FundRole
 D = Decimal
-
-
-def run(*args, **options) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out, stderr=StringIO(), **options)
-    return out.getvalue()
 
 
 # ---------------------------------------------------------------------------------------------

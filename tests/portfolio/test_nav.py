@@ -2,11 +2,10 @@
 ``nav_snapshots_take`` task."""
 
 import datetime as dt
-import io
 from decimal import Decimal
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -16,6 +15,7 @@ from governance import services
 from portfolio.models import Fund, FxRate, NavSnapshot
 from portfolio.services import nav_snapshot_take
 from portfolio.tasks import nav_snapshots_take
+from tests.commands import run_command
 from tests.factories import FundBuilder, UserFactory
 
 D = Decimal
@@ -258,9 +258,7 @@ def test_nav_queries_do_not_grow_with_the_number_of_days(opened):
 
 
 def run(*args) -> str:
-    out = io.StringIO()
-    call_command("take_nav_snapshots", *args, stdout=out)
-    return out.getvalue()
+    return run_command("take_nav_snapshots", *args)
 
 
 def test_the_command_takes_one_snapshot_per_day_of_the_range_for_one_fund(opened):

@@ -2,26 +2,20 @@
 
 import datetime as dt
 from decimal import Decimal
-from io import StringIO
 
 import pytest
-from django.core.management import CommandError, call_command
+from django.core.management import CommandError
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
 from portfolio.models import FetchFailure, Price, PriceFetch
+from tests.commands import run_command as run
 from tests.factories import AssetFactory
 from tests.portfolio import fake_market
 
 market = fake_market.market  # the fake market fixture
 
 pytestmark = pytest.mark.django_db
-
-
-def run(*args) -> str:
-    out = StringIO()
-    call_command(*args, stdout=out)
-    return out.getvalue()
 
 
 @pytest.fixture
