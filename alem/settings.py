@@ -48,8 +48,22 @@ if not DEBUG:
             "Refusing to start with DEBUG off on the development SECRET_KEY: set SECRET_KEY to a "
             "random value of at least 32 characters, or set DEBUG=1 for local development."
         )
-    SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", default=True)
-    CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+    # HTTPS only: plain HTTP is redirected, browsers are told to use nothing but HTTPS for a
+    # year (HSTS, subdomains included) and cookies never travel over plain HTTP. SECURE_COOKIES=0
+    # turns all of it off to serve over plain HTTP, as the tests do (tests/settings.py).
+    https_only = env_bool("SECURE_COOKIES", default=True)
+    SECURE_SSL_REDIRECT = https_only
+    hsts_seconds = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
+    SECURE_HSTS_SECONDS = hsts_seconds if https_only else 0
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = https_only
+    SESSION_COOKIE_SECURE = https_only
+    CSRF_COOKIE_SECURE = https_only
+
+# Behind a proxy that ends TLS, the scheme the browser used comes in the header the proxy sets
+# (SECURE_PROXY_SSL_HEADER=X-Forwarded-Proto); without it every request would look like plain
+# HTTP and be redirected forever. Set it only if the proxy always overwrites that header.
+if proxy_ssl_header := os.environ.get("SECURE_PROXY_SSL_HEADER"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + proxy_ssl_header.upper().replace("-", "_"), "https")
 
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
@@ -164,13 +178,37 @@ SESSION_COOKIE_AGE = int(os.environ.get("SESSION_COOKIE_AGE", str(8 * 3600)))
 # now, and once only; repeated wrong codes slow the device down.
 OTP_TOTP_ISSUER = "Alem"
 OTP_TOTP_TOLERANCE = 1
+# Authenticator secrets are stored encrypted (AES-GCM, ``alem.encryption``) under this key, which
+# never enters the database: 32 random bytes in URL-safe base64, e.g. from
+#   python -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
+# Development derives one from SECRET_KEY; with DEBUG off it must be given.
+ALEM_SECRETS_KEY = os.environ.get("ALEM_SECRETS_KEY", "")
+if not DEBUG and not ALEM_SECRETS_KEY:
+    raise ImproperlyConfigured(
+        "Refusing to start with DEBUG off without ALEM_SECRETS_KEY, the key that encrypts "
+        "authenticator secrets: set it to 32 random bytes in URL-safe base64."
+    )
 
-# Guessing at sign-in (django-axes): five failures for one username from one address lock that
-# pair out for the cool-off; a success clears the count.
+# Four eyes on the back office: a newly granted deciding role becomes usable only this many
+# hours after a second site administrator confirmed it (governance.services.admin_changes).
+ALEM_ROLE_COOLING_OFF_HOURS = float(os.environ.get("ALEM_ROLE_COOLING_OFF_HOURS", "24"))
+
+# Guessing at sign-in (django-axes). Failures are counted twice: per username from any address,
+# and per address whatever the username. Either count reaching the limit locks out until the
+# cool-off has passed since the last failure: guesses at one account from many addresses lock
+# the account, a spray of accounts from one address locks the address for every account.
+# django-axes holds both counts to the one limit, so an address cannot get a higher one than an
+# account: officials behind one ministry NAT share one count. We keep the account's limit rather
+# than loosen it. Anyone who knows a username can lock its official out (docs/rules.md), so the
+# cool-off is short, and `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS` lift a
+# lockout at once. A success does not clear the counts: it would clear its address's count too,
+# so the holder of any one valid account could keep guessing at the others. The address is
+# REMOTE_ADDR: behind a reverse proxy that is the proxy's, and the address lockout would lock
+# out everyone, so a proxied deployment must first pass the client's address on.
 AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = float(os.environ.get("AXES_COOLOFF_HOURS", "0.25"))
-AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
-AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
+AXES_RESET_ON_SUCCESS = False
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_VERBOSE = False
 # The lockout page says when to try again (alem.views.locked_out renders AXES_LOCKOUT_TEMPLATE).

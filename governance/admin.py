@@ -31,6 +31,7 @@ from governance.forms import (
     RoleChangeForm,
 )
 from governance.models import (
+    AdminChange,
     ApprovalPolicy,
     AuditChain,
     AuditEvent,
@@ -73,20 +74,6 @@ class ReadOnlyInlineMixin(ReadOnlyAdminMixin):
 # Funds: role grants and contributions, on top of portfolio's fund page
 # ---------------------------------------------------------------------------------------------
 
-ROLE_ACTIONS = {
-    "grant": (
-        services.role_grant,
-        _("{user} now holds {role} on {fund}."),
-        _("{user} already held {role} on {fund}."),
-    ),
-    "revoke": (
-        services.role_revoke,
-        _("{user} no longer holds {role} on {fund}."),
-        _("{user} did not hold {role} on {fund}."),
-    ),
-}
-
-
 admin.site.unregister(Fund)
 
 
@@ -125,9 +112,9 @@ class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
         }
 
     def roles_view(self, request, object_id):
-        """Who holds which role on the fund; grant and revoke through the role services.
-
-        Site administrators only (the services enforce it as well). GET changes nothing.
+        """Who holds which role on the fund, and the grants waiting or cooling off. A grant is
+        a request a second site administrator confirms (``admin_change_request``); a revocation
+        is immediate (``role_revoke``). Site administrators only; GET changes nothing.
         """
         if not request.user.is_superuser:
             raise PermissionDenied
@@ -137,23 +124,36 @@ class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
         form = RoleChangeForm()
         if request.method == "POST":
             form = RoleChangeForm(request.POST)
-            action = ROLE_ACTIONS.get(request.POST.get("action", ""))
-            if action is None:
+            action = request.POST.get("action", "")
+            if action not in ("grant", "revoke"):
                 form.add_error(None, _("Choose to grant or to revoke."))
             elif form.is_valid():
-                service, done, unchanged = action
                 user, role = form.cleaned_data["user"], form.cleaned_data["role"]
+                names = {"user": user.username, "role": role, "fund": fund}
                 try:
-                    changed = service(actor=request.user, user=user, fund=fund, role=role)
+                    if action == "grant":
+                        services.admin_change_request(
+                            actor=request.user,
+                            kind=AdminChange.Kind.ROLE_GRANT,
+                            user=user,
+                            fund=fund,
+                            role=role,
+                            reason=form.cleaned_data["reason"],
+                        )
+                        text = _(
+                            "Requested: {role} on {fund} for {user}. Another site administrator "
+                            "must confirm it under Admin changes."
+                        )
+                    elif services.role_revoke(actor=request.user, user=user, fund=fund, role=role):
+                        text = _("{user} no longer holds {role} on {fund}.")
+                    else:
+                        text = _("{user} did not hold {role} on {fund}.")
                 except NotPermitted as exc:
                     raise PermissionDenied(exc.detail) from exc
                 except (GovernanceError, ValidationError) as exc:
                     messages.error(request, getattr(exc, "detail", None) or "; ".join(exc.messages))
                 else:
-                    text = (done if changed else unchanged).format(
-                        user=user.username, role=role, fund=fund
-                    )
-                    self.message_user(request, text, messages.SUCCESS if changed else messages.INFO)
+                    self.message_user(request, text.format(**names), messages.SUCCESS)
                 return HttpResponseRedirect(request.path)
         direct = direct_grants(fund)
         roles = [
@@ -170,6 +170,9 @@ class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
         context = {
             **self._page_context(request, fund, _("Roles on %(fund)s") % {"fund": fund}),
             "roles": roles,
+            "open_changes": AdminChange.objects.filter(
+                fund=fund, state__in=AdminChange.OPEN_STATES
+            ).select_related("user", "requested_by"),
             "form": form,
         }
         return TemplateResponse(request, "admin/portfolio/fund/roles.html", context)
@@ -783,3 +786,7 @@ class PreferenceAdmin(admin.ModelAdmin):
     search_fields = ("user__username", "user__email")
     list_select_related = ("user",)
     autocomplete_fields = ("user",)
+
+
+# People: accounts, authenticators, four-eyes changes (its own module, registered on import).
+from governance import admin_people  # noqa: E402, F401

@@ -57,13 +57,19 @@ def _on_version(action: Action, *, actor, proposal: Proposal, **payload) -> Audi
 # ---------------------------------------------------------------------------------------------
 
 
-def role_granted_event(*, actor, fund, user, role: str) -> AuditEvent:
-    grant = {"user": user.username, "user_id": user.pk, "role": role}
+def _person(user) -> dict:
+    return {"user": user.username, "user_id": user.pk}
+
+
+def role_granted_event(*, actor, fund, user, role: str, admin_change=None) -> AuditEvent:
+    grant = {**_person(user), "role": role}
+    if admin_change is not None:
+        grant["admin_change"] = admin_change.pk
     return _write(Action.ROLE_GRANTED, actor=actor, fund=fund, **grant)
 
 
 def role_revoked_event(*, actor, fund, user, role: str) -> AuditEvent:
-    grant = {"user": user.username, "user_id": user.pk, "role": role}
+    grant = {**_person(user), "role": role}
     return _write(Action.ROLE_REVOKED, actor=actor, fund=fund, **grant)
 
 
@@ -260,3 +266,87 @@ def proposal_expired_event(*, proposal: Proposal) -> AuditEvent:
 def second_factor_enrolled_event(*, device) -> AuditEvent:
     enrolled = {"device": device.persistent_id, "name": device.name}
     return _write(Action.SECOND_FACTOR_ENROLLED, actor=device.user, **enrolled)
+
+
+def second_factor_reset_event(*, actor, user, devices: list[str], admin_change) -> AuditEvent:
+    reset = {**_person(user), "devices": devices, "admin_change": admin_change.pk}
+    return _write(Action.SECOND_FACTOR_RESET, actor=actor, **reset)
+
+
+# ---------------------------------------------------------------------------------------------
+# Back-office changes: four eyes on who may act (DESIGN rule 14)
+# ---------------------------------------------------------------------------------------------
+
+
+def _admin_change_json(change) -> dict:
+    return {
+        "admin_change": change.pk,
+        "kind": change.kind,
+        **_person(change.user),
+        **({"role": change.role} if change.role else {}),
+    }
+
+
+def admin_change_requested_event(*, change) -> AuditEvent:
+    return _write(
+        Action.ADMIN_CHANGE_REQUESTED,
+        actor=change.requested_by,
+        fund=change.fund,
+        reason=change.reason,
+        **_admin_change_json(change),
+    )
+
+
+def admin_change_confirmed_event(*, change) -> AuditEvent:
+    confirmed = {
+        "device": change.confirmed_by_device,
+        "effective_at": change.effective_at.isoformat(),
+    }
+    return _write(
+        Action.ADMIN_CHANGE_CONFIRMED,
+        actor=change.confirmed_by,
+        fund=change.fund,
+        **_admin_change_json(change),
+        **confirmed,
+    )
+
+
+def admin_change_cancelled_event(*, change) -> AuditEvent:
+    return _write(
+        Action.ADMIN_CHANGE_CANCELLED,
+        actor=change.cancelled_by,
+        fund=change.fund,
+        **_admin_change_json(change),
+    )
+
+
+def user_access_changed_event(*, actor, user, admin_change=None) -> AuditEvent:
+    access = {**_person(user), "is_staff": user.is_staff, "is_superuser": user.is_superuser}
+    if admin_change is not None:
+        access["admin_change"] = admin_change.pk
+    return _write(Action.USER_ACCESS_CHANGED, actor=actor, **access)
+
+
+def user_deactivated_event(*, actor, user, voided: list[int]) -> AuditEvent:
+    return _write(Action.USER_DEACTIVATED, actor=actor, **_person(user), voided_decisions=voided)
+
+
+def user_reactivated_event(*, actor, user, admin_change) -> AuditEvent:
+    reactivated = {**_person(user), "admin_change": admin_change.pk}
+    return _write(Action.USER_REACTIVATED, actor=actor, **reactivated)
+
+
+def decision_voided_event(*, actor, proposal: Proposal, decision: Decision, reason: str):
+    voided = {
+        "decision": decision.pk,
+        **_person(decision.user),
+        "stage": decision.stage.order,
+        "reason": reason,
+    }
+    return _on_version(Action.DECISION_VOIDED, actor=actor, proposal=proposal, **voided)
+
+
+def proposal_stage_reopened_event(*, actor, proposal: Proposal, stage: PolicyStage):
+    return _on_version(
+        Action.PROPOSAL_STAGE_REOPENED, actor=actor, proposal=proposal, stage=stage.order
+    )

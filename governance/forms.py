@@ -5,7 +5,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
-from governance.models import DECIDING_ROLES
+from governance.models import DECIDING_ROLES, AdminChange
 from governance.policies import StageSpec
 from portfolio.models import Asset, Fund, FundRole
 
@@ -23,10 +23,45 @@ class UserChoiceField(forms.ModelChoiceField):
 
 
 class RoleChangeForm(forms.Form):
-    """Who gets (or loses) which role; the fund comes from the page. For ``role_grant/revoke``."""
+    """Who gets (or loses) which role; the fund comes from the page. A grant is a request for
+    ``admin_change_request`` (with its reason), a revocation goes to ``role_revoke``."""
 
     user = UserChoiceField(queryset=User.objects.filter(is_active=True).order_by("username"))
     role = forms.ChoiceField(choices=FundRole.choices)
+    reason = forms.CharField(
+        max_length=500,
+        required=False,
+        help_text=_("Why they need the role: a grant waits for a second site administrator."),
+    )
+
+
+class AdminChangeRequestForm(forms.Form):
+    """A change that widens who may act, for ``admin_change_request``."""
+
+    kind = forms.ChoiceField(choices=AdminChange.Kind.choices)
+    user = UserChoiceField(queryset=User.objects.order_by("username"))
+    fund = forms.ModelChoiceField(
+        queryset=Fund.objects.order_by("name"),
+        required=False,
+        help_text=_("For a role grant only."),
+    )
+    role = forms.ChoiceField(
+        choices=[("", "---------"), *FundRole.choices],
+        required=False,
+        help_text=_("For a role grant only."),
+    )
+    reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class AdminChangeConfirmForm(forms.Form):
+    """The confirming administrator's one-time code, for ``admin_change_confirm``."""
+
+    otp_token = forms.CharField(
+        label=_("One-time code"),
+        max_length=16,
+        widget=forms.TextInput(attrs={"autocomplete": "one-time-code", "inputmode": "numeric"}),
+        help_text=_("The current code from your own authenticator app."),
+    )
 
 
 class PolicyDraftForm(forms.Form):

@@ -5,7 +5,7 @@ from decimal import Decimal, localcontext
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Lower
+from django.db.models.functions import Coalesce, Lower
 from django.utils.translation import gettext_lazy as _
 
 from governance.vocabulary import AuditAction
@@ -221,11 +221,20 @@ class Decision(models.Model):
     # The second factor that confirmed it: the persistent id of the user's TOTP device.
     confirmed_by_device = models.CharField(max_length=100)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set when the approval stopped counting: the decider lost the stage's role or their account
+    # while the proposal was still in review, or an earlier stage reopened for that reason.
+    voided_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["created_at", "id"]
         constraints = [
-            unique("proposal", "proposal_version", "user", what="one_per_user_and_version"),
+            unique(
+                "proposal",
+                "proposal_version",
+                "user",
+                what="one_per_user_and_version",
+                condition=Q(voided_at__isnull=True),
+            ),
             check(~Q(user=F("proposal_author")), what="author_never_decides"),
             check(Q(verdict__in=["approve", "reject", "request_changes"]), what="verdict_valid"),
             check(~Q(confirmed_by_device=""), what="confirmed_by_device"),
@@ -233,6 +242,119 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} {self.verdict} #{self.proposal_id} v{self.proposal_version}"
+
+    @property
+    def counts(self) -> bool:
+        return self.voided_at is None
+
+
+class AdminChange(models.Model):
+    """A widening of who may act, asked for by one site administrator and put into effect only
+    when a second one confirms it with their own one-time code (DESIGN rule 14).
+
+    Nobody confirms their own request, nor a change for themself. A confirmed grant of a deciding
+    role waits out ``ALEM_ROLE_COOLING_OFF_HOURS`` before it takes effect; until then any site
+    administrator may cancel it. Written by ``governance.services.admin_changes`` only.
+    """
+
+    class Kind(models.TextChoices):
+        ROLE_GRANT = "role_grant", _("Grant a fund role")
+        STAFF_GRANT = "staff_grant", _("Give back-office access")
+        SUPERUSER_GRANT = "superuser_grant", _("Make a site administrator")
+        SECOND_FACTOR_RESET = "second_factor_reset", _("Reset the authenticator")
+        REACTIVATION = "reactivation", _("Reactivate the account")
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting for a second administrator")
+        CONFIRMED = "confirmed", _("Confirmed, cooling off")
+        APPLIED = "applied", _("In effect")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    OPEN_STATES = (State.PENDING, State.CONFIRMED)
+
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.PROTECT,
+        related_name="admin_changes",
+        help_text=_("The person the change is for."),
+    )
+    fund = models.ForeignKey(
+        Fund, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    role = models.CharField(max_length=32, blank=True, choices=FundRole.choices)
+    reason = models.CharField(max_length=500, validators=[reject_hidden_characters])
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField()
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    # The second factor that confirmed it: the persistent id of the confirmer's TOTP device.
+    confirmed_by_device = models.CharField(max_length=100, blank=True)
+    effective_at = models.DateTimeField(
+        null=True, blank=True, help_text=_("When the change takes effect, once confirmed.")
+    )
+    applied_at = models.DateTimeField(null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            # Four eyes: the confirmer is neither the requester nor the person it is for.
+            check(
+                Q(confirmed_by__isnull=True) | ~Q(confirmed_by=F("requested_by")),
+                what="confirmer_is_not_requester",
+            ),
+            check(
+                Q(confirmed_by__isnull=True) | ~Q(confirmed_by=F("user")),
+                what="confirmer_is_not_beneficiary",
+            ),
+            check(
+                (Q(kind="role_grant", fund__isnull=False) & ~Q(role=""))
+                | (~Q(kind="role_grant") & Q(fund__isnull=True, role="")),
+                what="fund_and_role_iff_role_grant",
+            ),
+            check(
+                Q(confirmed_by__isnull=True, confirmed_at__isnull=True, confirmed_by_device="")
+                | (
+                    Q(confirmed_by__isnull=False, confirmed_at__isnull=False)
+                    & ~Q(confirmed_by_device="")
+                    & Q(effective_at__isnull=False)
+                ),
+                what="confirmed_with_device",
+            ),
+            check(
+                Q(state="pending", confirmed_by__isnull=True)
+                | Q(state="confirmed", confirmed_by__isnull=False, applied_at__isnull=True)
+                | Q(state="applied", confirmed_by__isnull=False, applied_at__isnull=False)
+                | Q(state="cancelled", applied_at__isnull=True, cancelled_by__isnull=False),
+                what="state_matches_its_record",
+            ),
+            check(
+                Q(cancelled_by__isnull=True, cancelled_at__isnull=True)
+                | Q(cancelled_by__isnull=False, cancelled_at__isnull=False),
+                what="cancelled_by_and_at_together",
+            ),
+            models.UniqueConstraint(
+                "kind",
+                "user",
+                Coalesce("fund", 0, output_field=models.BigIntegerField()),
+                "role",
+                condition=Q(state__in=["pending", "confirmed"]),
+                name=PREFIX + "one_open_change",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        what = f"{self.role} on {self.fund}" if self.kind == self.Kind.ROLE_GRANT else self.kind
+        return f"#{self.pk} {what} for {self.user}"
 
 
 class AuditChain(models.Model):

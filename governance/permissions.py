@@ -23,13 +23,14 @@ from governance import policies
 from governance.exceptions import (
     AlreadyDecided,
     ExecutionRefused,
+    FourEyesRequired,
     GovernanceError,
     InvalidTransition,
     NotPermitted,
     SegregationOfDuties,
     StageNotCurrent,
 )
-from governance.models import Decision, Proposal, ProposalState
+from governance.models import AdminChange, Decision, Proposal, ProposalState
 from governance.roles import roles_on_fund, users_with_role
 from portfolio.models import Fund, FundRole
 
@@ -130,7 +131,7 @@ def decide_refusal(
             context={"current_stage": stage.order},
         )
     decided = any(
-        d.user_id == user.pk and d.proposal_version == proposal.version
+        d.user_id == user.pk and d.proposal_version == proposal.version and d.counts
         for d in proposal.decisions.all()
     )
     if stage.permission not in _roles(user, proposal.fund, roles):
@@ -149,7 +150,10 @@ def decide_refusal(
 def _decided_on_current_version(user_ref) -> Exists:
     return Exists(
         Decision.objects.filter(
-            proposal=OuterRef("pk"), proposal_version=OuterRef("version"), user=user_ref
+            proposal=OuterRef("pk"),
+            proposal_version=OuterRef("version"),
+            user=user_ref,
+            voided_at__isnull=True,
         )
     )
 
@@ -174,7 +178,9 @@ def stage_deciders(proposal: Proposal) -> QuerySet:
     on this version)."""
     if proposal.state != ProposalState.IN_REVIEW or proposal.current_stage is None:
         return User.objects.none()
-    decided = Decision.objects.filter(proposal=proposal, proposal_version=proposal.version)
+    decided = Decision.objects.filter(
+        proposal=proposal, proposal_version=proposal.version, voided_at__isnull=True
+    )
     return (
         users_with_role(proposal.fund, proposal.current_stage.permission)
         .exclude(pk=proposal.author_id)
@@ -237,3 +243,42 @@ def awaiting_fill_q(user, fund_ids, *, now: dt.datetime) -> Q:
         & ~Q(author=user)
         & ~Exists(approved_by_user)
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Site administrators: four eyes on who may act (DESIGN rule 14)
+# ---------------------------------------------------------------------------------------------
+
+
+def site_admin_refusal(user) -> NotPermitted | None:
+    """May ``user`` run the back office's people tools at all: an active site administrator."""
+    if not (user.is_active and user.is_superuser):
+        return NotPermitted("Only a site administrator may change who may act.")
+    return None
+
+
+def admin_change_confirm_refusal(user, change: AdminChange) -> GovernanceError | None:
+    """May ``user`` confirm ``change`` now: another active site administrator than the one who
+    asked for it and than the person it is for, while it waits for confirmation."""
+    if refusal := site_admin_refusal(user):
+        return refusal
+    if change.state != AdminChange.State.PENDING:
+        return InvalidTransition(f"This change is {change.get_state_display().lower()}.")
+    if change.requested_by_id == user.pk:
+        return FourEyesRequired(
+            "You asked for this change; another site administrator must confirm it."
+        )
+    if change.user_id == user.pk:
+        return FourEyesRequired(
+            "This change is for you; a site administrator other than you must confirm it."
+        )
+    return None
+
+
+def admin_change_cancel_refusal(user, change: AdminChange) -> GovernanceError | None:
+    """May ``user`` cancel ``change``: any active site administrator, until it takes effect."""
+    if refusal := site_admin_refusal(user):
+        return refusal
+    if change.state not in AdminChange.OPEN_STATES:
+        return InvalidTransition(f"This change is {change.get_state_display().lower()}.")
+    return None

@@ -18,6 +18,14 @@ SCHEDULES = (
         "Approved proposals not fully executed within the fund's execution window expire.",
     ),
     Schedule(
+        "Apply confirmed back-office changes after their cooling-off",
+        "governance.tasks.admin_changes_apply",
+        dt.timedelta(minutes=1),
+        (),
+        "A fund role confirmed by a second site administrator takes effect once the cooling-off "
+        "period (ALEM_ROLE_COOLING_OFF_HOURS) has passed.",
+    ),
+    Schedule(
         "E-mail the daily digest of what waits",
         "governance.tasks.decision_digest_send",
         None,

@@ -72,7 +72,7 @@ def proposal_stage_statuses(proposal: Proposal) -> list[policies.StageStatus]:
     applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
     verdicts: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for decision in proposal.decisions.all():
-        if decision.proposal_version == proposal.version:
+        if decision.proposal_version == proposal.version and decision.counts:
             verdicts[decision.stage.order].append((decision.user.username, decision.verdict))
     return policies.stage_statuses(
         applicable,

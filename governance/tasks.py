@@ -27,6 +27,15 @@ def proposals_expire() -> list[int]:
     return expired
 
 
+@shared_task(name="governance.tasks.admin_changes_apply", ignore_result=True)
+def admin_changes_apply() -> list[int]:
+    """Put into effect the confirmed back-office changes whose cooling-off has ended."""
+    applied = services.admin_changes_apply_due()
+    if applied:
+        logger.info("Applied back-office changes %s", applied)
+    return applied
+
+
 @shared_task(
     bind=True, name="governance.tasks.stage_opened_notify", ignore_result=True, **MAIL_RETRIES
 )

@@ -38,10 +38,23 @@ class AuditAction(models.TextChoices):
     PROPOSAL_EXECUTED = "proposal.executed", _("Proposal executed")
     PROPOSAL_EXPIRED = "proposal.expired", _("Approval expired")
     SECOND_FACTOR_ENROLLED = "second_factor.enrolled", _("Authenticator enrolled")
+    SECOND_FACTOR_RESET = "second_factor.reset", _("Authenticator reset")
+    ADMIN_CHANGE_REQUESTED = "admin_change.requested", _("Back-office change requested")
+    ADMIN_CHANGE_CONFIRMED = "admin_change.confirmed", _("Back-office change confirmed")
+    ADMIN_CHANGE_CANCELLED = "admin_change.cancelled", _("Back-office change cancelled")
+    USER_ACCESS_CHANGED = "user.access_changed", _("Back-office access changed")
+    USER_DEACTIVATED = "user.deactivated", _("Account deactivated")
+    USER_REACTIVATED = "user.reactivated", _("Account reactivated")
+    DECISION_VOIDED = "decision.voided", _("Approval voided")
+    PROPOSAL_STAGE_REOPENED = "proposal.stage_reopened", _("Stage reopened")
 
 
 # Actions that open a stage: a proposal waits at its current stage since the latest of these.
-STAGE_OPENED = (AuditAction.PROPOSAL_SUBMITTED, AuditAction.PROPOSAL_STAGE_COMPLETED)
+STAGE_OPENED = (
+    AuditAction.PROPOSAL_SUBMITTED,
+    AuditAction.PROPOSAL_STAGE_COMPLETED,
+    AuditAction.PROPOSAL_STAGE_REOPENED,
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -75,6 +88,10 @@ REFUSALS = {
     "executed_in_future": _("The execution time is in the future."),
     "executed_before_approval": _("The execution time is before the proposal was approved."),
     "above_limit_price": _("The price is above the proposal's limit price."),
+    "fee_above_limit": _(
+        "The fee is a larger share of the fill's value (quantity × price) than the fund's "
+        "mandate allows."
+    ),
     "over_notional": _("The fill would spend more than the approved notional that remains."),
     "consensus_unusable": _(
         "There is no usable market price for this moment (stale, divergent or single-source), "
@@ -183,6 +200,13 @@ FILL_NOTES = {
     "approval_expired": _("The approval has expired; the proposal accepts no more fills."),
 }
 
+# Why an approval stopped counting (``decision.voided``'s reason).
+VOID_REASONS = {
+    "role_revoked": _("they no longer hold the stage's role."),
+    "account_deactivated": _("their account was deactivated."),
+    "stage_reopened": _("an earlier stage reopened, so this stage is decided again."),
+}
+
 VERDICT_SENTENCES = {
     "approve": _("%(actor)s approved version %(version)s at %(stage)s."),
     "reject": _("%(actor)s rejected version %(version)s at %(stage)s."),
@@ -204,6 +228,10 @@ EVENT_SENTENCES = {
     AuditAction.PROPOSAL_REJECTED: _("The proposal was rejected at %(stage)s."),
     AuditAction.PROPOSAL_CHANGES_REQUESTED: _("The proposal went back to its author for changes."),
     AuditAction.PROPOSAL_STAGE_COMPLETED: _("%(stage)s completed; %(next_stage)s opened."),
+    AuditAction.DECISION_VOIDED: _(
+        "The approval by %(person)s at %(stage)s no longer counts: %(reason)s"
+    ),
+    AuditAction.PROPOSAL_STAGE_REOPENED: _("%(stage)s reopened: it needs its approvals again."),
     AuditAction.PROPOSAL_APPROVED: _(
         "The proposal was approved; the approval is valid until %(expires)s."
     ),

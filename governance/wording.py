@@ -19,6 +19,7 @@ from governance.vocabulary import (
     EVENT_SENTENCES,
     REFUSALS,
     VERDICT_SENTENCES,
+    VOID_REASONS,
     AuditAction,
 )
 from portfolio.prices import consensus as price_consensus
@@ -127,6 +128,8 @@ def event_sentence(event, proposal, stage_names: dict[int, str]) -> dict:
         "cost": money(payload.get("cost_usd")),
         "reference": payload.get("external_ref", ""),
         "executed": money(payload.get("executed_notional_usd")),
+        "person": payload.get("user", ""),
+        "reason": VOID_REASONS.get(payload.get("reason"), payload.get("reason", "")),
     }
     if event.action == AuditAction.DECISION_RECORDED:
         template = VERDICT_SENTENCES.get(payload.get("verdict"))

@@ -4,6 +4,8 @@ Portfolio knows nothing of proposals: it keeps the books and values them. Govern
 what may happen and calls ``portfolio.services`` to book it.
 """
 
+from decimal import Decimal
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -75,6 +77,7 @@ class Fund(models.Model):
         "max_proposal_notional_usd",
         "execution_window_days",
         "price_tolerance",
+        "max_fee_share",
     )
 
     name = models.CharField(max_length=200, unique=True, validators=[reject_hidden_characters])
@@ -92,6 +95,15 @@ class Fund(models.Model):
     )
     price_tolerance = RatioField(
         help_text=_("Largest deviation of an execution price from the consensus price (0-1).")
+    )
+    # 1% is ten times an exchange's usual spot fee, and room for an OTC desk's commission or a
+    # chain's gas on a fill of any sensible size; a fee beyond it is a transfer, not a cost.
+    max_fee_share = RatioField(
+        default=Decimal("0.01"),
+        help_text=_(
+            "Largest fee of one execution as a share of its value, quantity × price (0-1; "
+            "0 allows no fee)."
+        ),
     )
     disclose_holdings = models.BooleanField(
         default=False, help_text=_("Publish holdings in the fund's public disclosure.")
@@ -111,6 +123,9 @@ class Fund(models.Model):
             check(Q(max_proposal_notional_usd__gt=0), what="max_proposal_notional_positive"),
             check(Q(execution_window_days__gte=1), what="execution_window_positive"),
             check(Q(price_tolerance__gt=0, price_tolerance__lt=1), what="price_tolerance_in_range"),
+            # 0 is a mandate (fees only inside the price); a share of 1 lets the fee match the
+            # value bought, which limits nothing.
+            check(Q(max_fee_share__gte=0, max_fee_share__lt=1), what="max_fee_share_in_range"),
         ]
 
     def __str__(self) -> str:

@@ -49,6 +49,7 @@ class FundFactory(factory.django.DjangoModelFactory):
     max_proposal_notional_usd = Decimal("5000000.00")
     execution_window_days = 5
     price_tolerance = Decimal("0.02")
+    max_fee_share = Decimal("0.01")
 
 
 class FundingSourceFactory(factory.django.DjangoModelFactory):
@@ -123,7 +124,7 @@ class FundBuilder:
         users = {}
         for name, role in ROLE_USERS:
             user = UserFactory(username=f"{prefix}{name}")
-            services.role_grant(actor=None, user=user, fund=fund, role=role)
+            services.role_grant(user=user, fund=fund, role=role)
             users[name] = user
         policy = services.policy_draft(actor=users["fundadmin"], fund=fund, stages=stages)
         services.policy_publish(actor=users["fundadmin2"], policy_id=policy.pk)

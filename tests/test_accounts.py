@@ -6,7 +6,7 @@ import time
 from base64 import b64decode
 
 import pytest
-from axes.models import AccessAttempt
+from axes.models import AccessAttempt, AccessLog
 from django.core.management import CommandError, call_command
 from django.test import Client, RequestFactory
 from django.urls import resolve, reverse
@@ -14,6 +14,8 @@ from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
 from alem.middleware import SecondFactorEnrolmentMiddleware
 from governance.models import AuditEvent
@@ -25,6 +27,10 @@ from tests.web import signed_in
 PASSWORD = "pw-for-tests-only"  # UserFactory's
 GENERIC_ERROR = "The username, password or code is wrong. Check them and try again."
 OTHER_IP = "10.9.8.7"
+TOKEN = "/api/v1/auth/token/"
+# Four addresses to guess from, none of them OTHER_IP or the client's default.
+ADDRESSES = ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
+LOCKED_OUT = "Too many failed sign-ins"
 
 
 def sign_in(client, username, password=PASSWORD, code="", ip="127.0.0.1", **extra):
@@ -172,26 +178,115 @@ def test_a_next_address_on_another_site_is_ignored(client, db):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_five_failures_lock_out_that_username_from_that_address(client, db):
-    user = UserFactory(username="officer")
+def age_failures(**elapsed) -> None:
+    """Move every counted failure back in time, as if ``elapsed`` had passed since it."""
+    AccessAttempt.objects.update(attempt_time=timezone.now() - dt.timedelta(**elapsed))
+
+
+def request_token(username, password=PASSWORD, code="", ip="127.0.0.1"):
+    body = {"username": username, "password": password, "otp_token": code}
+    return APIClient().post(TOKEN, body, format="json", REMOTE_ADDR=ip)
+
+
+def test_guesses_at_one_account_from_four_addresses_lock_that_account(client, db, settings):
+    settings.AXES_COOLOFF_TIME = 0.25
+    officer = UserFactory(username="officer")
+    device = otp_device(officer)
     UserFactory(username="colleague")
-    otp_device(user)
 
-    answers = [sign_in(client, "officer", password="wrong").status_code for _ in range(4)]
-    fifth = sign_in(client, "officer", code=wrong_code(user))
-    with_right_credentials = sign_in(client, "officer", code=otp_code(user))
+    # Four rounds of guesses from four addresses: wrong passwords, and from the last address the
+    # right password with a wrong code.
+    guesses = [(ip, "wrong", "") for ip in ADDRESSES[:3]]
+    guesses.append((ADDRESSES[3], PASSWORD, wrong_code(officer)))
+    answers = [
+        sign_in(Client(), "officer", password, code, ip=ip).status_code
+        for _ in range(4)
+        for ip, password, code in guesses
+    ]
+    # Even the right password and code, from a fifth address, after the fifth failure.
+    with_right_credentials = sign_in(client, "officer", code=otp_code(officer), ip=OTHER_IP)
 
-    assert answers == [200, 200, 200, 200]
-    assert fifth.status_code == 429
+    assert answers == [200] * 4 + [429] * 12
     assert with_right_credentials.status_code == 429
-    assert signed_in_user_id(client) is None
     page = with_right_credentials.content.decode()
-    assert "Too many failed sign-ins" in page
+    assert LOCKED_OUT in page
     assert "You can try again in 15 minutes" in page
-    # Another address, or another username from the same address, is not locked out.
-    assert sign_in(Client(), "officer", code=otp_code(user), ip=OTHER_IP).status_code == 302
-    assert sign_in(Client(), "colleague").status_code == 302
-    assert sign_in(Client(), "officer", code=otp_code(user)).status_code == 429
+    assert signed_in_user_id(client) is None
+    device.refresh_from_db()
+    assert device.last_t == -1  # the code was never checked, so it is not spent
+    assert not AccessLog.objects.exists()
+    # The lockout is the account's: another account signs in from one of those addresses.
+    assert sign_in(Client(), "colleague", ip=ADDRESSES[0]).status_code == 302
+
+    # Once the cool-off has passed since the last failure, the account signs in again.
+    age_failures(minutes=14)
+    assert sign_in(Client(), "officer", code=otp_code(officer), ip=OTHER_IP).status_code == 429
+    age_failures(minutes=15, seconds=1)
+    response = sign_in(client, "officer", code=otp_code(officer), ip=OTHER_IP)
+
+    assert response.status_code == 302
+    assert signed_in_user_id(client) == str(officer.pk)
+
+
+def test_a_spray_of_eleven_accounts_from_one_address_locks_that_address(client, db, settings):
+    settings.AXES_COOLOFF_TIME = 0.25
+    sprayed = [UserFactory(username=f"official{n}") for n in range(11)]
+    bystander = UserFactory(username="bystander")
+    device = otp_device(bystander)
+
+    # One guess at each of eleven accounts, from one address.
+    answers = [
+        sign_in(Client(), user.username, password="wrong", ip=OTHER_IP).status_code
+        for user in sprayed
+    ]
+    # Then the right password and code of an account nobody guessed at, from that address.
+    from_that_address = sign_in(client, "bystander", code=otp_code(bystander), ip=OTHER_IP)
+
+    assert answers == [200] * 4 + [429] * 7
+    assert from_that_address.status_code == 429
+    assert LOCKED_OUT in from_that_address.content.decode()
+    assert signed_in_user_id(client) is None
+    device.refresh_from_db()
+    assert device.last_t == -1
+    assert not AccessLog.objects.exists()
+    # The lockout is the address's: the same accounts sign in from another address.
+    assert (
+        sign_in(Client(), "bystander", code=otp_code(bystander), ip=ADDRESSES[0]).status_code == 302
+    )
+    assert sign_in(Client(), "official0", ip=ADDRESSES[0]).status_code == 302
+
+    # Once the cool-off has passed since the last failure, the address may sign in again.
+    age_failures(minutes=15, seconds=1)
+    response = sign_in(client, "bystander", code=otp_code(bystander), ip=OTHER_IP)
+
+    assert response.status_code == 302
+    assert signed_in_user_id(client) == str(bystander.pk)
+
+
+def test_signing_in_to_one_account_does_not_clear_the_failures_of_its_address(client, db):
+    # Otherwise the holder of one valid account could guess at the others without end.
+    UserFactory(username="insider")
+    targets = [UserFactory(username=f"official{n}") for n in range(4)]
+    for target in targets:
+        sign_in(Client(), target.username, password="wrong", ip=OTHER_IP)
+
+    assert sign_in(Client(), "insider", ip=OTHER_IP).status_code == 302
+    assert sign_in(Client(), "official0", password="wrong", ip=OTHER_IP).status_code == 429
+
+    assert sign_in(client, "insider", ip=OTHER_IP).status_code == 429
+    assert signed_in_user_id(client) is None
+
+
+def test_a_success_does_not_clear_the_accounts_failures_before_the_cool_off(client, db):
+    UserFactory(username="officer")
+    for ip in ADDRESSES:
+        sign_in(Client(), "officer", password="wrong", ip=ip)
+
+    assert sign_in(Client(), "officer").status_code == 302
+    assert sign_in(Client(), "officer", password="wrong").status_code == 429
+
+    assert sign_in(client, "officer").status_code == 429
+    assert signed_in_user_id(client) is None
 
 
 def test_the_lockout_ends_after_the_cool_off(client, db, settings):
@@ -202,10 +297,10 @@ def test_the_lockout_ends_after_the_cool_off(client, db, settings):
     assert sign_in(client, "officer").status_code == 429
 
     # The last attempt (which started the wait again) was 14 minutes ago: still locked.
-    AccessAttempt.objects.update(attempt_time=timezone.now() - dt.timedelta(minutes=14))
+    age_failures(minutes=14)
     assert sign_in(client, "officer").status_code == 429
-    # And 15 minutes and a second ago: the pair may try again, and a success clears the count.
-    AccessAttempt.objects.update(attempt_time=timezone.now() - dt.timedelta(minutes=15, seconds=1))
+    # And 15 minutes and a second ago: the account may try again.
+    age_failures(minutes=15, seconds=1)
     response = sign_in(client, "officer")
 
     assert response.status_code == 302
@@ -223,14 +318,60 @@ def test_the_lockout_page_names_the_cool_off_from_settings(client, db, settings)
     assert "You can try again in 60 minutes" in response.content.decode()
 
 
-def test_a_success_resets_the_failure_count(client, db):
-    UserFactory(username="officer")
-    for _ in range(4):
-        sign_in(client, "officer", password="wrong")
+# The API token endpoint checks the same form, so django-axes counts and refuses it the same way.
 
-    assert sign_in(client, "officer").status_code == 302
 
-    assert failures("officer") == 0
+def test_guesses_at_one_account_through_the_token_endpoint_lock_that_account(client, db, settings):
+    settings.AXES_COOLOFF_TIME = 0.25
+    officer = UserFactory(username="officer")
+    otp_device(officer)
+
+    answers = [
+        request_token("officer", code=wrong_code(officer), ip=ip).status_code
+        for _ in range(2)
+        for ip in ADDRESSES
+    ]
+    with_right_credentials = request_token("officer", code=otp_code(officer), ip=OTHER_IP)
+
+    assert answers == [400] * 4 + [429] * 4
+    assert with_right_credentials.status_code == 429
+    assert LOCKED_OUT in with_right_credentials.content.decode()
+    assert not Token.objects.exists()
+    # The sign-in page refuses the account too: one count for both ways in.
+    assert sign_in(client, "officer", code=otp_code(officer), ip=OTHER_IP).status_code == 429
+    assert signed_in_user_id(client) is None
+
+    age_failures(minutes=15, seconds=1)
+    response = request_token("officer", code=otp_code(officer), ip=OTHER_IP)
+
+    assert response.status_code == 200
+    assert response.json()["token"] == Token.objects.get(user=officer).key
+
+
+def test_a_spray_through_the_token_endpoint_locks_that_address(db, settings):
+    settings.AXES_COOLOFF_TIME = 0.25
+    sprayed = [UserFactory(username=f"official{n}") for n in range(11)]
+    bystander = UserFactory(username="bystander")
+    otp_device(bystander)
+
+    answers = [
+        request_token(user.username, password="wrong", code="123456", ip=OTHER_IP).status_code
+        for user in sprayed
+    ]
+    from_that_address = request_token("bystander", code=otp_code(bystander), ip=OTHER_IP)
+
+    assert answers == [400] * 4 + [429] * 7
+    assert from_that_address.status_code == 429
+    assert not Token.objects.exists()
+    from_another_address = request_token("bystander", code=otp_code(bystander), ip=ADDRESSES[0])
+    assert from_another_address.status_code == 200
+
+    age_failures(minutes=15, seconds=1)
+    Token.objects.all().delete()
+    response = request_token("bystander", code=otp_code(bystander), ip=OTHER_IP)
+
+    assert response.status_code == 200
+    assert response.json()["token"] == Token.objects.get(user=bystander).key
 
 
 # ---------------------------------------------------------------------------------------------
@@ -377,7 +518,7 @@ def test_the_enrolment_check_costs_at_most_two_queries(alem, django_assert_max_n
     fund2 = FundFactory()
     many_roles = alem.users["committee1"]
     for role in (FundRole.REVIEW_RISK, FundRole.EXECUTE_TRADES):
-        role_grant(actor=None, user=many_roles, fund=fund2, role=role)
+        role_grant(user=many_roles, fund=fund2, role=role)
 
     # guardian looks each permission's content type up once per process; a server has them.
     _middleware_queries(django_assert_max_num_queries, alem.users["risk"], {}, 10)

@@ -17,7 +17,24 @@ from alem.settings import DEVELOPMENT_SECRET_KEY
 BASE_DIR = Path(__file__).resolve().parent.parent
 LONG_KEY = "k3y-" + "x" * 60
 # Variables the settings read; each case starts from none of them.
-SETTINGS_VARIABLES = ("SECRET_KEY", "DEBUG", "DATABASE_URL", "ALLOWED_HOSTS", "REDIS_URL")
+SETTINGS_VARIABLES = (
+    "SECRET_KEY",
+    "DEBUG",
+    "DATABASE_URL",
+    "ALLOWED_HOSTS",
+    "REDIS_URL",
+    "SECURE_COOKIES",
+    "SECURE_HSTS_SECONDS",
+    "SECURE_PROXY_SSL_HEADER",
+    "ALEM_SECRETS_KEY",
+)
+# A production environment: DEBUG off, a real key, one host name.
+PRODUCTION = {
+    "DEBUG": "0",
+    "SECRET_KEY": LONG_KEY,
+    "ALLOWED_HOSTS": "alem.example",
+    "ALEM_SECRETS_KEY": "c2VjcmV0cy1rZXktZm9yLXNldHRpbmdzLXRlc3RzLTA=",
+}
 
 SHOW_SETTINGS = """
 import json, django
@@ -32,6 +49,33 @@ print(json.dumps({
     "PASSWORD": db.get("PASSWORD"), "HOST": db.get("HOST"), "PORT": db.get("PORT"),
     "TIME_ZONE": settings.TIME_ZONE, "USE_TZ": settings.USE_TZ,
     "ALLOWED_HOSTS": settings.ALLOWED_HOSTS,
+    "SECURE_SSL_REDIRECT": settings.SECURE_SSL_REDIRECT,
+    "SECURE_HSTS_SECONDS": settings.SECURE_HSTS_SECONDS,
+    "SESSION_COOKIE_SECURE": settings.SESSION_COOKIE_SECURE,
+    "CSRF_COOKIE_SECURE": settings.CSRF_COOKIE_SECURE,
+}))
+"""
+
+# The sign-in page asked for over plain HTTP, over HTTPS, and over plain HTTP from a proxy that
+# says the browser used HTTPS; with the project's middleware, as a server would answer.
+ASK_OVER_HTTP_AND_HTTPS = """
+import json, django
+django.setup()
+from django.test import Client
+
+def answer(response):
+    return {
+        "status": response.status_code,
+        "location": response.get("Location"),
+        "hsts": response.get("Strict-Transport-Security"),
+        "secure_cookies": {name: bool(c["secure"]) for name, c in response.cookies.items()},
+    }
+
+client = Client(HTTP_HOST="alem.example")
+print(json.dumps({
+    "http": answer(client.get("/accounts/login/")),
+    "https": answer(client.get("/accounts/login/", secure=True)),
+    "proxied_https": answer(client.get("/accounts/login/", HTTP_X_FORWARDED_PROTO="https")),
 }))
 """
 
@@ -50,8 +94,8 @@ def run(args: list[str], tmp_path: Path, **variables: str) -> subprocess.Complet
     )
 
 
-def show_settings(tmp_path: Path, **variables: str) -> dict:
-    result = run(["-c", SHOW_SETTINGS], tmp_path, **variables)
+def show_settings(tmp_path: Path, script: str = SHOW_SETTINGS, **variables: str) -> dict:
+    result = run(["-c", script], tmp_path, **variables)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -126,7 +170,7 @@ def test_the_migration_check_still_refuses_an_explicit_debug_off_without_a_key(t
 
 
 def test_production_mode_starts_with_a_long_secret_key(tmp_path):
-    result = run(["manage.py", "check"], tmp_path, DEBUG="0", SECRET_KEY=LONG_KEY)
+    result = run(["manage.py", "check"], tmp_path, **PRODUCTION)
 
     assert result.returncode == 0, result.stderr
     assert "System check identified no issues" in result.stdout
@@ -149,10 +193,11 @@ def test_a_malformed_debug_value_is_refused(tmp_path):
 def test_database_url_points_at_postgresql(tmp_path):
     values = show_settings(
         tmp_path,
-        DEBUG="0",
-        SECRET_KEY=LONG_KEY,
-        DATABASE_URL="postgres://alem:s3cret@db.internal:6543/alem_prod",
-        ALLOWED_HOSTS="alem.example, api.alem.example",
+        **{
+            **PRODUCTION,
+            "DATABASE_URL": "postgres://alem:s3cret@db.internal:6543/alem_prod",
+            "ALLOWED_HOSTS": "alem.example, api.alem.example",
+        },
     )
 
     assert values["ENGINE"] == "django.db.backends.postgresql"
@@ -176,3 +221,81 @@ def test_time_is_kept_in_almaty_and_timezone_aware():
 def test_money_precision_is_set_in_one_place():
     assert settings.ALEM_DECIMALS["quantity"] == (38, 18)
     assert settings.ALEM_DECIMALS["money"][1] == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTPS only in production
+# ---------------------------------------------------------------------------------------------
+
+
+def test_production_redirects_plain_http_to_https(tmp_path):
+    answers = show_settings(tmp_path, ASK_OVER_HTTP_AND_HTTPS, **PRODUCTION)
+
+    assert answers["http"]["status"] == 301
+    assert answers["http"]["location"] == "https://alem.example/accounts/login/"
+
+
+def test_production_answers_over_https_with_hsts_for_a_year_and_secure_cookies(tmp_path):
+    answers = show_settings(tmp_path, ASK_OVER_HTTP_AND_HTTPS, **PRODUCTION)
+
+    https = answers["https"]
+    assert https["status"] == 200
+    assert https["hsts"] == "max-age=31536000; includeSubDomains"
+    assert https["secure_cookies"] == {"csrftoken": True}
+
+
+def test_the_hsts_lifetime_comes_from_the_environment(tmp_path):
+    answers = show_settings(
+        tmp_path, ASK_OVER_HTTP_AND_HTTPS, **PRODUCTION, SECURE_HSTS_SECONDS="63072000"
+    )
+
+    assert answers["https"]["hsts"] == "max-age=63072000; includeSubDomains"
+
+
+def test_behind_a_tls_proxy_the_proxys_header_says_the_request_was_https(tmp_path):
+    without_header = show_settings(tmp_path, ASK_OVER_HTTP_AND_HTTPS, **PRODUCTION)
+    with_header = show_settings(
+        tmp_path, ASK_OVER_HTTP_AND_HTTPS, **PRODUCTION, SECURE_PROXY_SSL_HEADER="X-Forwarded-Proto"
+    )
+
+    # Unless it is configured, the header is not trusted: a client could send it.
+    assert without_header["proxied_https"]["status"] == 301
+    assert with_header["proxied_https"]["status"] == 200
+    assert with_header["proxied_https"]["hsts"] == "max-age=31536000; includeSubDomains"
+
+
+@pytest.mark.parametrize("warning", ["W004", "W008", "W012", "W016"])
+def test_the_deployment_check_finds_no_https_warning_in_production(tmp_path, warning):
+    result = run(["manage.py", "check", "--deploy"], tmp_path, **PRODUCTION)
+
+    assert result.returncode == 0, result.stderr
+    assert f"security.{warning}" not in result.stdout + result.stderr
+
+
+def test_development_serves_plain_http(tmp_path):
+    values = show_settings(tmp_path, DEBUG="1")
+
+    assert values["SECURE_SSL_REDIRECT"] is False
+    assert values["SECURE_HSTS_SECONDS"] == 0
+    assert values["SESSION_COOKIE_SECURE"] is False
+    assert values["CSRF_COOKIE_SECURE"] is False
+
+
+def test_production_mode_serves_plain_http_only_when_told_to(tmp_path):
+    # As the tests do (tests/settings.py): nothing redirected, no HSTS, cookies over plain HTTP.
+    values = show_settings(tmp_path, **PRODUCTION, SECURE_COOKIES="0")
+
+    assert values["SECURE_SSL_REDIRECT"] is False
+    assert values["SECURE_HSTS_SECONDS"] == 0
+    assert values["SESSION_COOKIE_SECURE"] is False
+    assert values["CSRF_COOKIE_SECURE"] is False
+    assert settings.SECURE_SSL_REDIRECT is False
+
+
+def test_production_mode_refuses_to_start_without_the_secrets_key(tmp_path):
+    variables = {k: v for k, v in PRODUCTION.items() if k != "ALEM_SECRETS_KEY"}
+
+    result = run(["manage.py", "check"], tmp_path, **variables)
+
+    assert result.returncode != 0
+    assert "without ALEM_SECRETS_KEY" in result.stderr

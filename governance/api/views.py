@@ -157,6 +157,7 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
             "another proposal is a 409 `duplicate_external_ref`. A fill that would break the "
             "approved mandate is a 409 whose `code` names the rule: `approval_expired`, "
             "`executed_in_future`, `executed_before_approval`, `above_limit_price`, "
+            "`fee_above_limit` (the fee above the fund's `max_fee_share` of quantity × price), "
             "`over_notional`, `consensus_unusable`, `price_outside_tolerance`, "
             "`segregation_of_duties` or `invalid_state`."
         ),

@@ -11,8 +11,15 @@ Callers import from here (``from governance import services``); the modules spli
 services by domain.
 """
 
+from governance.services.accounts import user_access_remove, user_deactivate
+from governance.services.admin_changes import (
+    admin_change_cancel,
+    admin_change_confirm,
+    admin_change_request,
+    admin_changes_apply_due,
+)
 from governance.services.contributions import contribution_record
-from governance.services.decisions import decision_record
+from governance.services.decisions import approvals_void, decision_record
 from governance.services.executions import execution_record, proposal_close
 from governance.services.policies import policy_draft, policy_publish
 from governance.services.prices import price_enter_manual
@@ -28,6 +35,11 @@ from governance.services.roles import role_grant, role_revoke
 
 __all__ = [
     "EDITABLE_FIELDS",
+    "admin_change_cancel",
+    "admin_change_confirm",
+    "admin_change_request",
+    "admin_changes_apply_due",
+    "approvals_void",
     "contribution_record",
     "decision_record",
     "execution_record",
@@ -42,4 +54,6 @@ __all__ = [
     "proposals_expire_due",
     "role_grant",
     "role_revoke",
+    "user_access_remove",
+    "user_deactivate",
 ]

@@ -4,11 +4,12 @@ import datetime as dt
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from governance import compliance, events, permissions, policies
 from governance.exceptions import AlreadyDecided, GovernanceError
-from governance.models import Decision, Proposal
+from governance.models import Decision, Proposal, ProposalState
 from governance.roles import roles_on_fund
 from governance.second_factor import second_factor_confirm
 from governance.services._compliance import blocked_error, compliance_judge
@@ -73,6 +74,7 @@ def _decide(
         proposal_version=proposal.version,
         stage=stage,
         verdict=Decision.Verdict.APPROVE,
+        voided_at__isnull=True,
     ).values_list("user_id", flat=True)
     outcome = policies.decision_outcome(
         state=proposal.state,
@@ -154,3 +156,61 @@ def _apply_outcome(
             "updated_at",
         ]
     )
+
+
+def approvals_void(*, actor, user, reason: str, fund=None, role: str | None = None) -> list[int]:
+    """Stop counting ``user``'s approvals on proposals still in review (the current version).
+
+    ``fund`` and ``role`` narrow it to the approvals given at that role's stages on that fund (a
+    revoked role); without them, every approval counts no more (a deactivated account). Called
+    inside the caller's transaction, before the caller locks the fund (lock order).
+    Effects, per proposal, under its lock: each approval is voided (audit ``decision.voided``
+    with ``reason``). When one was given at a stage before the current one, that stage reopens
+    (audit ``proposal.stage_reopened``): the approvals given after it are voided as well
+    (reason ``stage_reopened``), since the review resumes from there, and the reopened stage's
+    deciders are e-mailed. Returns the voided decisions' ids.
+    """
+    mine = Decision.objects.filter(
+        user=user,
+        verdict=Decision.Verdict.APPROVE,
+        voided_at__isnull=True,
+        proposal__state=ProposalState.IN_REVIEW,
+        proposal_version=F("proposal__version"),
+    )
+    if fund is not None:
+        mine = mine.filter(proposal__fund=fund)
+    if role is not None:
+        mine = mine.filter(stage__permission=role)
+    voided = []
+    now = timezone.now()
+    for proposal_id in sorted(set(mine.values_list("proposal_id", flat=True))):
+        proposal = lock_proposal(proposal_id)
+        theirs = list(mine.filter(proposal=proposal).select_related("stage", "user"))
+        if proposal.state != ProposalState.IN_REVIEW or not theirs:
+            continue
+        reopened = min((d.stage for d in theirs), key=lambda stage: stage.order)
+        later = []
+        if reopened.order < proposal.current_stage.order:
+            later = list(
+                Decision.objects.filter(
+                    proposal=proposal,
+                    proposal_version=proposal.version,
+                    voided_at__isnull=True,
+                    stage__order__gt=reopened.order,
+                )
+                .exclude(pk__in=[d.pk for d in theirs])
+                .select_related("stage", "user")
+            )
+        for decision, why in [(d, reason) for d in theirs] + [(d, "stage_reopened") for d in later]:
+            decision.voided_at = now
+            decision.save(update_fields=["voided_at"])
+            events.decision_voided_event(
+                actor=actor, proposal=proposal, decision=decision, reason=why
+            )
+            voided.append(decision.pk)
+        if reopened.order < proposal.current_stage.order:
+            proposal.current_stage = reopened
+            proposal.save(update_fields=["current_stage", "updated_at"])
+            events.proposal_stage_reopened_event(actor=actor, proposal=proposal, stage=reopened)
+            stage_opened_notify_on_commit(proposal)
+    return voided

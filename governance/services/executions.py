@@ -38,13 +38,15 @@ def _existing_fill(external_ref: str, proposal_id: int) -> Execution | None:
 def _check_fill_terms(
     proposal: Proposal,
     *,
+    quantity: Decimal,
     price_usd: Decimal,
+    fee_usd: Decimal,
     cost_usd: Decimal,
     executed_at: dt.datetime,
     now: dt.datetime,
 ) -> dict:
     """Rule 10 for the terms of one fill the executor may record; returns the consensus
-    evidence it was checked against."""
+    evidence it was checked against. Called with ``EXACT_DIGITS`` in force."""
 
     def refuse(code: str, detail: str, **context):
         raise ExecutionRefused(detail, code=code, context=context)
@@ -57,6 +59,20 @@ def _check_fill_terms(
         refuse(
             "above_limit_price",
             f"Price USD {price_usd} is above the limit price USD {proposal.limit_price_usd}.",
+        )
+    # A fee is money leaving the fund for nothing held: bounded by the fill's own value, so a
+    # tiny fill cannot carry a large payment past the notional check.
+    value_usd = quantity * price_usd
+    max_fee_usd = value_usd * proposal.fund.max_fee_share
+    if fee_usd > max_fee_usd:
+        refuse(
+            "fee_above_limit",
+            f"The fee of USD {fee_usd.normalize():f} is above the fund's limit of "
+            f"{proposal.fund.max_fee_share:.2%} of the fill's value of USD "
+            f"{value_usd.normalize():f}: at most USD {max_fee_usd.normalize():f}.",
+            fee_usd=str(fee_usd),
+            value_usd=str(value_usd),
+            max_fee_usd=str(max_fee_usd),
         )
     remaining = proposal.remaining_usd
     if cost_usd > remaining:
@@ -105,8 +121,9 @@ def execution_record(
     its two halves around the replay of a booked reference (``actor`` holds ``execute_trades``,
     is not the author and did not approve it; state ``approved`` and not past its expiry);
     executed between the approval and now; price at most the limit price
-    and within the fund's tolerance of a usable consensus price at the execution time; total
-    cost within the approved notional; ``otp_token`` is a fresh code from the actor's confirmed
+    and within the fund's tolerance of a usable consensus price at the execution time; fee at
+    most the fund's ``max_fee_share`` of quantity x price; total cost within the approved
+    notional; ``otp_token`` is a fresh code from the actor's confirmed
     TOTP device (step-up), consumed once the other checks pass. The same ``external_ref`` again,
     in the spelling ``portfolio.text.external_ref_normalise`` gives it (same proposal, same
     permitted actor), returns the booked fill (``created`` False) and books nothing; on another
@@ -144,7 +161,13 @@ def execution_record(
             now = timezone.now()
             permissions.raise_if_refused(permissions.fill_window_refusal(proposal, now=now))
             evidence = _check_fill_terms(
-                proposal, price_usd=price_usd, cost_usd=cost_usd, executed_at=executed_at, now=now
+                proposal,
+                quantity=quantity,
+                price_usd=price_usd,
+                fee_usd=fee_usd,
+                cost_usd=cost_usd,
+                executed_at=executed_at,
+                now=now,
             )
             device = second_factor_confirm(user=actor, otp_token=otp_token)
         except GovernanceError as exc:

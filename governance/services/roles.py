@@ -1,50 +1,58 @@
-"""Granting and revoking fund roles (django-guardian object permissions on ``Fund``)."""
+"""Fund roles (django-guardian object permissions on ``Fund``): granted through four eyes,
+revoked by one site administrator at once."""
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from guardian.shortcuts import assign_perm, remove_perm
 
-from governance import events
-from governance.exceptions import InvalidTransition, NotPermitted
+from governance import events, permissions
+from governance.exceptions import InvalidTransition
 from governance.roles import direct_grants, has_role
 from governance.services._locks import lock_fund
+from governance.services.decisions import approvals_void
 from portfolio.models import Fund, FundRole
 
 
-def _check_role_change(actor, role: str) -> None:
-    """Role grants are the site administrator's; ``actor=None`` is the command line."""
-    if actor is not None and not (actor.is_active and actor.is_superuser):
-        raise NotPermitted("Only a site administrator may grant or revoke fund roles.")
+def _check_role(role: str) -> None:
     if role not in FundRole.values:
         raise ValidationError({"role": f"Unknown role {role!r}."})
 
 
-def role_grant(*, actor, user, fund: Fund, role: str) -> bool:
+def role_grant(*, user, fund: Fund, role: str, admin_change=None) -> bool:
     """Give ``user`` the fund role ``role``; returns False if they already held it.
 
-    Preconditions: ``actor`` is an active site administrator (or ``None``, the command line).
+    No person calls this directly: it is the effect of a confirmed ``AdminChange``
+    (``admin_change``, audited as done by its confirmer), or the command line's bootstrap
+    (``manage.py grant_role``, ``seed_demo``; audited with no actor).
     Effects: a guardian object permission on ``fund``, under the fund's lock; audit event
     ``role.granted``.
     """
-    _check_role_change(actor, role)
+    _check_role(role)
     with transaction.atomic():
         lock_fund(fund)
         if (user.pk, role) in direct_grants(fund, user=user):
             return False
         assign_perm(f"portfolio.{role}", user, fund)
-        events.role_granted_event(actor=actor, fund=fund, user=user, role=role)
+        actor = admin_change.confirmed_by if admin_change else None
+        events.role_granted_event(
+            actor=actor, fund=fund, user=user, role=role, admin_change=admin_change
+        )
     return True
 
 
 def role_revoke(*, actor, user, fund: Fund, role: str) -> bool:
-    """Take the fund role ``role`` from ``user``; returns False if they did not hold it.
+    """Take the fund role ``role`` from ``user`` at once; returns False if they did not hold it.
 
-    Preconditions: as ``role_grant``; a role held through a group is refused (remove the user
-    from the group instead).
-    Effects: removes the object permission; audit event ``role.revoked``.
+    Preconditions: ``actor`` is an active site administrator (or ``None``, the command line); a
+    role held through a group is refused (remove the user from the group instead).
+    Effects: removes the object permission; audit event ``role.revoked``. The approvals they
+    gave in that role on proposals still in review stop counting (``approvals_void``).
     """
-    _check_role_change(actor, role)
+    if actor is not None:
+        permissions.raise_if_refused(permissions.site_admin_refusal(actor))
+    _check_role(role)
     with transaction.atomic():
+        approvals_void(actor=actor, user=user, reason="role_revoked", fund=fund, role=role)
         lock_fund(fund)
         if (user.pk, role) not in direct_grants(fund, user=user):
             if has_role(user, fund, role):

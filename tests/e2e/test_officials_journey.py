@@ -264,7 +264,7 @@ def test_the_author_sees_no_decision_form_on_their_own_proposal(officials, open_
     alem = officials
     manager = alem.users["manager"]
     if extra_role:
-        services.role_grant(actor=None, user=manager, fund=alem.fund, role=extra_role)
+        services.role_grant(user=manager, fund=alem.fund, role=extra_role)
     proposal = alem.proposal(submit=True)
 
     # When they open it

@@ -13,6 +13,7 @@ from django.utils import timezone
 from governance import services
 from governance.audit import audit_verification_run
 from governance.models import (
+    AdminChange,
     ApprovalPolicy,
     AuditEvent,
     Decision,
@@ -77,7 +78,12 @@ GOVERNANCE_MODELS = sorted(
 
 
 @pytest.mark.parametrize("model", GOVERNANCE_MODELS, ids=lambda m: m._meta.model_name)
-def test_every_governance_changelist_and_object_page_opens_for_a_superuser(alem, admin_web, model):
+def test_every_governance_changelist_and_object_page_opens_for_a_superuser(
+    alem, admin_web, site_admin, model
+):
+    services.admin_change_request(
+        actor=site_admin, kind="staff_grant", user=alem.users["auditor"], reason="Audit support"
+    )
     proposal = alem.approve_fully(alem.proposal(submit=True))
     # A fill as the execution service books it; written directly, only to have a row to show.
     Execution.objects.create(
@@ -365,24 +371,34 @@ def test_roles_page_lists_each_role_with_its_holders(alem, admin_web):
     assert roles["propose"] == ["manager", "manager2"]
 
 
-def test_superuser_grants_a_role_through_the_service(alem, admin_web, site_admin):
+def test_a_superuser_granting_a_role_only_requests_it(alem, admin_web, site_admin):
     newcomer = UserFactory(username="newcomer")
 
     response = admin_web.post(
         url("portfolio_fund_roles", alem.fund.pk),
-        {"action": "grant", "user": newcomer.pk, "role": R.REVIEW_RISK},
+        {"action": "grant", "user": newcomer.pk, "role": R.REVIEW_RISK, "reason": "New officer"},
         follow=True,
     )
 
     event = last_event()
-    assert has_role(newcomer, alem.fund, R.REVIEW_RISK)
+    [change] = AdminChange.objects.all()
+    assert not has_role(newcomer, alem.fund, R.REVIEW_RISK)
+    assert (change.kind, change.user, change.role, change.state) == (
+        "role_grant",
+        newcomer,
+        "review_risk",
+        "pending",
+    )
     assert (event.action, event.actor_id, event.fund_id) == (
-        "role.granted",
+        "admin_change.requested",
         site_admin.pk,
         alem.fund.pk,
     )
-    assert event.payload == {"user": "newcomer", "user_id": newcomer.pk, "role": "review_risk"}
-    assert messages_of(response) == [f"newcomer now holds review_risk on {alem.fund}."]
+    assert messages_of(response) == [
+        f"Requested: review_risk on {alem.fund} for newcomer. Another site administrator must "
+        "confirm it under Admin changes."
+    ]
+    assert "newcomer" in response.content.decode()  # listed as waiting
 
 
 def test_superuser_revokes_a_role_through_the_service(alem, admin_web, site_admin):
@@ -406,12 +422,13 @@ def test_granting_a_role_already_held_changes_nothing(alem, admin_web):
 
     response = admin_web.post(
         url("portfolio_fund_roles", alem.fund.pk),
-        {"action": "grant", "user": alem.users["risk"].pk, "role": R.REVIEW_RISK},
+        {"action": "grant", "user": alem.users["risk"].pk, "role": R.REVIEW_RISK, "reason": "x"},
         follow=True,
     )
 
     assert AuditEvent.objects.count() == before
-    assert messages_of(response) == [f"risk already held review_risk on {alem.fund}."]
+    assert not AdminChange.objects.exists()
+    assert messages_of(response) == [f"risk already holds review_risk on {alem.fund}."]
 
 
 def test_unknown_role_is_refused_without_a_change(alem, admin_web):
@@ -514,7 +531,7 @@ def _draft_post(fund, *, note="Raise the ministry threshold") -> dict:
 
 
 def test_policy_draft_page_drafts_the_next_version_through_the_service(alem, admin_web, site_admin):
-    services.role_grant(actor=None, user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
+    services.role_grant(user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
 
     response = admin_web.post(url("governance_approvalpolicy_add"), _draft_post(alem.fund))
 
@@ -552,7 +569,7 @@ def test_policy_draft_page_refuses_without_manage_policy_and_stores_nothing(alem
 
 
 def test_policy_draft_page_refuses_stages_the_service_rejects(alem, admin_web, site_admin):
-    services.role_grant(actor=None, user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
+    services.role_grant(user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
     data = _draft_post(alem.fund) | {
         "stages-0-applies_from_usd": "10",
         "stages-1-applies_from_usd": "10",
@@ -589,7 +606,7 @@ def _publish(web, policy):
 
 
 def test_publish_action_refuses_the_drafter_four_eyes(alem, admin_web, site_admin):
-    services.role_grant(actor=None, user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
+    services.role_grant(user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
     admin_web.post(url("governance_approvalpolicy_add"), _draft_post(alem.fund), follow=True)
     draft = ApprovalPolicy.objects.get(fund=alem.fund, version=2)
     before = AuditEvent.objects.count()
@@ -611,7 +628,7 @@ def test_publish_action_puts_a_draft_in_force_for_a_second_administrator(alem, s
         fund=alem.fund,
         stages=[StageSpec(1, "Risk review", R.REVIEW_RISK, 1)],
     )
-    services.role_grant(actor=None, user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
+    services.role_grant(user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
     web = signed_in(Client(), site_admin)
 
     response = _publish(web, draft)
@@ -672,7 +689,7 @@ def _contribution_post(alem, amount="1000000.00") -> dict:
 
 
 def test_contribution_page_books_through_the_service(alem, admin_web, site_admin):
-    services.role_grant(actor=None, user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
+    services.role_grant(user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
 
     response = admin_web.post(
         url("portfolio_fund_contribution", alem.fund.pk), _contribution_post(alem)

@@ -576,7 +576,7 @@ def test_creating_in_a_fund_the_caller_cannot_see_reads_as_nonexistent(alem, oth
 
 def test_funding_source_of_another_visible_fund_gets_400(alem, other, terms):
     # The manager also audits the other fund, so its funding source is visible to them.
-    services.role_grant(actor=None, user=alem.users["manager"], fund=other.fund, role="audit")
+    services.role_grant(user=alem.users["manager"], fund=other.fund, role="audit")
     before = last_sequence()
 
     response = client_for(alem.users["manager"]).post(

@@ -227,9 +227,7 @@ def test_writing_after_the_head_row_was_removed_is_refused(alem):
     AuditChain.objects.all().delete()
 
     with pytest.raises(RuntimeError, match="chain head is missing"):
-        services.role_grant(
-            actor=None, user=alem.users["auditor"], fund=alem.fund, role=FundRole.PROPOSE
-        )
+        services.role_grant(user=alem.users["auditor"], fund=alem.fund, role=FundRole.PROPOSE)
 
     assert AuditEvent.objects.count() == 14
 
@@ -360,7 +358,7 @@ def test_a_failed_role_grant_leaves_no_permission(alem, fail_after_audit):
     fail_after_audit.add("role.granted")
 
     with pytest.raises(Boom):
-        services.role_grant(actor=None, user=newcomer, fund=alem.fund, role=FundRole.PROPOSE)
+        services.role_grant(user=newcomer, fund=alem.fund, role=FundRole.PROPOSE)
 
     assert not newcomer.has_perm("portfolio.propose", alem.fund)
     assert_chain_unchanged(length)

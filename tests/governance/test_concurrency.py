@@ -68,7 +68,7 @@ def fund(settings):
         ("ministry2", R.APPROVE_MINISTRY),
     ]:
         user = UserFactory(username=name)
-        services.role_grant(actor=None, user=user, fund=builder.fund, role=role)
+        services.role_grant(user=user, fund=builder.fund, role=role)
         builder.users[name] = user
     return builder
 
@@ -96,7 +96,7 @@ def draft_call(fund: FundBuilder, username: str):
 
 
 def grant_call(user, fund, role: str):
-    return lambda: services.role_grant(actor=None, user=user, fund=fund, role=role)
+    return lambda: services.role_grant(user=user, fund=fund, role=role)
 
 
 def test_racing_committee_members_count_once_each_and_complete_the_stage_once(fund):
@@ -445,7 +445,7 @@ def test_two_final_approvals_cannot_both_spend_the_same_cash(monkeypatch):
 
     # Two officials, one proposal each: a code is good once, so one person could not race.
     second = UserFactory(username="ministry2")
-    services.role_grant(actor=None, user=second, fund=alem.fund, role=R.APPROVE_MINISTRY)
+    services.role_grant(user=second, fund=alem.fund, role=R.APPROVE_MINISTRY)
     alem.users["ministry2"] = second
 
     def approve(proposal, official):

@@ -37,7 +37,7 @@ def operators(fund: FundBuilder, count: int) -> list:
     once, so one person cannot race themselves past step-up)."""
     users = [UserFactory(username=f"operator{i}") for i in range(count)]
     for user in users:
-        services.role_grant(actor=None, user=user, fund=fund.fund, role=FundRole.EXECUTE_TRADES)
+        services.role_grant(user=user, fund=fund.fund, role=FundRole.EXECUTE_TRADES)
     return users
 
 

@@ -282,9 +282,7 @@ def test_cost_keeps_all_28_decimals_on_postgresql(db):
 
 def test_a_committee_member_who_did_not_approve_may_execute(alem, proposal):
     # committee3 holds both roles but took no part in this proposal's approval.
-    services.role_grant(
-        actor=None, user=alem.users["committee3"], fund=alem.fund, role=R.EXECUTE_TRADES
-    )
+    services.role_grant(user=alem.users["committee3"], fund=alem.fund, role=R.EXECUTE_TRADES)
 
     execution, created = fill(alem, proposal, quantity="1", user="committee3")
 
@@ -465,6 +463,103 @@ def test_the_consensus_is_taken_at_the_execution_time(alem, proposal):
 
 
 # ---------------------------------------------------------------------------------------------
+# Fees: at most the fund's share (1%) of the fill's value, quantity x price
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_tiny_fill_cannot_carry_a_large_fee(alem, proposal):
+    # Red-team finding 8: 0.000001 BNB (USD 0.0006) with a USD 99,000 fee was booked; its cost
+    # was well within the notional.
+    error = refuse_fill(
+        alem, proposal, ExecutionRefused, "fee_above_limit", quantity="0.000001", fee="99000"
+    )
+
+    assert error.detail == (
+        "The fee of USD 99000 is above the fund's limit of 1.00% of the fill's value of "
+        "USD 0.0006: at most USD 0.000006."
+    )
+    assert {name: D(value) for name, value in error.context.items()} == {
+        "fee_usd": D("99000"),
+        "value_usd": D("0.0006"),
+        "max_fee_usd": D("0.000006"),
+    }
+    assert Execution.objects.count() == 0
+    assert Proposal.objects.get(pk=proposal.pk).executed_notional_usd == 0
+
+
+@pytest.mark.parametrize(
+    ("quantity", "price", "fee"),
+    [
+        ("10", "600", "60"),
+        # 1% of 0.123456789 x 600.0012 = 74.0742215481468, to the last digit.
+        ("0.123456789", "600.0012", "0.740742215481468"),
+    ],
+)
+def test_a_fee_of_exactly_the_funds_share_of_the_value_is_accepted(
+    alem, proposal, quantity, price, fee
+):
+    execution, created = fill(alem, proposal, quantity=quantity, price=price, fee=fee)
+
+    assert created is True
+    assert execution.fee_usd == D(fee)
+    assert LedgerEntry.objects.get(reference=f"execution:{execution.pk}:fee").quantity == -D(fee)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "price", "fee"),
+    [
+        ("10", "600", "60.01"),
+        ("0.123456789", "600.0012", "0.740742215481469"),
+    ],
+    ids=["one-cent", "last-digit"],
+)
+def test_a_fee_just_above_the_funds_share_of_the_value_is_refused(
+    alem, proposal, quantity, price, fee
+):
+    error = refuse_fill(
+        alem, proposal, ExecutionRefused, "fee_above_limit", quantity=quantity, price=price, fee=fee
+    )
+
+    assert D(error.context["max_fee_usd"]) == D(quantity) * D(price) / 100
+
+
+def test_the_one_cent_refusal_names_the_fee_the_limit_and_the_value(alem, proposal):
+    error = refuse_fill(
+        alem, proposal, ExecutionRefused, "fee_above_limit", quantity="10", fee="60.01"
+    )
+
+    assert error.detail == (
+        "The fee of USD 60.01 is above the fund's limit of 1.00% of the fill's value of "
+        "USD 6000: at most USD 60."
+    )
+
+
+def test_a_fund_that_allows_no_fee_refuses_any_fee_and_books_a_fill_without_one(alem, proposal):
+    Fund.objects.filter(pk=alem.fund.pk).update(max_fee_share=D("0"))
+
+    refuse_fill(alem, proposal, ExecutionRefused, "fee_above_limit", quantity="10", fee="0.01")
+    execution, created = fill(alem, proposal, quantity="10", fee="0")
+
+    assert created is True
+    assert execution.cost_usd == D("6000")
+
+
+@pytest.mark.parametrize("share", ["-0.000001", "1", "1.5"])
+def test_the_database_refuses_a_fee_share_outside_0_to_1(alem, share):
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Fund.objects.filter(pk=alem.fund.pk).update(max_fee_share=D(share))
+
+    assert Fund.objects.get(pk=alem.fund.pk).max_fee_share == D("0.01")
+
+
+@pytest.mark.parametrize("share", ["0", "0.999999"])
+def test_the_database_accepts_a_fee_share_from_0_to_just_below_1(alem, share):
+    Fund.objects.filter(pk=alem.fund.pk).update(max_fee_share=D(share))
+
+    assert Fund.objects.get(pk=alem.fund.pk).max_fee_share == D(share)
+
+
+# ---------------------------------------------------------------------------------------------
 # Times: within the approval's validity, never before it, never in the future
 # ---------------------------------------------------------------------------------------------
 
@@ -557,9 +652,7 @@ def test_a_proposal_that_is_not_approved_accepts_no_fill(alem, state):
 
 
 def test_the_author_cannot_execute_their_own_proposal(alem, proposal):
-    services.role_grant(
-        actor=None, user=alem.users["manager"], fund=alem.fund, role=R.EXECUTE_TRADES
-    )
+    services.role_grant(user=alem.users["manager"], fund=alem.fund, role=R.EXECUTE_TRADES)
 
     error = refuse_fill(
         alem, proposal, SegregationOfDuties, "segregation_of_duties", user="manager"
@@ -570,9 +663,7 @@ def test_the_author_cannot_execute_their_own_proposal(alem, proposal):
 
 @pytest.mark.parametrize("approver", ["risk", "committee1", "committee2"])
 def test_an_approver_cannot_execute_the_proposal(alem, proposal, approver):
-    services.role_grant(
-        actor=None, user=alem.users[approver], fund=alem.fund, role=R.EXECUTE_TRADES
-    )
+    services.role_grant(user=alem.users[approver], fund=alem.fund, role=R.EXECUTE_TRADES)
 
     error = refuse_fill(alem, proposal, SegregationOfDuties, "segregation_of_duties", user=approver)
 
@@ -726,16 +817,14 @@ def test_proposal_close_needs_execute_trades(alem, proposal):
 
 def test_the_author_cannot_close_their_proposal(alem, proposal):
     fill(alem, proposal, quantity="1")
-    services.role_grant(
-        actor=None, user=alem.users["manager"], fund=alem.fund, role=R.EXECUTE_TRADES
-    )
+    services.role_grant(user=alem.users["manager"], fund=alem.fund, role=R.EXECUTE_TRADES)
 
     _refuse_close(alem, proposal, SegregationOfDuties, user="manager")
 
 
 def test_an_approver_cannot_close_the_proposal_they_approved(alem, proposal):
     fill(alem, proposal, quantity="1")
-    services.role_grant(actor=None, user=alem.users["risk"], fund=alem.fund, role=R.EXECUTE_TRADES)
+    services.role_grant(user=alem.users["risk"], fund=alem.fund, role=R.EXECUTE_TRADES)
 
     _refuse_close(alem, proposal, SegregationOfDuties, user="risk")
 

@@ -21,7 +21,7 @@ from governance.models import AuditEvent, Execution, Proposal, ProposalState
 from portfolio import selectors as books
 from portfolio.models import FundRole, LedgerEntry, Price
 from tests.api import client_for
-from tests.factories import FundBuilder, UserFactory
+from tests.factories import FundBuilder, UserFactory, otp_code
 
 D = Decimal
 S = ProposalState
@@ -250,6 +250,7 @@ def _expect_refusal(alem, proposal, client, payload, status, code):
         ({"quantity": "834", "fee_usd": "0"}, "over_notional"),
         ({"quantity": "833", "fee_usd": "200.01"}, "over_notional"),
         ({"price_usd": "650.0000000001"}, "above_limit_price"),
+        ({"quantity": "2.5", "fee_usd": "15.01"}, "fee_above_limit"),  # 1% of 1500 is 15
         ({"price_usd": "612.0052"}, "price_outside_tolerance"),
         ({"price_usd": "588.0048"}, "price_outside_tolerance"),
         ({"executed_at": "2020-01-01T00:00:00Z"}, "executed_before_approval"),
@@ -260,6 +261,36 @@ def test_a_fill_breaking_the_mandate_gets_409_with_the_rule(
     alem, proposal, treasury, changes, code
 ):
     _expect_refusal(alem, proposal, treasury, body(**changes), 409, code)
+
+
+def test_a_tiny_fill_carrying_a_large_fee_gets_409_fee_above_limit(alem, proposal, treasury):
+    # Red-team finding 8, as it was posted: 0.000001 BNB (USD 0.0006) with a USD 99,000 fee and
+    # a valid one-time code. Its cost fits the notional; the fee is 165 million times the value.
+    payload = body(
+        quantity="0.000001",
+        price_usd="600.00",
+        fee_usd="99000.00",
+        otp_token=otp_code(alem.users["treasury"]),
+    )
+
+    response = _expect_refusal(alem, proposal, treasury, payload, 409, "fee_above_limit")
+
+    assert response.json()["detail"] == (
+        "The fee of USD 99000 is above the fund's limit of 1.00% of the fill's value of "
+        "USD 0.0006: at most USD 0.000006."
+    )
+    assert not Execution.objects.exists()
+    assert not LedgerEntry.objects.filter(reference__startswith="execution:").exists()
+    assert books.fund_cash_usd(alem.fund) == CASH
+    detail = treasury.get(url(proposal, "")).json()
+    assert (detail["state"], D(detail["executed_notional_usd"])) == ("approved", 0)
+
+
+def test_a_fee_of_exactly_the_funds_share_gets_201(alem, proposal, treasury):
+    response = treasury.post(url(proposal), body(quantity="2.5", fee_usd="15.00"), format="json")
+
+    assert response.status_code == 201, response.json()
+    assert D(response.json()["cost_usd"]) == D("1515")
 
 
 def test_an_expired_approval_gets_409_approval_expired(alem, proposal, treasury):
@@ -293,9 +324,7 @@ def test_a_stale_consensus_gets_409_consensus_unusable(alem, proposal, treasury)
 
 
 def test_the_author_gets_409_segregation_of_duties(alem, proposal):
-    services.role_grant(
-        actor=None, user=alem.users["manager"], fund=alem.fund, role=FundRole.EXECUTE_TRADES
-    )
+    services.role_grant(user=alem.users["manager"], fund=alem.fund, role=FundRole.EXECUTE_TRADES)
 
     _expect_refusal(
         alem, proposal, client_for(alem.users["manager"]), body(), 409, "segregation_of_duties"
@@ -303,9 +332,7 @@ def test_the_author_gets_409_segregation_of_duties(alem, proposal):
 
 
 def test_an_approver_gets_409_segregation_of_duties(alem, proposal):
-    services.role_grant(
-        actor=None, user=alem.users["risk"], fund=alem.fund, role=FundRole.EXECUTE_TRADES
-    )
+    services.role_grant(user=alem.users["risk"], fund=alem.fund, role=FundRole.EXECUTE_TRADES)
 
     _expect_refusal(
         alem, proposal, client_for(alem.users["risk"]), body(), 409, "segregation_of_duties"

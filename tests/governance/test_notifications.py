@@ -49,7 +49,7 @@ def linked_proposals(body: str) -> list[int]:
 
 
 def grant(alem, user, role):
-    services.role_grant(actor=None, user=user, fund=alem.fund, role=role)
+    services.role_grant(user=user, fund=alem.fund, role=role)
 
 
 # ---------------------------------------------------------------------------------------------

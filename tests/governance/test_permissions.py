@@ -37,7 +37,7 @@ def world(alem):
     }.items():
         user = UserFactory(username=name)
         for role in roles:
-            services.role_grant(actor=None, user=user, fund=alem.fund, role=role)
+            services.role_grant(user=user, fund=alem.fund, role=role)
         alem.users[name] = user
 
     def submitted(**terms):

@@ -55,7 +55,7 @@ ROLE_OF = {
     "fundadmin": R.MANAGE_POLICY,
 }
 PRICE_FILES = ("BNB-USD.csv", "BTC-USD.csv", "ETH-USD.csv", "SOL-USD.csv")
-DEMO_USERNAMES = ["admin", *ROLE_OF, *(f"reserve_{username}" for username in ROLE_OF)]
+DEMO_USERNAMES = ["admin", "admin2", *ROLE_OF, *(f"reserve_{username}" for username in ROLE_OF)]
 
 
 @pytest.fixture(autouse=True)
@@ -207,6 +207,10 @@ def test_seed_demo_creates_the_demo_data_as_designed(few_prices):
         assert not user.is_superuser
     admin = User.objects.get(username="admin")
     assert (admin.is_superuser, admin.is_staff) == (True, True)
+    # A second site administrator, so that the four-eyes changes can be shown.
+    admin2 = User.objects.get(username="admin2")
+    assert (admin2.is_superuser, admin2.is_staff) == (True, True)
+    assert roles_on_fund(admin2, alem) == roles_on_fund(admin2, reserve) == set()
     # The site administrator may be a second pair of eyes on policies, but never decides.
     deciding = {R.PROPOSE, R.REVIEW_RISK, R.VOTE_COMMITTEE, R.APPROVE_MINISTRY, R.EXECUTE_TRADES}
     assert not roles_on_fund(admin, alem) & deciding

@@ -152,9 +152,7 @@ def test_a_committee_member_who_decided_no_longer_waits_while_the_others_do(clie
 
 
 def test_the_author_never_waits_on_their_own_proposal_even_holding_the_stage_role(client, alem):
-    services.role_grant(
-        actor=None, user=alem.users["manager"], fund=alem.fund, role=FundRole.REVIEW_RISK
-    )
+    services.role_grant(user=alem.users["manager"], fund=alem.fund, role=FundRole.REVIEW_RISK)
     own = alem.proposal(submit=True, author="manager")
     other = alem.proposal(submit=True, author="manager2")
 
@@ -515,6 +513,7 @@ def test_treasury_sees_the_fill_form_and_others_do_not(client, alem):
     html = get_page(client, detail_url(proposal))
     assert 'id="fill-form"' in html
     assert "USD 500,000.00 of the approved notional remains" in html
+    assert "The fee may be at most 1.00% of quantity × price." in html
     assert 'type="datetime-local"' in html
 
     signed_in(client, alem.users["committee1"])
@@ -650,6 +649,28 @@ def test_a_fill_above_the_limit_price_is_refused_with_409_and_nothing_booked(cli
     assert 'value="OKX"' in html  # what was typed stays, except the code
     assert not Execution.objects.exists()
     assert LedgerEntry.objects.count() == entries
+
+
+def test_a_fill_whose_fee_breaks_the_mandate_is_refused_with_409_and_nothing_booked(client, alem):
+    proposal = approved(alem)
+    signed_in(client, alem.users["treasury"])
+    entries = LedgerEntry.objects.count()
+
+    # 1% of 0.000001 x 600.5 is USD 0.000006005.
+    response = client.post(
+        reverse("execution-create", args=[proposal.pk]),
+        fill_data(alem, quantity="0.000001", fee_usd="99000"),
+    )
+
+    assert response.status_code == 409
+    html = assert_strict_page(response)
+    assert "fee_above_limit" in html
+    assert str(REFUSALS["fee_above_limit"]).replace("'", "&#x27;") in html
+    assert 'value="99000"' in html
+    assert not Execution.objects.exists()
+    assert LedgerEntry.objects.count() == entries
+    proposal.refresh_from_db()
+    assert (proposal.state, proposal.executed_notional_usd) == (S.APPROVED, 0)
 
 
 def test_a_fill_with_a_wrong_code_is_refused_with_403(client, alem):

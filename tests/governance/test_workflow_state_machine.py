@@ -215,7 +215,7 @@ def build_fund() -> FundSetup:
             username=name, password=None, is_superuser=name == "siteadmin"
         )
         for role in sorted(roles):
-            services.role_grant(actor=None, user=users[name], fund=fund, role=role)
+            services.role_grant(user=users[name], fund=fund, role=role)
     policy = services.policy_draft(
         actor=users["fundadmin"], fund=fund, stages=POLICY_VARIANTS["alem"]
     )

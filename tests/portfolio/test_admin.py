@@ -111,18 +111,41 @@ def test_fund_created_in_admin_gets_its_mandate(db, admin_web):
             "max_proposal_notional_usd": "3000000.00",
             "execution_window_days": "4",
             "price_tolerance": "0.02",
+            "max_fee_share": "0.005",
             "whitelisted_assets": [bnb.pk],
         },
     )
 
     fund = Fund.objects.get(slug="mining")
     assert response.status_code == 302
-    assert (fund.max_asset_share, fund.max_proposal_notional_usd, fund.execution_window_days) == (
-        Decimal("0.50"),
-        Decimal("3000000.00"),
-        4,
-    )
+    assert (
+        fund.max_asset_share,
+        fund.max_proposal_notional_usd,
+        fund.execution_window_days,
+        fund.max_fee_share,
+    ) == (Decimal("0.50"), Decimal("3000000.00"), 4, Decimal("0.005"))
     assert list(fund.whitelisted_assets.all()) == [bnb]
+
+
+@pytest.mark.parametrize("share", ["1", "-0.01"])
+def test_fund_with_a_fee_share_outside_0_to_1_is_not_created(db, admin_web, share):
+    response = admin_web.post(
+        admin_url(Fund, "add"),
+        {
+            "name": "Mining Revenue Reserve",
+            "slug": "mining",
+            "reporting_currency": "KZT",
+            "max_asset_share": "0.50",
+            "max_proposal_notional_usd": "3000000.00",
+            "execution_window_days": "4",
+            "price_tolerance": "0.02",
+            "max_fee_share": share,
+        },
+    )
+
+    assert response.status_code == 200
+    assert "portfolio_fund_max_fee_share_in_range" in response.content.decode()
+    assert not Fund.objects.filter(slug="mining").exists()
 
 
 def test_fund_mandate_is_read_only_after_creation(alem, admin_web):
@@ -139,6 +162,7 @@ def test_fund_mandate_is_read_only_after_creation(alem, admin_web):
             "max_proposal_notional_usd": "999999999.00",
             "execution_window_days": "90",
             "price_tolerance": "0.50",
+            "max_fee_share": "0.99",
             "whitelisted_assets": [other.pk],
         },
     )
@@ -152,7 +176,8 @@ def test_fund_mandate_is_read_only_after_creation(alem, admin_web):
         fund.max_proposal_notional_usd,
         fund.execution_window_days,
         fund.price_tolerance,
-    ) == (Decimal("0.40"), Decimal("5000000.00"), 5, Decimal("0.02"))
+        fund.max_fee_share,
+    ) == (Decimal("0.40"), Decimal("5000000.00"), 5, Decimal("0.02"), Decimal("0.01"))
     assert list(fund.whitelisted_assets.all()) == [alem.asset]
 
 

@@ -52,6 +52,7 @@ def test_fund_list_shows_the_callers_fund_with_its_limits(alem, other):
         "max_proposal_notional_usd": "5000000.00",
         "execution_window_days": 5,
         "price_tolerance": "0.020000",
+        "max_fee_share": "0.010000",
         "disclose_holdings": False,
         "whitelisted_assets": ["BNB"],
         "funding_sources": [
@@ -66,7 +67,7 @@ def test_fund_list_shows_the_callers_fund_with_its_limits(alem, other):
 
 
 def test_user_with_roles_in_two_funds_lists_both(alem, other):
-    services.role_grant(actor=None, user=alem.users["auditor"], fund=other.fund, role="audit")
+    services.role_grant(user=alem.users["auditor"], fund=other.fund, role="audit")
 
     response = client_for(alem.users["auditor"]).get(FUNDS)
 
@@ -80,6 +81,7 @@ def test_fund_detail_of_own_fund(alem):
     assert response.status_code == 200
     assert response.json()["id"] == alem.fund.pk
     assert response.json()["slug"] == "alem"
+    assert response.json()["max_fee_share"] == "0.010000"
 
 
 def test_fund_detail_of_another_fund_is_404(alem, other):

@@ -262,7 +262,8 @@ operations = st.lists(
             st.decimals(min_value=D("0"), max_value=D("10000000"), **cents),
         ),
         # Prices from far below to above the limit price (650): some fills pass, others break
-        # the tolerance around the consensus (600.005 +- 2%), the limit or the notional.
+        # the tolerance around the consensus (600.005 +- 2%), the limit, the fee limit (1% of
+        # quantity x price) or the notional.
         st.builds(
             Fill,
             st.decimals(min_value=D("0.01"), max_value=D("5000"), **cents),
@@ -325,6 +326,7 @@ def test_positions_cash_and_nav_always_equal_a_fresh_recomputation_from_the_ledg
                 acceptable = (
                     op.price <= D("650.00")
                     and abs(op.price - D("600.005")) / D("600.005") <= D("0.02")
+                    and op.fee <= op.quantity * op.price * D("0.01")
                     and cost <= remaining
                 )
                 entries = LedgerEntry.objects.count()

@@ -412,6 +412,7 @@ def test_funding_sources_count_contributions_only_not_purchases_nor_other_funds(
 def test_mandate_limits_are_shown_without_rounding(client, alem):
     alem.fund.price_tolerance = D("0.012345")
     alem.fund.execution_window_days = 1
+    alem.fund.max_fee_share = D("0.0025")
     alem.fund.save()
 
     response = get_page(client, alem.users["auditor"], alem.fund)
@@ -421,6 +422,7 @@ def test_mandate_limits_are_shown_without_rounding(client, alem):
     assert "Largest notional of one proposal (USD) 5,000,000.00" in text
     assert "Execution window 1 day after approval" in text
     assert "Price tolerance against the consensus price 1.2345%" in text
+    assert "Largest fee of an execution, as a share of quantity × price 0.25%" in text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -69,6 +69,7 @@ FUNDS = [
             "max_proposal_notional_usd": Decimal("5000000.00"),
             "execution_window_days": 5,
             "price_tolerance": Decimal("0.02"),
+            "max_fee_share": Decimal("0.01"),
         },
         "whitelist": ["BNB", "BTC", "ETH"],
         "sources": [("Republican budget allocation", FundingSource.Kind.BUDGET_ALLOCATION)],
@@ -89,6 +90,7 @@ FUNDS = [
             "max_proposal_notional_usd": Decimal("10000000.00"),
             "execution_window_days": 3,
             "price_tolerance": Decimal("0.015"),
+            "max_fee_share": Decimal("0.005"),
         },
         "whitelist": ["BTC", "ETH"],
         "sources": [
@@ -135,6 +137,8 @@ class Command(BaseCommand):
         user_model = get_user_model()
         with transaction.atomic():
             admin = self._user(user_model, "admin", password, superuser=True)
+            # A second site administrator: widening who may act needs two (Admin changes).
+            self._user(user_model, "admin2", password, superuser=True)
             assets = {symbol: self._asset(symbol, *rest) for symbol, *rest in ASSETS}
             for symbol, asset in assets.items():
                 path = PRICE_DIR / f"{symbol}-USD.csv"
@@ -149,7 +153,8 @@ class Command(BaseCommand):
         self._say(f"Audit chain verified: {verification}")
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
         self.stdout.write(
-            f"Users: admin (superuser), {', '.join(u for u, _ in USERS_BY_ROLE)}, and the same "
+            "Users: admin and admin2 (site administrators), "
+            f"{', '.join(u for u, _ in USERS_BY_ROLE)}, and the same "
             f"prefixed reserve_; password: {password or DEFAULT_PASSWORD!r}."
         )
         self._authenticators(user_model)
@@ -157,7 +162,7 @@ class Command(BaseCommand):
     def _authenticators(self, user_model) -> None:
         """A confirmed authenticator for every demo user, kept if there is one already; their
         otpauth:// URIs go to the screen and to ``var/demo-otp.txt``."""
-        usernames = ["admin"] + [
+        usernames = ["admin", "admin2"] + [
             spec["prefix"] + username for spec in FUNDS for username, _ in USERS_BY_ROLE
         ]
         lines = []
@@ -237,10 +242,10 @@ class Command(BaseCommand):
         users = {}
         for username, role in USERS_BY_ROLE:
             user = self._user(user_model, spec["prefix"] + username, password)
-            role_grant(actor=admin, user=user, fund=fund, role=role)
+            role_grant(user=user, fund=fund, role=role)
             users[username] = user
         # The site administrator is the second pair of eyes on policy changes in the demo.
-        role_grant(actor=admin, user=admin, fund=fund, role=R.MANAGE_POLICY)
+        role_grant(user=admin, fund=fund, role=R.MANAGE_POLICY)
 
         if policy_in_force(fund) is None:
             policy = policy_draft(
