@@ -188,6 +188,16 @@ if not DEBUG and not ALEM_SECRETS_KEY:
         "Refusing to start with DEBUG off without ALEM_SECRETS_KEY, the key that encrypts "
         "authenticator secrets: set it to 32 random bytes in URL-safe base64."
     )
+# The audit chain is keyed: each event's hash is an HMAC under this key, which never enters the
+# database, so whoever can only write the database cannot recompute the chain after an edit.
+# At least 32 characters; development derives one from SECRET_KEY; with DEBUG off it must be
+# given. Changing it makes every existing event fail verification: keep it for the chain's life.
+ALEM_AUDIT_KEY = os.environ.get("ALEM_AUDIT_KEY", "")
+if not DEBUG and len(ALEM_AUDIT_KEY) < 32:
+    raise ImproperlyConfigured(
+        "Refusing to start with DEBUG off without ALEM_AUDIT_KEY (at least 32 characters), the "
+        "key of the audit chain's HMAC."
+    )
 
 # Four eyes on the back office: a newly granted deciding role becomes usable only this many
 # hours after a second site administrator confirmed it (governance.services.admin_changes).

@@ -29,7 +29,13 @@ def child(count: int) -> None:
     from django.core.management import call_command
     from django.utils import timezone
 
-    from governance.audit import GENESIS_HASH, audit_verification_run, audit_verify, event_hash
+    from governance.audit import (
+        GENESIS_HASH,
+        audit_verification_run,
+        audit_verify,
+        event_hash,
+        head_seal,
+    )
     from governance.models import AuditChain, AuditEvent
     from governance.views.audit import _chain_context
 
@@ -64,7 +70,9 @@ def child(count: int) -> None:
             AuditEvent.objects.bulk_create(batch)
             batch = []
     AuditEvent.objects.bulk_create(batch)
-    AuditChain.objects.create(pk=1, length=count, head_hash=previous)
+    AuditChain.objects.create(
+        pk=1, length=count, head_hash=previous, seal=head_seal(count, previous)
+    )
     build_seconds = time.perf_counter() - started
 
     started = time.perf_counter()

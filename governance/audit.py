@@ -1,25 +1,38 @@
 """The hash-chained audit log (rule 11).
 
 Every row stores the hash of the row before it and a hash of its own content, so altering,
-removing or reordering any row breaks the chain at that row. Writers lock the single
-``AuditChain`` row, which keeps the chain linear when requests run concurrently.
+removing or reordering any row breaks the chain at that row. The hashes are HMACs under
+``settings.ALEM_AUDIT_KEY``, which is not in the database: whoever can only write the database
+cannot recompute the chain after an edit, and the chain head carries a seal under the same key,
+so it cannot be wound back to a shorter chain either. Writers lock the single ``AuditChain``
+row, which keeps the chain linear when requests run concurrently.
+
+The chain also vouches for the records it describes (``governance.records``): verification
+replays the row snapshots the events carry and the role grants, and compares them with the
+database.
 """
 
 import datetime as dt
 import hashlib
+import hmac
 import json
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC
 
+from django.conf import settings
+from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
+from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from governance.models import AuditChain, AuditEvent, AuditVerification
-from portfolio.models import FundRole
+from governance.records import RECORDED, recorded_models, snapshot
+from governance.vocabulary import AuditAction
+from portfolio.models import Fund, FundRole
 from portfolio.selectors import funds_for_user
 
 logger = logging.getLogger(__name__)
@@ -32,8 +45,23 @@ def normalise_payload(payload: dict | None) -> dict:
     return json.loads(json.dumps(payload or {}, cls=DjangoJSONEncoder))
 
 
+def audit_key() -> bytes:
+    """The chain's HMAC key: ``ALEM_AUDIT_KEY``, derived from ``SECRET_KEY`` in development."""
+    return (settings.ALEM_AUDIT_KEY or f"alem-audit-key:{settings.SECRET_KEY}").encode()
+
+
+def _mac(message: str, key: bytes | None) -> str:
+    return hmac.new(key or audit_key(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def head_seal(length: int, head_hash: str, *, key: bytes | None = None) -> str:
+    """The chain head's seal: an HMAC of its length and last hash."""
+    return _mac(f"head\n{length}\n{head_hash}", key)
+
+
 def event_hash(
     *,
+    key: bytes | None = None,
     previous_hash: str,
     sequence: int,
     created_at,
@@ -43,7 +71,8 @@ def event_hash(
     proposal_id: int | None,
     payload: dict,
 ) -> str:
-    """SHA-256 over the previous hash and a canonical JSON form of the event's content."""
+    """HMAC-SHA-256, under the audit key, of the previous hash and a canonical JSON form of the
+    event's content."""
     content = json.dumps(
         {
             "sequence": sequence,
@@ -58,7 +87,7 @@ def event_hash(
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(f"{previous_hash}\n{content}".encode()).hexdigest()
+    return _mac(f"{previous_hash}\n{content}", key)
 
 
 def _locked_chain() -> AuditChain:
@@ -70,7 +99,9 @@ def _locked_chain() -> AuditChain:
             )
         try:
             with transaction.atomic():
-                AuditChain.objects.create(pk=1, length=0, head_hash=GENESIS_HASH)
+                AuditChain.objects.create(
+                    pk=1, length=0, head_hash=GENESIS_HASH, seal=head_seal(0, GENESIS_HASH)
+                )
         except IntegrityError:
             pass  # another writer created it first
         chain = AuditChain.objects.select_for_update().get(pk=1)
@@ -101,7 +132,8 @@ def audit_record(
     event = AuditEvent.objects.create(**content, previous_hash=chain.head_hash, hash=digest)
     chain.length = sequence
     chain.head_hash = digest
-    chain.save(update_fields=["length", "head_hash"])
+    chain.seal = head_seal(sequence, digest)
+    chain.save(update_fields=["length", "head_hash", "seal"])
     return event
 
 
@@ -112,10 +144,33 @@ class ChainVerification:
     first_bad_sequence: int | None = None
     first_bad_id: int | None = None
     reason: str = ""
+    problems: tuple[str, ...] = ()  # every record that differs from the chain, when it is intact
 
 
-def verify_events(events: Iterable[AuditEvent], *, head: AuditChain | None) -> ChainVerification:
-    """Replay ``events`` (in stored order) and compare them with the chain head."""
+@dataclass
+class _Replay:
+    """What the events say the records are: row snapshots, and the fund roles granted."""
+
+    rows: dict = field(default_factory=dict)  # (model label, id) -> (sequence, snapshot)
+    grants: set = field(default_factory=set)  # (user id, fund id, role)
+
+    def take(self, event: AuditEvent) -> None:
+        payload = event.payload or {}
+        for row in payload.get("rows", ()):
+            self.rows[(row["model"], row["id"])] = (event.sequence, row)
+        if event.action in (AuditAction.ROLE_GRANTED, AuditAction.ROLE_REVOKED):
+            grant = (payload.get("user_id"), event.fund_id, payload.get("role"))
+            if event.action == AuditAction.ROLE_GRANTED:
+                self.grants.add(grant)
+            else:
+                self.grants.discard(grant)
+
+
+def verify_events(
+    events: Iterable[AuditEvent], *, head: AuditChain | None, replay: _Replay | None = None
+) -> ChainVerification:
+    """Replay ``events`` (in stored order) and compare them with the chain head and its seal."""
+    key = audit_key()
     previous_hash = GENESIS_HASH
     expected_sequence = 1
     count = 0
@@ -126,6 +181,7 @@ def verify_events(events: Iterable[AuditEvent], *, head: AuditChain | None) -> C
         elif event.previous_hash != previous_hash:
             problem = "its previous hash does not match the row before it"
         elif event.hash != event_hash(
+            key=key,
             previous_hash=event.previous_hash,
             sequence=event.sequence,
             created_at=event.created_at,
@@ -138,6 +194,8 @@ def verify_events(events: Iterable[AuditEvent], *, head: AuditChain | None) -> C
             problem = "its content does not match its hash"
         if problem:
             return ChainVerification(False, count, event.sequence, event.pk, problem)
+        if replay is not None:
+            replay.take(event)
         previous_hash = event.hash
         expected_sequence += 1
         count += 1
@@ -152,19 +210,95 @@ def verify_events(events: Iterable[AuditEvent], *, head: AuditChain | None) -> C
             f"the chain head records {head_length} events ending in {head_hash[:12]}…, but "
             f"{count} are stored, ending in {previous_hash[:12]}… (rows removed at the end)",
         )
+    if head is not None and head.seal != head_seal(head.length, head.head_hash, key=key):
+        return ChainVerification(
+            False,
+            count,
+            None,
+            None,
+            "the chain head's seal does not match its length and hash (the head was rewritten)",
+        )
     return ChainVerification(True, count)
 
 
-def audit_verify() -> ChainVerification:
-    """Verify the whole stored chain up to its head as read first, streaming it in sequence order.
+def _record_problems(replay: _Replay) -> list[str]:
+    """Every recorded row that differs from its latest snapshot in the chain, is missing, or
+    has none; and every fund role held other than as the grants replay."""
+    problems = []
+    for model in recorded_models():
+        label, name = model._meta.label_lower, model._meta.verbose_name
+        stored_ids = set()
+        for values in model._default_manager.order_by("pk").values("id", *RECORDED[label]):
+            stored_ids.add(values["id"])
+            recorded = replay.rows.get((label, values["id"]))
+            if recorded is None:
+                problems.append(f"{name} {values['id']} is stored but no audit event records it")
+                continue
+            sequence, row = recorded
+            stored = snapshot(label, values)
+            changed = [
+                f"{f} is {stored[f]!r}, recorded {row.get(f)!r}"
+                for f in RECORDED[label]
+                if stored[f] != row.get(f)
+            ]
+            if changed:
+                problems.append(
+                    f"{name} {values['id']} differs from event #{sequence}: {'; '.join(changed)}"
+                )
+        for (row_label, row_id), (sequence, _row) in replay.rows.items():
+            if row_label == label and row_id not in stored_ids:
+                problems.append(f"{name} {row_id}, recorded by event #{sequence}, is missing")
+    fund_roles = {
+        "content_type": ContentType.objects.get_for_model(Fund),
+        "permission__codename__in": FundRole.values,
+    }
+    held = {
+        (user_id, int(fund_pk), role)
+        for user_id, fund_pk, role in UserObjectPermission.objects.filter(**fund_roles).values_list(
+            "user_id", "object_pk", "permission__codename"
+        )
+    }
+    for user_id, fund_id, role in sorted(held - replay.grants):
+        problems.append(f"user {user_id} holds {role} on fund {fund_id} without an audited grant")
+    for user_id, fund_id, role in sorted(replay.grants - held, key=str):
+        problems.append(
+            f"user {user_id} lost {role} on fund {fund_id} without an audited revocation"
+        )
+    for group, fund_pk, role in GroupObjectPermission.objects.filter(**fund_roles).values_list(
+        "group__name", "object_pk", "permission__codename"
+    ):
+        problems.append(f"group {group!r} holds {role} on fund {fund_pk} without an audited grant")
+    return problems
 
-    Events written while it streams lie beyond that head and wait for the next verification, so a
-    busy log never reads as "rows removed at the end"."""
-    head = AuditChain.objects.filter(pk=1).first()
-    events = AuditEvent.objects.order_by("sequence", "id")
-    if head is not None:
-        events = events.filter(sequence__lte=head.length)
-    return verify_events(events.iterator(chunk_size=2000), head=head)
+
+def audit_verify() -> ChainVerification:
+    """Verify the whole stored chain up to its head, then every record it vouches for.
+
+    One consistent snapshot of the database (``REPEATABLE READ`` on PostgreSQL, when not already
+    inside a transaction), so a write committed meanwhile is neither half seen nor reported as
+    missing. The chain is streamed in sequence order; records are compared only when it is
+    intact, and each one that differs is listed in ``problems``.
+    """
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        head = AuditChain.objects.filter(pk=1).first()
+        events = AuditEvent.objects.order_by("sequence", "id")
+        if head is not None:
+            events = events.filter(sequence__lte=head.length)
+        replay = _Replay()
+        found = verify_events(events.iterator(chunk_size=2000), head=head, replay=replay)
+        if not found.ok:
+            return found
+        problems = _record_problems(replay)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return ChainVerification(
+            False, found.length, None, None, problems[0] + more, tuple(problems)
+        )
+    return found
 
 
 def audit_verification_run(*, requested_by=None) -> AuditVerification:

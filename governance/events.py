@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from governance.audit import audit_record
 from governance.exceptions import GovernanceError
 from governance.models import AuditEvent, Decision, Execution, PolicyStage, Proposal
+from governance.records import rows_json
 from governance.vocabulary import AuditAction as Action
 
 
@@ -73,9 +74,11 @@ def role_revoked_event(*, actor, fund, user, role: str) -> AuditEvent:
     return _write(Action.ROLE_REVOKED, actor=actor, fund=fund, **grant)
 
 
-def policy_drafted_event(*, actor, policy, stages: Iterable) -> AuditEvent:
+def policy_drafted_event(*, actor, policy) -> AuditEvent:
+    stages = list(policy.stages.order_by("order"))
     described = {"version": policy.version, "note": policy.note, "stages": stages_json(stages)}
-    return _write(Action.POLICY_DRAFTED, actor=actor, fund=policy.fund, **described)
+    rows = rows_json(policy, *stages)
+    return _write(Action.POLICY_DRAFTED, actor=actor, fund=policy.fund, **described, rows=rows)
 
 
 def policy_published_event(*, actor, policy) -> AuditEvent:
@@ -87,6 +90,7 @@ def policy_published_event(*, actor, policy) -> AuditEvent:
         version=policy.version,
         drafted_by=policy.drafted_by_id,
         stages=stages,
+        rows=rows_json(policy),
     )
 
 
@@ -114,6 +118,7 @@ def contribution_recorded_event(*, actor, entry, memo: str) -> AuditEvent:
         value_usd=str(entry.value_usd),
         funding_source=entry.funding_source.name,
         memo=memo,
+        rows=rows_json(entry),
     )
 
 
@@ -170,6 +175,7 @@ def decision_recorded_event(*, decision: Decision) -> AuditEvent:
         verdict=decision.verdict,
         comment=decision.comment,
         confirmed_by_device=decision.confirmed_by_device,
+        rows=rows_json(decision),
     )
 
 
@@ -217,7 +223,8 @@ def proposal_changes_requested_event(
 # ---------------------------------------------------------------------------------------------
 
 
-def execution_recorded_event(*, execution: Execution) -> AuditEvent:
+def execution_recorded_event(*, execution: Execution, entries: list) -> AuditEvent:
+    """``entries`` are the ledger entries the fill booked."""
     proposal = execution.proposal
     return _write(
         Action.EXECUTION_RECORDED,
@@ -233,6 +240,7 @@ def execution_recorded_event(*, execution: Execution) -> AuditEvent:
         executed_at=execution.executed_at.isoformat(),
         executed_notional_usd=str(proposal.executed_notional_usd),
         confirmed_by_device=execution.confirmed_by_device,
+        rows=rows_json(execution, *entries),
     )
 
 
@@ -342,6 +350,7 @@ def decision_voided_event(*, actor, proposal: Proposal, decision: Decision, reas
         **_person(decision.user),
         "stage": decision.stage.order,
         "reason": reason,
+        "rows": rows_json(decision),
     }
     return _on_version(Action.DECISION_VOIDED, actor=actor, proposal=proposal, **voided)
 

@@ -362,6 +362,9 @@ class AuditChain(models.Model):
 
     length = models.PositiveBigIntegerField(default=0)
     head_hash = models.CharField(max_length=64)
+    # HMAC of (length, head_hash) under ALEM_AUDIT_KEY: the head cannot be wound back to a
+    # shorter chain by someone who holds only the database.
+    seal = models.CharField(max_length=64, blank=True)
 
     class Meta:
         constraints = [check(Q(id=1), what="single_row")]

@@ -47,6 +47,12 @@ class AuditAction(models.TextChoices):
     USER_REACTIVATED = "user.reactivated", _("Account reactivated")
     DECISION_VOIDED = "decision.voided", _("Approval voided")
     PROPOSAL_STAGE_REOPENED = "proposal.stage_reopened", _("Stage reopened")
+    ROWS_BASELINED = "audit.rows_baselined", _("Records taken into the chain")
+
+
+# Written once by a migration (governance 0011), never by ``governance.events``: the snapshots of
+# the records that existed before events carried them.
+WRITTEN_BY_MIGRATIONS = (AuditAction.ROWS_BASELINED,)
 
 
 # Actions that open a stage: a proposal waits at its current stage since the latest of these.

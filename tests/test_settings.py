@@ -27,6 +27,7 @@ SETTINGS_VARIABLES = (
     "SECURE_HSTS_SECONDS",
     "SECURE_PROXY_SSL_HEADER",
     "ALEM_SECRETS_KEY",
+    "ALEM_AUDIT_KEY",
 )
 # A production environment: DEBUG off, a real key, one host name.
 PRODUCTION = {
@@ -34,6 +35,7 @@ PRODUCTION = {
     "SECRET_KEY": LONG_KEY,
     "ALLOWED_HOSTS": "alem.example",
     "ALEM_SECRETS_KEY": "c2VjcmV0cy1rZXktZm9yLXNldHRpbmdzLXRlc3RzLTA=",
+    "ALEM_AUDIT_KEY": "audit-key-for-settings-tests-0123456789",
 }
 
 SHOW_SETTINGS = """
@@ -299,3 +301,12 @@ def test_production_mode_refuses_to_start_without_the_secrets_key(tmp_path):
 
     assert result.returncode != 0
     assert "without ALEM_SECRETS_KEY" in result.stderr
+
+
+def test_production_mode_refuses_to_start_without_the_audit_key(tmp_path):
+    variables = {k: v for k, v in PRODUCTION.items() if k != "ALEM_AUDIT_KEY"}
+
+    result = run(["manage.py", "check"], tmp_path, **variables)
+
+    assert result.returncode != 0
+    assert "without ALEM_AUDIT_KEY" in result.stderr

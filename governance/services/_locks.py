@@ -3,9 +3,12 @@
 Every transaction that locks more than one row takes them in this order, so two of them can
 never wait on each other in a cycle:
 
-1. the proposal (``lock_proposal``), when the change is about one proposal;
-2. the fund (``lock_fund``): policy versions, role grants and the cash that compliance counts;
-3. the audit chain head, taken last by ``governance.audit.audit_record`` when the event is
+1. the person whose roles the change depends on or changes (``lock_person``): a decider
+   deciding, someone losing a role or their account; so a decision and the revocation that
+   voids it never interleave;
+2. the proposal (``lock_proposal``), when the change is about one proposal;
+3. the fund (``lock_fund``): policy versions, role grants and the cash that compliance counts;
+4. the audit chain head, taken last by ``governance.audit.audit_record`` when the event is
    written.
 
 Both locks here are ``FOR NO KEY UPDATE``, never a full ``FOR UPDATE``: audit events and
@@ -14,8 +17,22 @@ the audit chain lock, so a full lock here would deadlock against them. SQLite ha
 there a transaction serialises on the database itself.
 """
 
+from django.contrib.auth import get_user_model
+
 from governance.models import Proposal
 from portfolio.models import Fund
+
+
+def lock_person(user) -> None:
+    """Lock the person's row and refresh ``user.is_active`` from it, so a check made after the
+    lock sees a deactivation committed while it waited."""
+    locked = (
+        get_user_model()
+        .objects.select_for_update(no_key=True)
+        .only("pk", "is_active")
+        .get(pk=user.pk)
+    )
+    user.is_active = locked.is_active
 
 
 def lock_proposal(proposal_id: int) -> Proposal:

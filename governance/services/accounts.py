@@ -4,6 +4,7 @@ act. Widening (reactivation, back-office access) goes through ``admin_changes``.
 from django.db import transaction
 
 from governance import events, permissions
+from governance.services._locks import lock_person
 from governance.services.decisions import approvals_void
 
 
@@ -17,6 +18,7 @@ def user_deactivate(*, actor, user) -> list[int]:
     """
     permissions.raise_if_refused(permissions.site_admin_refusal(actor))
     with transaction.atomic():
+        lock_person(user)
         voided = approvals_void(actor=actor, user=user, reason="account_deactivated")
         type(user).objects.filter(pk=user.pk).update(is_active=False)
         user.is_active = False

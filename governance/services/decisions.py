@@ -13,7 +13,7 @@ from governance.models import Decision, Proposal, ProposalState
 from governance.roles import roles_on_fund
 from governance.second_factor import second_factor_confirm
 from governance.services._compliance import blocked_error, compliance_judge
-from governance.services._locks import lock_proposal
+from governance.services._locks import lock_person, lock_proposal
 from governance.services.proposals import stage_opened_notify_on_commit
 from portfolio.text import refuse_hidden_characters
 
@@ -48,6 +48,7 @@ def decision_record(
     refuse_hidden_characters(comment=comment)
     refusal = None
     with transaction.atomic():
+        lock_person(user)
         proposal = lock_proposal(proposal_id)
         roles = roles_on_fund(user, proposal.fund)
         try:
@@ -163,7 +164,8 @@ def approvals_void(*, actor, user, reason: str, fund=None, role: str | None = No
 
     ``fund`` and ``role`` narrow it to the approvals given at that role's stages on that fund (a
     revoked role); without them, every approval counts no more (a deactivated account). Called
-    inside the caller's transaction, before the caller locks the fund (lock order).
+    inside the caller's transaction, after it locked ``user`` and before it locks the fund (lock
+    order).
     Effects, per proposal, under its lock: each approval is voided (audit ``decision.voided``
     with ``reason``). When one was given at a stage before the current one, that stage reopens
     (audit ``proposal.stage_reopened``): the approvals given after it are voided as well

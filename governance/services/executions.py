@@ -198,31 +198,35 @@ def _book_fill(proposal: Proposal, actor, *, close: bool, **fill) -> Execution:
         ) from exc
     gross = execution.quantity * execution.price_usd
     common = {"fund": proposal.fund, "booked_at": execution.executed_at, "booked_by": actor}
-    books.ledger_entry_book(
-        kind=LedgerEntry.Kind.BUY,
-        asset=proposal.asset,
-        quantity=execution.quantity,
-        value_usd=gross,
-        reference=f"execution:{execution.pk}:asset",
-        **common,
-    )
-    books.ledger_entry_book(
-        kind=LedgerEntry.Kind.BUY,
-        quantity=-gross,
-        value_usd=-gross,
-        reference=f"execution:{execution.pk}:cash",
-        **common,
-    )
-    if execution.fee_usd:
+    entries = [
         books.ledger_entry_book(
-            kind=LedgerEntry.Kind.FEE,
-            quantity=-execution.fee_usd,
-            value_usd=-execution.fee_usd,
-            reference=f"execution:{execution.pk}:fee",
+            kind=LedgerEntry.Kind.BUY,
+            asset=proposal.asset,
+            quantity=execution.quantity,
+            value_usd=gross,
+            reference=f"execution:{execution.pk}:asset",
             **common,
+        ),
+        books.ledger_entry_book(
+            kind=LedgerEntry.Kind.BUY,
+            quantity=-gross,
+            value_usd=-gross,
+            reference=f"execution:{execution.pk}:cash",
+            **common,
+        ),
+    ]
+    if execution.fee_usd:
+        entries.append(
+            books.ledger_entry_book(
+                kind=LedgerEntry.Kind.FEE,
+                quantity=-execution.fee_usd,
+                value_usd=-execution.fee_usd,
+                reference=f"execution:{execution.pk}:fee",
+                **common,
+            )
         )
     proposal.executed_notional_usd += execution.cost_usd
-    events.execution_recorded_event(execution=execution)
+    events.execution_recorded_event(execution=execution, entries=entries)
     if close or proposal.remaining_usd == 0:
         _mark_executed(proposal, actor, reason="closed with the fill" if close else "fully filled")
     proposal.save(update_fields=["executed_notional_usd", "state", "updated_at"])

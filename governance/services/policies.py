@@ -41,7 +41,7 @@ def policy_draft(
             )
             for spec in stages
         )
-        events.policy_drafted_event(actor=actor, policy=policy, stages=stages)
+        events.policy_drafted_event(actor=actor, policy=policy)
     return policy
 
 

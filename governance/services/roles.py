@@ -8,7 +8,7 @@ from guardian.shortcuts import assign_perm, remove_perm
 from governance import events, permissions
 from governance.exceptions import InvalidTransition
 from governance.roles import direct_grants, has_role
-from governance.services._locks import lock_fund
+from governance.services._locks import lock_fund, lock_person
 from governance.services.decisions import approvals_void
 from portfolio.models import Fund, FundRole
 
@@ -52,6 +52,7 @@ def role_revoke(*, actor, user, fund: Fund, role: str) -> bool:
         permissions.raise_if_refused(permissions.site_admin_refusal(actor))
     _check_role(role)
     with transaction.atomic():
+        lock_person(user)
         approvals_void(actor=actor, user=user, reason="role_revoked", fund=fund, role=role)
         lock_fund(fund)
         if (user.pk, role) not in direct_grants(fund, user=user):

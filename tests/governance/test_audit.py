@@ -195,6 +195,152 @@ def test_a_tampered_chain_head_is_detected(alem):
     assert (result.ok, result.first_bad_sequence, result.length) == (False, 15, 14)
 
 
+# ---------------------------------------------------------------------------------------------
+# The red team's rewrites, by someone who holds the database but not the audit key
+# ---------------------------------------------------------------------------------------------
+
+
+def _rehash_from(sequence: int, *, key: bytes, edit=None) -> None:
+    """Rewrite the chain from ``sequence`` on as an attacker would, under ``key``."""
+    previous = AuditEvent.objects.get(sequence=sequence - 1).hash if sequence > 1 else GENESIS_HASH
+    for event in AuditEvent.objects.filter(sequence__gte=sequence).order_by("sequence"):
+        payload = edit(event.payload) if edit and event.sequence == sequence else event.payload
+        digest = event_hash(
+            key=key,
+            previous_hash=previous,
+            sequence=event.sequence,
+            created_at=event.created_at,
+            actor_id=event.actor_id,
+            action=event.action,
+            fund_id=event.fund_id,
+            proposal_id=event.proposal_id,
+            payload=payload,
+        )
+        AuditEvent.objects.filter(pk=event.pk).update(
+            payload=payload, previous_hash=previous, hash=digest
+        )
+        previous = digest
+    AuditChain.objects.update(head_hash=previous)
+
+
+@pytest.mark.parametrize("key", [b"", b"a-guessed-key"], ids=["plain-sha256", "another-key"])
+def test_an_edit_with_the_rest_of_the_chain_recomputed_is_caught(alem, key):
+    def grant_ministry(payload):
+        return {**payload, "role": "approve_ministry"}
+
+    if key:
+        _rehash_from(5, key=key, edit=grant_ministry)
+    else:  # the chain as it was before it was keyed: SHA-256 over the same content
+        import hashlib
+
+        from governance import audit as audit_module
+
+        original = audit_module._mac
+        audit_module._mac = lambda message, _key: hashlib.sha256(message.encode()).hexdigest()
+        try:
+            _rehash_from(5, key=b"unused", edit=grant_ministry)
+        finally:
+            audit_module._mac = original
+
+    result = audit_verify()
+
+    assert (result.ok, result.first_bad_sequence) == (False, 5)
+    assert result.reason == "its content does not match its hash"
+
+
+def test_a_truncation_with_the_head_wound_back_is_caught_by_the_seal(alem):
+    kept = AuditEvent.objects.get(sequence=12)
+    AuditEvent.objects.filter(sequence__gt=12).delete()
+    AuditChain.objects.update(length=12, head_hash=kept.hash)
+
+    result = audit_verify()
+
+    assert result.ok is False
+    assert "seal" in result.reason
+
+
+def test_a_delete_and_renumber_is_caught(alem):
+    AuditEvent.objects.filter(sequence=7).delete()
+    for event in AuditEvent.objects.filter(sequence__gt=7).order_by("sequence"):
+        AuditEvent.objects.filter(pk=event.pk).update(sequence=event.sequence - 1)
+    _rehash_from(7, key=b"not-the-audit-key")
+    AuditChain.objects.update(length=13)
+
+    result = audit_verify()
+
+    assert (result.ok, result.first_bad_sequence) == (False, 7)
+
+
+def test_a_cash_ledger_entry_multiplied_by_100_is_named(alem):
+    entry = LedgerEntry.objects.get(fund=alem.fund, asset__isnull=True)
+    LedgerEntry.objects.filter(pk=entry.pk).update(
+        quantity=entry.quantity * 100, value_usd=entry.value_usd * 100
+    )
+
+    result = audit_verify()
+
+    assert result.ok is False
+    assert result.first_bad_sequence is None  # the chain itself is intact
+    assert result.reason.startswith(f"ledger entry {entry.pk} differs from event #")
+    assert "quantity is '2500000000', recorded '25000000'" in result.reason
+
+
+def test_a_quorum_lowered_from_2_to_1_is_named(alem):
+    from governance.models import PolicyStage
+
+    committee = PolicyStage.objects.get(policy__fund=alem.fund, order=2)
+    PolicyStage.objects.filter(pk=committee.pk).update(quorum=1)
+
+    result = audit_verify()
+
+    assert result.ok is False
+    assert f"policy stage {committee.pk} differs" in result.reason
+    assert "quorum is 1, recorded 2" in result.reason
+
+
+def test_a_role_assigned_in_sql_is_named(alem):
+    from guardian.shortcuts import assign_perm
+
+    assign_perm("portfolio.approve_ministry", alem.users["manager"], alem.fund)
+
+    result = audit_verify()
+
+    assert result.ok is False
+    assert (
+        f"user {alem.users['manager'].pk} holds approve_ministry on fund {alem.fund.pk} "
+        "without an audited grant"
+    ) in result.reason
+
+
+def test_rows_added_or_changed_behind_the_services_are_all_listed(alem):
+    proposal = alem.approve_fully(alem.proposal(submit=True))
+    decision = Decision.objects.filter(proposal=proposal).first()
+    Decision.objects.filter(pk=decision.pk).update(verdict="reject")
+    LedgerEntry.objects.create(
+        fund=alem.fund, kind="contribution", quantity=1, value_usd=1, booked_at=decision.created_at
+    )
+
+    result = audit_verify()
+
+    assert result.ok is False
+    [added, changed] = result.problems  # in the order of governance.records.RECORDED
+    assert added.endswith("is stored but no audit event records it")
+    assert changed.startswith(f"decision {decision.pk} differs")
+    assert "verdict is 'reject', recorded 'approve'" in changed
+
+
+def test_the_command_names_a_record_that_differs(alem):
+    from django.core.management import CommandError
+
+    from tests.commands import run_command
+
+    entry = LedgerEntry.objects.get(fund=alem.fund, asset__isnull=True)
+    LedgerEntry.objects.filter(pk=entry.pk).update(quantity=1, value_usd=1)
+
+    with pytest.raises(CommandError, match=f"ledger entry {entry.pk} differs"):
+        run_command("verify_audit")
+
+
 def test_events_written_while_the_chain_streams_wait_for_the_next_verification(alem):
     # Given the head was read (14 events) and an event was written before the stream reached it
     head = AuditChain.objects.get()
@@ -395,3 +541,56 @@ def test_a_failed_publication_leaves_the_old_policy_in_force(alem, fail_after_au
     draft.refresh_from_db()
     assert (draft.published_by, draft.published_at) == (None, None)
     assert_chain_unchanged(length)
+
+
+# ---------------------------------------------------------------------------------------------
+# Keying an existing chain (migration governance 0011)
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_before_the_keyed_chain() -> None:
+    """Rewrite the stored chain the way the previous release hashed it: plain SHA-256."""
+    import hashlib
+
+    original = audit._mac
+    audit._mac = lambda message, _key: hashlib.sha256(message.encode()).hexdigest()
+    try:
+        _rehash_from(1, key=b"unused")
+    finally:
+        audit._mac = original
+
+
+def _key_the_chain() -> None:
+    import importlib
+
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    migration = importlib.import_module("governance.migrations.0011_keyed_audit_chain")
+    state = MigrationLoader(connection).project_state(("governance", "0011_keyed_audit_chain"))
+    migration.key_the_chain(state.apps, type("Editor", (), {"connection": connection})())
+
+
+def test_the_migration_keys_an_intact_chain_and_baselines_the_records(alem):
+    _as_before_the_keyed_chain()
+    assert audit_verify().ok is False
+
+    _key_the_chain()
+
+    result = audit_verify()
+    assert (result.ok, result.length) == (True, 15)
+    baseline = AuditEvent.objects.get(sequence=15)
+    assert baseline.action == "audit.rows_baselined"
+    assert {row["model"] for row in baseline.payload["rows"]} >= {
+        "portfolio.ledgerentry",
+        "governance.approvalpolicy",
+        "governance.policystage",
+    }
+
+
+def test_the_migration_refuses_to_re_seal_a_broken_chain(alem):
+    _as_before_the_keyed_chain()
+    AuditEvent.objects.filter(sequence=3).update(payload={"forged": True})
+
+    with pytest.raises(RuntimeError, match="broken at event #3"):
+        _key_the_chain()

@@ -470,3 +470,65 @@ def test_two_final_approvals_cannot_both_spend_the_same_cash(monkeypatch):
 
     assert sorted(outcomes.values()) == ["approved", "compliance_blocked"]
     assert Proposal.objects.filter(state=S.APPROVED).count() == 1
+
+
+def test_two_administrators_confirming_one_change_at_once_apply_it_once(fund):
+    # Given a request by one site administrator, and two others who may confirm it
+    requester, first, second = (
+        UserFactory(username=name, is_staff=True, is_superuser=True)
+        for name in ("root", "root2", "root3")
+    )
+    newcomer = UserFactory(username="newcomer")
+    change = services.admin_change_request(
+        actor=requester,
+        kind="role_grant",
+        user=newcomer,
+        fund=fund.fund,
+        role=R.AUDIT,
+        reason="Audit season",
+    )
+
+    # When both confirm at the same moment
+    results = run_together(
+        [
+            partial(
+                services.admin_change_confirm,
+                actor=admin,
+                change_id=change.pk,
+                otp_token=otp_code(admin),
+            )
+            for admin in (first, second)
+        ]
+    )
+
+    # Then one confirmation took effect, the other was refused, and the role was granted once
+    assert sorted(kind for kind, _ in results) == ["error", "ok"], results
+    [error] = [result for kind, result in results if kind == "error"]
+    assert isinstance(error, InvalidTransition)
+    assert (
+        AuditEvent.objects.filter(action="role.granted", payload__user_id=newcomer.pk).count() == 1
+    )
+    assert_chain_is_one_contiguous_line()
+
+
+def test_a_revocation_racing_the_deciders_approval_never_leaves_it_counting(fund):
+    # Given a proposal at the committee stage
+    proposal = at_committee_stage(fund)
+    member = fund.users["committee1"]
+
+    # When committee1 approves while their role is revoked
+    revoke = partial(
+        services.role_revoke, actor=None, user=member, fund=fund.fund, role=R.VOTE_COMMITTEE
+    )
+    results = run_together([decide_call(fund, proposal, "committee1"), revoke])
+
+    # Then either the approval was refused or it was recorded and voided: it does not count
+    decided, revoked = results
+    assert revoked[0] == "ok", results
+    assert decided[0] == "ok" or isinstance(decided[1], NotPermitted), results
+    assert not Decision.objects.filter(
+        proposal=proposal, user=member, voided_at__isnull=True
+    ).exists()
+    proposal.refresh_from_db()
+    assert proposal.current_stage.order == 2
+    assert_chain_is_one_contiguous_line()

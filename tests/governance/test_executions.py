@@ -28,6 +28,7 @@ from governance.exceptions import (
     SegregationOfDuties,
 )
 from governance.models import AuditEvent, Execution, Proposal, ProposalState
+from governance.records import rows_json
 from governance.selectors import reserved_notional_usd
 from portfolio import selectors as books
 from portfolio.models import Asset, Fund, FundRole, LedgerEntry, Price
@@ -202,6 +203,8 @@ def test_a_fill_books_the_asset_in_the_cash_out_and_the_fee(alem, proposal):
         ("execution.recorded", alem.users["treasury"].pk)
     ]
     payload = dict(events[0].payload)
+    entries = LedgerEntry.objects.filter(reference__startswith=f"execution:{execution.pk}:")
+    assert payload.pop("rows") == rows_json(execution, *entries)
     assert D(payload.pop("cost_usd")) == D("1501.25")
     assert D(payload.pop("executed_notional_usd")) == D("1501.25")
     assert payload == {

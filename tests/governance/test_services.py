@@ -38,6 +38,7 @@ from governance.models import (
     ProposalState,
 )
 from governance.policies import StageSpec
+from governance.records import rows_json
 from governance.roles import has_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
 from portfolio import selectors as books
@@ -1265,9 +1266,10 @@ def test_drafting_a_policy_makes_the_next_version_not_yet_in_force(alem):
                 "name": "Committee only",
                 "permission": "vote_committee",
                 "quorum": 1,
-                "applies_from_usd": "0",
+                "applies_from_usd": "0.00",
             }
         ],
+        "rows": rows_json(draft, *draft.stages.all()),
     }
 
 
@@ -1398,6 +1400,7 @@ def test_a_cash_contribution_is_booked_and_audited(alem):
     [event] = events_after(mark)
     assert event.action == "contribution.recorded"
     assert event.payload == {
+        "rows": rows_json(entry),
         "ledger_entry": entry.pk,
         "asset": "USD",
         "quantity": "1000000.25",

@@ -23,7 +23,7 @@ from governance import audit, events
 from governance.audit import audit_verification_run
 from governance.models import AuditEvent, AuditVerification
 from governance.views.audit import csv_cell, payload_summary
-from governance.vocabulary import AuditAction
+from governance.vocabulary import WRITTEN_BY_MIGRATIONS, AuditAction
 from governance.wording import action_label
 from portfolio.models import Fund
 from tests.factories import FundBuilder
@@ -123,7 +123,9 @@ def test_every_audit_action_has_one_writer_and_a_plain_words_label():
         if "audit_record(" in path.read_text() and path.name not in ("audit.py", "events.py")
     ]
 
-    assert sorted(written) == sorted(AuditAction.names)  # each action once, and no other
+    by_migrations = {action.name for action in WRITTEN_BY_MIGRATIONS}
+    # each action once, and no other
+    assert sorted(written) == sorted(set(AuditAction.names) - by_migrations)
     assert other_writers == []
     assert all(str(label) and str(label) != value for value, label in AuditAction.choices)
     assert action_label("decision.recorded") == "Decision recorded"

@@ -4,10 +4,21 @@ from governance.audit import audit_verify
 
 
 class Command(BaseCommand):
-    help = "Replay the audit log's hash chain: exit 0 if intact, non-zero naming the first bad row."
+    help = (
+        "Replay the audit log's keyed hash chain and compare the records it vouches for (ledger, "
+        "policies, stages, decisions, executions, fund roles): exit 0 if all agree, non-zero "
+        "naming the first bad row or every record that differs."
+    )
 
     def handle(self, *args, **options):
         result = audit_verify()
+        if result.problems:
+            for problem in result.problems:
+                self.stderr.write(f"  {problem}")
+            raise CommandError(
+                f"The audit chain is intact ({result.length} events), but "
+                f"{len(result.problems)} record(s) differ from it: {result.problems[0]}."
+            )
         if not result.ok:
             row = f"event #{result.first_bad_sequence}"
             if result.first_bad_id is not None:

@@ -1,0 +1,108 @@
+"""The records the audit chain vouches for, beyond its own rows (rule 11).
+
+Every write of a ledger entry, a policy version, a policy stage, a decision or an execution is
+audited by an event whose payload carries the row as it was written (``rows_json``): the fields
+below, in one canonical form. ``governance.audit.audit_verify`` replays those snapshots and
+compares them with the rows in the database, and replays ``role.granted`` / ``role.revoked``
+against the fund roles held; so a ledger entry multiplied by 100, a quorum lowered from 2 to 1,
+a row added or deleted behind the services' back, or a role assigned in SQL is named, even
+though the chain itself is intact.
+"""
+
+import datetime as dt
+from datetime import UTC
+from decimal import Decimal
+
+from django.apps import apps
+from django.db import models
+
+from portfolio.calculations import decimal_string
+
+# model label -> the fields a snapshot holds (foreign keys by their ``_id``).
+RECORDED = {
+    "portfolio.ledgerentry": (
+        "fund_id",
+        "kind",
+        "asset_id",
+        "quantity",
+        "value_usd",
+        "funding_source_id",
+        "reference",
+        "booked_at",
+        "booked_by_id",
+    ),
+    "governance.approvalpolicy": (
+        "fund_id",
+        "version",
+        "note",
+        "drafted_by_id",
+        "published_by_id",
+        "published_at",
+    ),
+    "governance.policystage": (
+        "policy_id",
+        "order",
+        "name",
+        "permission",
+        "quorum",
+        "applies_from_usd",
+    ),
+    "governance.decision": (
+        "proposal_id",
+        "proposal_version",
+        "stage_id",
+        "user_id",
+        "verdict",
+        "comment",
+        "confirmed_by_device",
+        "voided_at",
+    ),
+    "governance.execution": (
+        "proposal_id",
+        "quantity",
+        "price_usd",
+        "fee_usd",
+        "cost_usd",
+        "venue",
+        "external_ref",
+        "executed_at",
+        "recorded_by_id",
+        "confirmed_by_device",
+    ),
+}
+
+
+def canonical(value):
+    """One spelling per value, whether it comes from memory or back from the database."""
+    if isinstance(value, Decimal):
+        return decimal_string(value)
+    if isinstance(value, dt.datetime):
+        return value.astimezone(UTC).isoformat()
+    return value
+
+
+def snapshot(label: str, values: dict) -> dict:
+    """The snapshot of one row from its ``values()`` (as the database returns them)."""
+    return {
+        "model": label,
+        "id": values["id"],
+        **{field: canonical(values[field]) for field in RECORDED[label]},
+    }
+
+
+def rows_json(*objs: models.Model) -> list[dict]:
+    """Snapshots of just-written rows, read back from the database, so that they hold what was
+    stored (a decimal rounded to its column, say), not what was in memory."""
+    rows = []
+    by_label: dict[str, list[int]] = {}
+    for obj in objs:
+        by_label.setdefault(obj._meta.label_lower, []).append(obj.pk)
+    for label, ids in by_label.items():
+        stored = apps.get_model(label)._default_manager.filter(pk__in=ids)
+        for values in stored.order_by("pk").values("id", *RECORDED[label]):
+            rows.append(snapshot(label, values))
+    return rows
+
+
+def recorded_models() -> list[type[models.Model]]:
+    return [apps.get_model(label) for label in RECORDED]
