@@ -3,7 +3,7 @@
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from alem.api_auth import TokenView
+from alem.api_auth import LogoutAllView, LogoutView, TokenListView, TokenRevokeView, TokenView
 from portfolio.api.prices import PriceView
 
 # ---------------------------------------------------------------------------------------------
@@ -12,6 +12,10 @@ from portfolio.api.prices import PriceView
 
 v1_urlpatterns = [
     path("auth/token/", TokenView.as_view(), name="api-token"),
+    path("auth/logout/", LogoutView.as_view(), name="api-logout"),
+    path("auth/logout-all/", LogoutAllView.as_view(), name="api-logout-all"),
+    path("auth/tokens/", TokenListView.as_view(), name="api-token-list"),
+    path("auth/tokens/<int:pk>/", TokenRevokeView.as_view(), name="api-token-revoke"),
     path("", include("portfolio.api.urls")),
     path("", include("governance.api.urls")),
 ]

@@ -81,7 +81,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "django_otp",
@@ -288,7 +287,7 @@ ALEM_SITE_URL = os.environ.get("ALEM_SITE_URL", "http://127.0.0.1:8000").rstrip(
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so an unauthenticated request gets 401 with WWW-Authenticate.
-        "rest_framework.authentication.TokenAuthentication",
+        "alem.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -299,6 +298,14 @@ REST_FRAMEWORK = {
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
+
+# API tokens (governance.api_tokens): one per device, stored as a SHA-256 digest, revoked by
+# signing out, by a site administrator, or by a change of password or deactivation; each lasts
+# this many hours at most. DRF's own tokens (rest_framework.authtoken), stored as the bearer
+# value itself and never expiring, are gone: migration governance 0012 deletes what they stored.
+ALEM_API_TOKEN_TTL_HOURS = float(os.environ.get("ALEM_API_TOKEN_TTL_HOURS", "12"))
+if ALEM_API_TOKEN_TTL_HOURS <= 0:
+    raise ImproperlyConfigured("ALEM_API_TOKEN_TTL_HOURS must be a number of hours above 0.")
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "Alem API",

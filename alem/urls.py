@@ -13,6 +13,17 @@ urlpatterns = [
     path("accounts/login/", views.login, name="login"),
     path("accounts/logout/", views.logout, name="logout"),
     path("accounts/two-factor/", views.otp_enrol, name="otp-enrol"),
+    path("accounts/api-tokens/", views.api_tokens, name="api-tokens"),
+    path(
+        "accounts/api-tokens/<int:pk>/revoke/",
+        views.api_token_revoke_view,
+        name="api-tokens-revoke",
+    ),
+    path(
+        "accounts/api-tokens/revoke-all/",
+        views.api_tokens_revoke_all_view,
+        name="api-tokens-revoke-all",
+    ),
     path("i18n/setlang/", views.language_switch, name="set_language"),
     path("admin/", admin.site.urls),
     path("api/", include("alem.api_urls")),

@@ -1,12 +1,17 @@
-"""Sign-in with two factors, sign-out, enrolling an authenticator, the language switcher and the
-lockout page.
+"""Sign-in with two factors, sign-out, enrolling an authenticator, one's API tokens, the
+language switcher and the lockout page.
 
 Signing in takes a username, a password and, once the person has an authenticator (a TOTP app
 such as Google Authenticator, Microsoft Authenticator or FreeOTP), the code it shows now. Every
-sign-in goes through ``django.contrib.auth.authenticate`` so django-axes counts failures: five
-for one username from one address lock that pair out for the cool-off. A session opened with a
-code is *verified* (django-otp); the back office requires that, and deciding or executing roles
-must enrol an authenticator before they can use the site (``alem.middleware``).
+sign-in goes through ``django.contrib.auth.authenticate`` so django-axes counts failures twice:
+per username from any address and per address whatever the username; five in either count lock
+that account, or that address, out for the cool-off (``AXES_*`` in ``alem.settings``). A session
+opened with a code is *verified* (django-otp); the back office requires that, and deciding or
+executing roles must enrol an authenticator before they can use the site (``alem.middleware``).
+
+Signing out ends this browser's session only. API tokens belong to devices: each is revoked on
+its own (the "API tokens" page here, or the API's ``auth/logout/``), all of them by
+``auth/logout-all/`` or by a change of password.
 
 Changing or removing a confirmed authenticator (a lost phone) is an administrator's job: in the
 back office under "TOTP devices", delete the person's device; on their next visit they enrol a
@@ -15,6 +20,7 @@ to swap in the thief's authenticator.
 """
 
 import base64
+import math
 from urllib.parse import urlencode
 
 import django_otp
@@ -24,11 +30,13 @@ from axes.helpers import get_cool_off
 from django.conf import settings
 from django.contrib import admin, auth, messages
 from django.contrib.auth.decorators import login_required
+from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_protect
 from django.views.decorators.debug import sensitive_post_parameters
@@ -37,12 +45,25 @@ from django.views.i18n import set_language
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from alem.forms import DeviceConfirmForm, SignInForm
+from governance.api_tokens import (
+    api_token_revoke,
+    api_tokens_ended,
+    api_tokens_live,
+    api_tokens_of,
+    api_tokens_revoke_all,
+)
+from governance.models import ApiToken
 from governance.preferences import OFFERED_LANGUAGES, language_preference_set, stored_language
 from governance.second_factor import (
     has_confirmed_device,
     second_factor_enrolment_confirm,
     second_factor_enrolment_start,
 )
+
+# Where the API lives (alem.urls): its lockout answer is JSON, not a page.
+API_PATH_PREFIX = "/api/"
+# How many of the tokens that no longer work the page lists, newest first.
+ENDED_TOKENS_SHOWN = 20
 
 
 def _safe_next(request) -> str | None:
@@ -171,21 +192,98 @@ def otp_enrol(request):
     )
 
 
-def locked_out(request, original_response=None, credentials=None):
-    """django-axes' lockout page: too many failed sign-ins for this username from this address.
+@login_required
+@never_cache
+def api_tokens(request):
+    """The person's API tokens, one per device: those that work, each with a button to revoke
+    it (and one for all), and the latest of those that ended, with why. Never a token's value:
+    that is shown once, to the client that asked for it."""
+    tokens = api_tokens_of(request.user)
+    now = timezone.now()
+    return render(
+        request,
+        "registration/api_tokens.html",
+        {
+            "live_tokens": list(api_tokens_live(tokens, now=now)),
+            "ended_tokens": list(api_tokens_ended(tokens, now=now)[:ENDED_TOKENS_SHOWN]),
+            "nav_section": "api_tokens",
+        },
+    )
 
-    Every attempt during the lockout starts the cool-off again, so the page names the time
-    counted from now.
+
+@login_required
+@require_POST
+def api_token_revoke_view(request, pk: int):
+    """Revoke one of the person's API tokens; someone else's is not found."""
+    try:
+        token = api_token_revoke(
+            user=request.user, token_id=pk, reason=ApiToken.RevokedReason.REVOKED_BY_USER
+        )
+    except ApiToken.DoesNotExist as exc:
+        raise Http404 from exc
+    messages.success(
+        request,
+        _("The token %(name)s (%(prefix)s…) no longer works.")
+        % {"name": token.name, "prefix": token.prefix},
+    )
+    return redirect("api-tokens")
+
+
+@login_required
+@require_POST
+def api_tokens_revoke_all_view(request):
+    """Revoke every API token of the person, on every device."""
+    revoked = api_tokens_revoke_all(
+        user=request.user, reason=ApiToken.RevokedReason.REVOKED_BY_USER
+    )
+    messages.success(
+        request,
+        ngettext(
+            "%(count)d token revoked: no device can use the API until it gets a new one.",
+            "%(count)d tokens revoked: no device can use the API until it gets a new one.",
+            revoked,
+        )
+        % {"count": revoked},
+    )
+    return redirect("api-tokens")
+
+
+def locked_out(request, original_response=None, credentials=None):
+    """django-axes' answer during a lockout: too many failed sign-ins for this username (from
+    any address) or from this address (whatever the username).
+
+    Every attempt during the lockout starts the cool-off again, so the answer names the time
+    counted from now. Pages get the lockout page; the API (``/api/``, where the token endpoint
+    counts failures too) gets the API's error shape, ``{"code": "locked_out", "detail",
+    "retry_after"}``, with a ``Retry-After`` header in seconds.
     """
     cool_off = get_cool_off(request)
-    retry_at = timezone.now() + cool_off
-    return render(
+    seconds = max(1, math.ceil(cool_off.total_seconds()))
+    if request.path.startswith(API_PATH_PREFIX):
+        minutes = max(1, round(seconds / 60))
+        detail = ngettext(
+            "Too many failed sign-ins for this username or from this address. Try again in "
+            "%(minutes)d minute; every attempt before then starts the wait again.",
+            "Too many failed sign-ins for this username or from this address. Try again in "
+            "%(minutes)d minutes; every attempt before then starts the wait again.",
+            minutes,
+        ) % {"minutes": minutes}
+        response = JsonResponse(
+            {"code": "locked_out", "detail": detail, "retry_after": seconds},
+            status=settings.AXES_HTTP_RESPONSE_CODE,
+            json_dumps_params={"ensure_ascii": False},
+        )
+        response["Retry-After"] = str(seconds)
+        return response
+    response = render(
         request,
         settings.AXES_LOCKOUT_TEMPLATE,
         {
             "failure_limit": settings.AXES_FAILURE_LIMIT,
             "cooloff_minutes": max(1, round(cool_off.total_seconds() / 60)),
-            "retry_at": retry_at,
+            "retry_at": timezone.now() + cool_off,
         },
         status=settings.AXES_HTTP_RESPONSE_CODE,
     )
+    response["Retry-After"] = str(seconds)
+    return response

@@ -5,8 +5,8 @@ set a password, deactivate an account, remove back-office access and revoke role
 only narrow who may act. Everything that widens it (a fund role, staff or site administrator
 status, reactivation, resetting someone's authenticator) is an ``AdminChange`` that a second
 site administrator confirms with their own one-time code (``governance.services``). No page
-shows an authenticator's secret or an API token: django-otp's and DRF's own admin pages, which
-do, are replaced or removed here.
+shows an authenticator's secret or an API token: django-otp's admin pages, which show the key,
+are replaced here, and API tokens are stored as digests that no page shows.
 """
 
 from django.contrib import admin, messages
@@ -21,13 +21,14 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from rest_framework.authtoken.models import TokenProxy
 
 from governance import services
+from governance.api_tokens import api_tokens_revoke
 from governance.exceptions import GovernanceError, NotPermitted
 from governance.forms import AdminChangeConfirmForm, AdminChangeRequestForm
-from governance.models import AdminChange
+from governance.models import AdminChange, ApiToken
 from portfolio.admin_mixins import ExtraPagesMixin, ReadOnlyAdminMixin
 
 User = get_user_model()
@@ -222,7 +223,6 @@ class GroupAdmin(ReadOnlyAdminMixin, DjangoGroupAdmin):
 # ---------------------------------------------------------------------------------------------
 
 admin.site.unregister(TOTPDevice)
-admin.site.unregister(TokenProxy)
 
 
 @admin.register(TOTPDevice)
@@ -237,3 +237,43 @@ class AuthenticatorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_select_related = ("user",)
     fields = ("user", "name", "confirmed", "created_at", "last_used_at")
     readonly_fields = fields
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Who holds which API token, for which device, until when; never the token or its digest.
+    Tokens are issued through the API with both factors; a site administrator may revoke them
+    (narrowing, so one is enough)."""
+
+    list_display = ("user", "name", "prefix", "created_at", "expires_at", "last_used_at")
+    list_display += ("revoked_at", "revoked_reason")
+    list_filter = ("revoked_reason",)
+    search_fields = ("user__username", "name", "prefix")
+    list_select_related = ("user",)
+    ordering = ("-created_at", "-id")
+    fields = ("user", "name", "prefix", "created_at", "expires_at", "last_used_at")
+    fields += ("revoked_at", "revoked_reason")
+    readonly_fields = fields
+    actions = ["revoke_selected"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def has_revoke_permission(self, request):
+        return request.user.is_active and request.user.is_superuser
+
+    @admin.action(description=_("Revoke selected tokens"), permissions=["revoke"])
+    def revoke_selected(self, request, queryset):
+        revoked = api_tokens_revoke(tokens=queryset, reason=ApiToken.RevokedReason.REVOKED_BY_ADMIN)
+        self.message_user(
+            request,
+            ngettext("%(count)d token revoked.", "%(count)d tokens revoked.", revoked)
+            % {"count": revoked},
+            messages.SUCCESS,
+        )

@@ -7,5 +7,6 @@ class GovernanceConfig(AppConfig):
 
     def ready(self):
         from alem import encryption
+        from governance import api_tokens  # noqa: F401  (revokes tokens on password change)
 
         encryption.install()

@@ -513,3 +513,57 @@ class Preference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.language}"
+
+
+# The name of a token whose holder gave none.
+DEFAULT_NAME = "API client"
+
+
+class ApiToken(models.Model):
+    """One API token, issued to one person for one device or client (``name``).
+
+    The token itself is shown once, when it is issued; the database keeps its SHA-256
+    ``digest`` (whoever reads the table cannot use what they read) and its first characters
+    (``prefix``), for the holder to recognise it. A token works until ``expires_at`` or until it
+    is revoked: by its holder (signing out, or from the list of their tokens), by a site
+    administrator, or by a change of the holder's password or the deactivation of their account.
+    Written by ``governance.api_tokens`` only.
+    """
+
+    class RevokedReason(models.TextChoices):
+        SIGNED_OUT = "signed_out", _("Signed out")
+        REVOKED_BY_USER = "revoked_by_user", _("Revoked by its holder")
+        PASSWORD_CHANGED = "password_changed", _("Password changed")
+        DEACTIVATED = "deactivated", _("Account deactivated")
+        REVOKED_BY_ADMIN = "revoked_by_admin", _("Revoked by a site administrator")
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(
+        max_length=100,
+        default=DEFAULT_NAME,
+        help_text=_("The device or purpose its holder named when asking for it."),
+    )
+    prefix = models.CharField(max_length=16, help_text=_("The token's first characters."))
+    digest = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revoked_reason = models.CharField(max_length=32, blank=True, choices=RevokedReason.choices)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+        constraints = [
+            check(Q(expires_at__gt=F("created_at")), what="expires_after_creation"),
+            check(
+                Q(revoked_at__isnull=True, revoked_reason="")
+                | Q(revoked_at__isnull=False) & ~Q(revoked_reason=""),
+                what="revoked_with_a_reason",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.name} ({self.prefix}…)"

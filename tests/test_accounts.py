@@ -14,11 +14,11 @@ from django.utils import timezone
 from django_otp import DEVICE_ID_SESSION_KEY
 from django_otp.oath import TOTP
 from django_otp.plugins.otp_totp.models import TOTPDevice
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from alem.middleware import SecondFactorEnrolmentMiddleware
-from governance.models import AuditEvent
+from governance.api_tokens import token_digest
+from governance.models import ApiToken, AuditEvent
 from governance.services import role_grant
 from portfolio.models import FundRole
 from tests.factories import FundFactory, UserFactory, otp_code, otp_device
@@ -318,6 +318,42 @@ def test_the_lockout_page_names_the_cool_off_from_settings(client, db, settings)
     assert "You can try again in 60 minutes" in response.content.decode()
 
 
+def test_the_lockout_page_says_both_counts_and_when_to_retry(client, db, settings):
+    settings.AXES_COOLOFF_TIME = 0.25
+    UserFactory(username="officer")
+
+    for _ in range(5):
+        response = sign_in(client, "officer", password="wrong")
+
+    page = response.content.decode()
+    assert response.status_code == 429
+    assert response["Retry-After"] == "900"
+    assert response["Content-Type"].startswith("text/html")
+    assert "for this username, from any address, or from your address" in page
+    assert "for this username from your address" not in page
+
+
+def test_a_locked_out_token_request_gets_the_apis_json_with_retry_after(db, settings):
+    settings.AXES_COOLOFF_TIME = 0.25
+    officer = UserFactory(username="officer")
+    otp_device(officer)
+    for _ in range(5):
+        request_token("officer", password="wrong", code="123456", ip=ADDRESSES[0])
+
+    response = request_token("officer", code=otp_code(officer), ip=OTHER_IP)
+
+    assert response.status_code == 429
+    assert response["Content-Type"] == "application/json"
+    assert response["Retry-After"] == "900"
+    assert response.json() == {
+        "code": "locked_out",
+        "detail": "Too many failed sign-ins for this username or from this address. Try again "
+        "in 15 minutes; every attempt before then starts the wait again.",
+        "retry_after": 900,
+    }
+    assert not ApiToken.objects.exists()
+
+
 # The API token endpoint checks the same form, so django-axes counts and refuses it the same way.
 
 
@@ -335,8 +371,9 @@ def test_guesses_at_one_account_through_the_token_endpoint_lock_that_account(cli
 
     assert answers == [400] * 4 + [429] * 4
     assert with_right_credentials.status_code == 429
-    assert LOCKED_OUT in with_right_credentials.content.decode()
-    assert not Token.objects.exists()
+    assert with_right_credentials.json()["code"] == "locked_out"
+    assert LOCKED_OUT in with_right_credentials.json()["detail"]
+    assert not ApiToken.objects.exists()
     # The sign-in page refuses the account too: one count for both ways in.
     assert sign_in(client, "officer", code=otp_code(officer), ip=OTHER_IP).status_code == 429
     assert signed_in_user_id(client) is None
@@ -345,7 +382,7 @@ def test_guesses_at_one_account_through_the_token_endpoint_lock_that_account(cli
     response = request_token("officer", code=otp_code(officer), ip=OTHER_IP)
 
     assert response.status_code == 200
-    assert response.json()["token"] == Token.objects.get(user=officer).key
+    assert ApiToken.objects.get(user=officer).digest == token_digest(response.json()["token"])
 
 
 def test_a_spray_through_the_token_endpoint_locks_that_address(db, settings):
@@ -362,16 +399,16 @@ def test_a_spray_through_the_token_endpoint_locks_that_address(db, settings):
 
     assert answers == [400] * 4 + [429] * 7
     assert from_that_address.status_code == 429
-    assert not Token.objects.exists()
+    assert not ApiToken.objects.exists()
     from_another_address = request_token("bystander", code=otp_code(bystander), ip=ADDRESSES[0])
     assert from_another_address.status_code == 200
 
     age_failures(minutes=15, seconds=1)
-    Token.objects.all().delete()
     response = request_token("bystander", code=otp_code(bystander), ip=OTHER_IP)
 
     assert response.status_code == 200
-    assert response.json()["token"] == Token.objects.get(user=bystander).key
+    assert ApiToken.objects.filter(user=bystander).count() == 2  # one per request, per device
+    assert ApiToken.objects.filter(digest=token_digest(response.json()["token"])).exists()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,8 @@ from django.utils.timesince import timesince
 from django.utils.translation import get_language_info
 
 from governance import services
-from governance.models import AuditEvent, PolicyStage, Proposal
+from governance.api_tokens import api_token_issue, api_tokens_revoke
+from governance.models import ApiToken, AuditEvent, PolicyStage, Proposal
 from governance.views.audit import payload_summary
 from governance.vocabulary import REFUSALS
 from tests.factories import otp_code
@@ -349,6 +350,7 @@ KEPT_WORDS = [
     "KZT",
     "UTC",
     "CSV",
+    "API",
 ]
 URL = re.compile(r"\b[a-z][a-z0-9+.-]*://\S+|\S+@\S+\.\w+")
 LATIN_WORD = re.compile(r"[A-Za-z]{3,}")
@@ -401,6 +403,10 @@ def world(alem):
     returned = alem.proposal(submit=True)
     alem.decide(returned, "risk", verdict="request_changes", comment="1234 5678")
     draft = alem.proposal()
+    # API tokens named in digits: one that works, one signed out.
+    api_token_issue(user=users["treasury"], name="1234")
+    ended, _value = api_token_issue(user=users["treasury"], name="5678")
+    api_tokens_revoke(tokens=ApiToken.objects.filter(pk=ended.pk), reason="signed_out")
     return {"in_review": in_review, "approved": approved, "returned": returned, "draft": draft}
 
 
@@ -491,6 +497,7 @@ def visits(alem, world) -> list[Visit]:
             verified=False,
         ),
         Visit("authenticator already enrolled", users["committee1"], reverse("otp-enrol")),
+        Visit("API tokens", users["treasury"], reverse("api-tokens")),
         Visit(
             "submitting a draft, then its page",
             users["manager"],
@@ -512,6 +519,7 @@ def data_values(alem, world) -> list[str]:
     stages = PolicyStage.objects.filter(policy__fund=alem.fund)
     values += list(stages.values_list("name", flat=True))
     values += ["Authenticator"]  # the name of the device tests.factories.otp_device enrols
+    values += list(ApiToken.objects.values_list("prefix", flat=True))  # random characters
     # The language switcher names each language in itself, on every page.
     values += [get_language_info(code)["name_local"] for code, _ in settings.LANGUAGES]
     for event in AuditEvent.objects.all():

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from governance import services
+from governance.api_tokens import api_token_issue
 from governance.audit import audit_verification_run
 from governance.models import (
     AdminChange,
@@ -99,6 +100,7 @@ def test_every_governance_changelist_and_object_page_opens_for_a_superuser(
         confirmed_by_device=otp_device(alem.users["treasury"]).persistent_id,
     )
     language_preference_set(user=alem.users["risk"], language="kk")
+    api_token_issue(user=alem.users["risk"], name="Laptop")
     audit_verification_run(requested_by=alem.users["auditor"])
     info = model._meta.app_label, model._meta.model_name
     obj = model._default_manager.order_by("pk").first()

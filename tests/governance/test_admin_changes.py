@@ -470,21 +470,23 @@ def test_non_superuser_staff_cannot_see_or_make_requests(alem, client):
 
 def test_no_page_of_the_back_office_or_the_api_shows_a_secret(alem, root, client):
     """Every admin list, every object's page and add page, and the API, as a site administrator:
-    no authenticator key (hex or base32) and no API token appears anywhere."""
+    no authenticator key (hex or base32) and no API token, nor its digest, appears anywhere."""
     import base64
 
     from django.contrib import admin
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
+
+    from governance.api_tokens import api_token_issue
 
     ministry = alem.users["ministry"]
     device = otp_device(ministry)
-    token = Token.objects.create(user=ministry)
+    token, token_value = api_token_issue(user=ministry, name="Ministry laptop")
     secrets = {
         device.key,
         device.key.upper(),
         base64.b32encode(device.bin_key).decode(),
-        token.key,
+        token_value,
+        token.digest,
     }
     web = signed_in(client, root)
     pages = []
@@ -497,6 +499,7 @@ def test_no_page_of_the_back_office_or_the_api_shows_a_secret(alem, root, client
     api = APIClient()
     api.force_authenticate(ministry)
     api_pages = ["/api/v1/funds/", "/api/v1/proposals/", "/api/v1/auth/token/", "/api/schema/"]
+    api_pages += ["/api/v1/auth/tokens/"]
 
     responses = [web.get(page) for page in pages] + [api.get(page) for page in api_pages]
     bodies = [response.content.decode() for response in responses]

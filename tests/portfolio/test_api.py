@@ -5,10 +5,11 @@ import io
 import pytest
 from axes.models import AccessAttempt
 from django.core.management import call_command
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from governance import services
+from governance.api_tokens import token_digest
+from governance.models import ApiToken
 from tests.factories import AssetFactory, FundBuilder, UserFactory, otp_code, otp_device
 
 FUNDS = "/api/v1/funds/"
@@ -175,7 +176,7 @@ def test_token_round_trip_with_the_password_and_a_current_code(alem):
 
     assert response.status_code == 200
     token = response.json()["token"]
-    assert token == Token.objects.get(user=manager).key
+    assert ApiToken.objects.get(user=manager).digest == token_digest(token)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
     funds = client.get(FUNDS)
@@ -190,7 +191,7 @@ def test_the_password_alone_gets_no_token(alem):
 
     assert response.status_code == 400
     assert "token" not in response.json()
-    assert Token.objects.count() == 0
+    assert ApiToken.objects.count() == 0
 
 
 def test_a_wrong_code_gets_no_token_and_counts_as_a_failed_sign_in(alem):
@@ -202,7 +203,7 @@ def test_a_wrong_code_gets_no_token_and_counts_as_a_failed_sign_in(alem):
     assert response.json()["non_field_errors"] == [
         "The username, password or code is wrong. Check them and try again."
     ]
-    assert Token.objects.count() == 0
+    assert ApiToken.objects.count() == 0
     assert AccessAttempt.objects.get(username="manager").failures_since_start == 1
 
 
@@ -211,7 +212,7 @@ def test_a_user_without_an_authenticator_gets_no_token(alem):
 
     assert response.status_code == 400
     assert "set up an authenticator" in response.json()["otp_token"][0]
-    assert Token.objects.count() == 0
+    assert ApiToken.objects.count() == 0
 
 
 def test_token_request_with_a_wrong_password_gets_400_and_no_token(alem):
@@ -221,7 +222,7 @@ def test_token_request_with_a_wrong_password_gets_400_and_no_token(alem):
 
     assert response.status_code == 400
     assert "token" not in response.json()
-    assert Token.objects.count() == 0
+    assert ApiToken.objects.count() == 0
 
 
 def test_session_authentication_still_works(alem):
