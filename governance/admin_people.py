@@ -26,7 +26,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance import services
 from governance.api_tokens import api_tokens_revoke
-from governance.exceptions import GovernanceError, NotPermitted
+from governance.exceptions import GovernanceError
 from governance.forms import AdminChangeConfirmForm, AdminChangeRequestForm
 from governance.models import AdminChange, ApiToken
 from portfolio.admin_mixins import ExtraPagesMixin, ReadOnlyAdminMixin
@@ -137,8 +137,6 @@ class AdminChangeAdmin(ExtraPagesMixin, admin.ModelAdmin):
                         text = _("Confirmed: the change is %(state)s.") % {
                             "state": change.get_state_display().lower()
                         }
-                except NotPermitted as exc:
-                    form.add_error(None, _error_text(exc))
                 except GovernanceError as exc:
                     form.add_error(None, _error_text(exc))
                 else:
