@@ -16,6 +16,7 @@ from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -24,7 +25,7 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from governance import services
+from governance import events, services
 from governance.api_tokens import api_tokens_revoke
 from governance.exceptions import GovernanceError
 from governance.forms import AdminChangeConfirmForm, AdminChangeRequestForm
@@ -179,6 +180,19 @@ class UserAdmin(DjangoUserAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False
+
+    def user_change_password(self, request, id, form_url=""):
+        """Django's password form, audited (``user.password_set``) in the same transaction when
+        it set someone's password. The account still needs its owner's authenticator, and the
+        new password revokes the person's API tokens (``governance.api_tokens``)."""
+        stored = User.objects.filter(pk=unquote(id)).values_list("password", flat=True)
+        with transaction.atomic():
+            before = stored.first()
+            response = super().user_change_password(request, id, form_url)
+            if before is not None and stored.first() != before:
+                target = User.objects.get(pk=unquote(id))
+                events.user_password_set_event(actor=request.user, user=target)
+        return response
 
     def _each(self, request, queryset, service, done):
         for user in queryset.order_by("username"):

@@ -339,6 +339,10 @@ def user_deactivated_event(*, actor, user, voided: list[int]) -> AuditEvent:
     return _write(Action.USER_DEACTIVATED, actor=actor, **_person(user), voided_decisions=voided)
 
 
+def user_password_set_event(*, actor, user) -> AuditEvent:
+    return _write(Action.USER_PASSWORD_SET, actor=actor, **_person(user))
+
+
 def user_reactivated_event(*, actor, user, admin_change) -> AuditEvent:
     reactivated = {**_person(user), "admin_change": admin_change.pk}
     return _write(Action.USER_REACTIVATED, actor=actor, **reactivated)

@@ -45,6 +45,7 @@ class AuditAction(models.TextChoices):
     USER_ACCESS_CHANGED = "user.access_changed", _("Back-office access changed")
     USER_DEACTIVATED = "user.deactivated", _("Account deactivated")
     USER_REACTIVATED = "user.reactivated", _("Account reactivated")
+    USER_PASSWORD_SET = "user.password_set", _("Password set by an administrator")
     DECISION_VOIDED = "decision.voided", _("Approval voided")
     PROPOSAL_STAGE_REOPENED = "proposal.stage_reopened", _("Stage reopened")
     ROWS_BASELINED = "audit.rows_baselined", _("Records taken into the chain")

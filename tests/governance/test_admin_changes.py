@@ -637,3 +637,31 @@ def test_the_admin_user_page_cannot_reactivate_an_account(alem, root, client):
 
     risk.refresh_from_db()
     assert not risk.is_active
+
+
+def test_an_administrator_setting_someones_password_is_audited(alem, root, client):
+    ministry = alem.users["ministry"]
+    web = signed_in(client, root)
+    mark = last_sequence()
+    mismatched = web.post(
+        admin_url("auth_user_password_change", ministry.pk),
+        {"password1": "a-new-Passw0rd-2026", "password2": "another", "usable_password": "true"},
+    )
+    assert (mismatched.status_code, actions_after(mark)) == (200, [])
+
+    response = web.post(
+        admin_url("auth_user_password_change", ministry.pk),
+        {
+            "password1": "a-new-Passw0rd-2026",
+            "password2": "a-new-Passw0rd-2026",
+            "usable_password": "true",
+        },
+    )
+
+    assert response.status_code == 302
+    event = AuditEvent.objects.order_by("-sequence").first()
+    assert (event.action, event.actor, event.payload["user"]) == (
+        "user.password_set",
+        root,
+        "ministry",
+    )
