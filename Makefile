@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate seed test lint format messages bench clean audit
+.PHONY: install run migrate seed test lint format messages bench clean audit collectstatic
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ run: seed
 	DEBUG=$${DEBUG:-1} $(BIN)/celery -A alem worker --beat --loglevel=info --concurrency=2 \
 		--scheduler django_celery_beat.schedulers:DatabaseScheduler & \
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000
+
+# Hashed, compressed static files for DEBUG off, written to STATIC_ROOT (staticfiles/) for
+# whitenoise to serve; needs the production environment ("Deploying" in README.md). `make run`
+# (DEBUG on) serves alem/static as it is and needs none of it.
+collectstatic: install
+	$(BIN)/python manage.py collectstatic --no-input
 
 # One pytest worker per core (pytest-xdist); each worker has its own test database.
 PYTEST_ARGS ?= -n auto

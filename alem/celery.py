@@ -9,7 +9,9 @@ code.
 import os
 from pathlib import Path
 
-from celery import Celery
+from celery import Celery, signals
+
+from alem import observability
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "alem.settings")
 
@@ -27,3 +29,15 @@ def create_filesystem_broker_folders(sender, **kwargs):
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):
         if options.get(key):
             Path(options[key]).mkdir(parents=True, exist_ok=True)
+
+
+# The request id travels from the web request into the tasks it queues (alem.observability).
+signals.before_task_publish.connect(observability.task_publish_add_request_id, weak=False)
+signals.task_prerun.connect(observability.task_prerun_set_request_id, weak=False)
+signals.task_postrun.connect(observability.task_postrun_reset_request_id, weak=False)
+
+
+@signals.setup_logging.connect(weak=False)
+def keep_django_logging(**kwargs):
+    """The worker logs as the web app does (settings.LOGGING: JSON lines with request ids),
+    instead of Celery replacing the root logger's handlers with its own format."""

@@ -34,7 +34,13 @@ class SecondFactorEnrolmentMiddleware:
     # Pages reachable without an authenticator, by URL name (the enrolment page and the way in
     # and out) and by path (the language switch, static files, the API and the back office).
     EXEMPT_URL_NAMES = frozenset({"otp-enrol", "login", "logout"})
-    EXEMPT_PREFIXES = ("/i18n/", "/" + settings.STATIC_URL.lstrip("/"), "/api/", "/admin/")
+    EXEMPT_PREFIXES = (
+        "/i18n/",
+        "/" + settings.STATIC_URL.lstrip("/"),
+        "/api/",
+        "/admin/",
+        "/health/",
+    )
 
     def __init__(self, get_response):
         self.get_response = get_response

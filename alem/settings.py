@@ -1,7 +1,8 @@
 """Settings for Alem, read from the environment.
 
 Development defaults are safe to run on a laptop (SQLite and Celery's filesystem broker under
-``var/``). With ``DEBUG`` off the project refuses to start on an insecure configuration.
+``var/``). With ``DEBUG`` off the project refuses to start on an insecure or incomplete
+configuration, naming every variable it misses (the Security section).
 """
 
 import os
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+
+from alem.observability import logging_config, sentry_init
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("ALEM_VAR_DIR", BASE_DIR / "var"))
@@ -42,17 +45,71 @@ DEBUG = env_bool("DEBUG", default=False)
 SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG else [])
 
+# FOR THE TEST SUITE ONLY, never for a deployment: tests/settings.py sets it so that the tests,
+# which run with DEBUG off, may still use the embedded services when CI's first pass gives no
+# DATABASE_URL or REDIS_URL (SQLite and the filesystem broker under var/, e-mails kept in memory
+# by Django's test runner). It relaxes nothing else: the keys and ALLOWED_HOSTS stay required.
+TESTS_ONLY_EMBEDDED_SERVICES = env_bool("ALEM_TESTS_ONLY_EMBEDDED_SERVICES", default=False)
+
+# E-mail backends that deliver nothing: refused with DEBUG off, where a decider's notification
+# must reach them (the e-mail section below picks the backend).
+MAIL_DISCARDING_BACKENDS = {
+    "django.core.mail.backends.console.EmailBackend",
+    "django.core.mail.backends.locmem.EmailBackend",
+    "django.core.mail.backends.dummy.EmailBackend",
+}
+
 if not DEBUG:
+    # Production fails closed: every missing or unusable variable is named in one error, so an
+    # operator fixes the environment once instead of once per variable, and nothing falls back
+    # to SQLite, the folder broker or the console e-mail backend.
+    refused: dict[str, str] = {}
     if SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32:
+        refused["SECRET_KEY"] = (
+            "a random value of at least 32 characters (the development key is refused)"
+        )
+    if not ALLOWED_HOSTS:
+        refused["ALLOWED_HOSTS"] = "the host names the site answers to, comma-separated"
+    if not TESTS_ONLY_EMBEDDED_SERVICES:
+        if not os.environ.get("DATABASE_URL"):
+            refused["DATABASE_URL"] = (
+                "the PostgreSQL server, postgres://USER:PASSWORD@HOST:PORT/NAME"
+            )
+        if not os.environ.get("REDIS_URL"):
+            refused["REDIS_URL"] = "the Celery broker, redis://HOST:6379/0"
+        if os.environ.get("EMAIL_BACKEND") in MAIL_DISCARDING_BACKENDS:
+            refused["EMAIL_BACKEND"] = (
+                "a backend that delivers (SMTP or file), not one that discards"
+            )
+        elif not os.environ.get("EMAIL_HOST") and not os.environ.get("EMAIL_BACKEND"):
+            refused["EMAIL_HOST"] = (
+                "the SMTP server notifications go out through (or an explicit EMAIL_BACKEND, "
+                "e.g. django.core.mail.backends.filebased.EmailBackend with EMAIL_FILE_PATH)"
+            )
+    if not os.environ.get("ALEM_SECRETS_KEY"):
+        refused["ALEM_SECRETS_KEY"] = (
+            "the key that encrypts authenticator secrets, 32 random bytes in URL-safe base64"
+        )
+    if len(os.environ.get("ALEM_AUDIT_KEY", "")) < 32:
+        refused["ALEM_AUDIT_KEY"] = (
+            "the key of the audit chain's HMAC, at least 32 characters, never changed once used"
+        )
+    if refused:
         raise ImproperlyConfigured(
-            "Refusing to start with DEBUG off on the development SECRET_KEY: set SECRET_KEY to a "
-            "random value of at least 32 characters, or set DEBUG=1 for local development."
+            f"Refusing to start with DEBUG off without {', '.join(refused)}:\n"
+            + "".join(f"  - {name}: {need}\n" for name, need in refused.items())
+            + 'Set them in the environment (README.md, "Production settings"), or set DEBUG=1 '
+            "for local development."
         )
     # HTTPS only: plain HTTP is redirected, browsers are told to use nothing but HTTPS for a
     # year (HSTS, subdomains included) and cookies never travel over plain HTTP. SECURE_COOKIES=0
     # turns all of it off to serve over plain HTTP, as the tests do (tests/settings.py).
+    # HSTS preload stays off (check --deploy's security.W021): a preload list entry is all but
+    # irreversible and binds every subdomain of the ministry's domain, a choice for its owner.
     https_only = env_bool("SECURE_COOKIES", default=True)
     SECURE_SSL_REDIRECT = https_only
+    # A load balancer probes the health endpoints over plain HTTP inside the network.
+    SECURE_REDIRECT_EXEMPT = [r"^health/(live|ready)$"]
     hsts_seconds = int(os.environ.get("SECURE_HSTS_SECONDS", "31536000"))
     SECURE_HSTS_SECONDS = hsts_seconds if https_only else 0
     SECURE_HSTS_INCLUDE_SUBDOMAINS = https_only
@@ -64,6 +121,21 @@ if not DEBUG:
 # HTTP and be redirected forever. Set it only if the proxy always overwrites that header.
 if proxy_ssl_header := os.environ.get("SECURE_PROXY_SSL_HEADER"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + proxy_ssl_header.upper().replace("-", "_"), "https")
+# Origins (scheme and host, e.g. https://alem.example) whose forms and API calls the CSRF check
+# accepts besides the request's own host: needed when the proxy does not pass the Host on.
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+# How many reverse proxies stand in front of the web process, each appending the address it saw
+# to X-Forwarded-For. 0: the header is ignored and the connection's address is the client's.
+# The lockout and the API throttles count the address alem.client_address derives from it.
+try:
+    ALEM_TRUSTED_PROXIES = int(os.environ.get("ALEM_TRUSTED_PROXIES") or "0")
+except ValueError:
+    ALEM_TRUSTED_PROXIES = -1
+if ALEM_TRUSTED_PROXIES < 0:
+    raise ImproperlyConfigured(
+        "ALEM_TRUSTED_PROXIES must be the number of reverse proxies in front of Alem (0 or more), "
+        f"got {os.environ.get('ALEM_TRUSTED_PROXIES')!r}."
+    )
 
 SESSION_COOKIE_HTTPONLY = True
 X_FRAME_OPTIONS = "DENY"
@@ -93,7 +165,10 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "alem.observability.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web process itself, hashed names cached for a year (whitenoise).
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -134,6 +209,8 @@ TEMPLATES = [
 # Database
 # ---------------------------------------------------------------------------------------------
 
+# Without DATABASE_URL, SQLite under var/: in development, and in the tests' first pass only
+# (with DEBUG off the Security section refuses to start without DATABASE_URL).
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'alem.sqlite3'}",
@@ -180,23 +257,15 @@ OTP_TOTP_TOLERANCE = 1
 # Authenticator secrets are stored encrypted (AES-GCM, ``alem.encryption``) under this key, which
 # never enters the database: 32 random bytes in URL-safe base64, e.g. from
 #   python -c "import base64, os; print(base64.urlsafe_b64encode(os.urandom(32)).decode())"
-# Development derives one from SECRET_KEY; with DEBUG off it must be given.
+# Development derives one from SECRET_KEY; with DEBUG off it must be given (the Security section
+# refuses to start without it).
 ALEM_SECRETS_KEY = os.environ.get("ALEM_SECRETS_KEY", "")
-if not DEBUG and not ALEM_SECRETS_KEY:
-    raise ImproperlyConfigured(
-        "Refusing to start with DEBUG off without ALEM_SECRETS_KEY, the key that encrypts "
-        "authenticator secrets: set it to 32 random bytes in URL-safe base64."
-    )
 # The audit chain is keyed: each event's hash is an HMAC under this key, which never enters the
 # database, so whoever can only write the database cannot recompute the chain after an edit.
 # At least 32 characters; development derives one from SECRET_KEY; with DEBUG off it must be
-# given. Changing it makes every existing event fail verification: keep it for the chain's life.
+# given (the Security section refuses to start without it). Changing it makes every existing
+# event fail verification: keep it for the chain's life.
 ALEM_AUDIT_KEY = os.environ.get("ALEM_AUDIT_KEY", "")
-if not DEBUG and len(ALEM_AUDIT_KEY) < 32:
-    raise ImproperlyConfigured(
-        "Refusing to start with DEBUG off without ALEM_AUDIT_KEY (at least 32 characters), the "
-        "key of the audit chain's HMAC."
-    )
 
 # Four eyes on the back office: a newly granted deciding role becomes usable only this many
 # hours after a second site administrator confirmed it (governance.services.admin_changes).
@@ -211,9 +280,11 @@ ALEM_ROLE_COOLING_OFF_HOURS = float(os.environ.get("ALEM_ROLE_COOLING_OFF_HOURS"
 # than loosen it. Anyone who knows a username can lock its official out (docs/rules.md), so the
 # cool-off is short, and `manage.py axes_reset_username NAME` / `axes_reset_ip ADDRESS` lift a
 # lockout at once. A success does not clear the counts: it would clear its address's count too,
-# so the holder of any one valid account could keep guessing at the others. The address is
-# REMOTE_ADDR: behind a reverse proxy that is the proxy's, and the address lockout would lock
-# out everyone, so a proxied deployment must first pass the client's address on.
+# so the holder of any one valid account could keep guessing at the others. The address is the
+# client's as alem.client_address derives it: REMOTE_ADDR, or behind ALEM_TRUSTED_PROXIES
+# proxies the entry the outermost of them appended to X-Forwarded-For, never one the client
+# wrote (with the proxies miscounted as 0, every client would share the proxy's address).
+AXES_CLIENT_IP_CALLABLE = "alem.client_address.client_address"
 AXES_FAILURE_LIMIT = int(os.environ.get("AXES_FAILURE_LIMIT", "5"))
 AXES_COOLOFF_TIME = float(os.environ.get("AXES_COOLOFF_HOURS", "0.25"))
 AXES_LOCKOUT_PARAMETERS = [["username"], ["ip_address"]]
@@ -239,9 +310,27 @@ LANGUAGE_COOKIE_SAMESITE = "Lax"
 # Kazakh date and number formats (Django ships none): alem/formats/kk/formats.py.
 FORMAT_MODULE_PATH = ["alem.formats"]
 
+# ---------------------------------------------------------------------------------------------
+# Static files: served by gunicorn through whitenoise, so the web tier needs no shared disk.
+# With DEBUG off, `manage.py collectstatic` writes hashed, compressed copies (gzip, and Brotli
+# where the brotli package is installed) and a manifest into STATIC_ROOT, and {% static %} names
+# the hashed file, cacheable forever; a missing file is then an error at render time. With DEBUG
+# on the plain storage serves alem/static directly, so `make run` needs no collectstatic.
+# ---------------------------------------------------------------------------------------------
+
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 STATICFILES_DIRS = [BASE_DIR / "alem" / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "django.contrib.staticfiles.storage.StaticFilesStorage"
+            if DEBUG
+            else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        )
+    },
+}
 
 # ---------------------------------------------------------------------------------------------
 # Content-Security-Policy (django-csp 4): scripts, styles and everything else from this origin
@@ -264,18 +353,24 @@ CONTENT_SECURITY_POLICY = {
 }
 
 # ---------------------------------------------------------------------------------------------
-# Email: notifications to deciders. The console by default; SMTP when EMAIL_HOST is set.
+# Email: notifications to deciders. SMTP when EMAIL_HOST is set; EMAIL_BACKEND chooses another
+# backend explicitly (e.g. django.core.mail.backends.filebased.EmailBackend, one file per e-mail
+# under EMAIL_FILE_PATH). Neither: printed to the console, in development only (with DEBUG off
+# the Security section refuses to start on a backend that delivers nothing).
 # ---------------------------------------------------------------------------------------------
 
 EMAIL_HOST = os.environ.get("EMAIL_HOST", "")
-if EMAIL_HOST:
-    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))
-    EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
-    EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
-    EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=True)
-else:
-    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+EMAIL_BACKEND = os.environ.get("EMAIL_BACKEND") or (
+    "django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend"
+)
+EMAIL_HOST = EMAIL_HOST or "localhost"
+EMAIL_PORT = int(os.environ.get("EMAIL_PORT", "587"))
+EMAIL_HOST_USER = os.environ.get("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = os.environ.get("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=True)
+EMAIL_FILE_PATH = os.environ.get("EMAIL_FILE_PATH", str(VAR_DIR / "sent-mail"))
 DEFAULT_FROM_EMAIL = os.environ.get("DEFAULT_FROM_EMAIL", "Alem <no-reply@alem.example>")
 # The address links in emails point at.
 ALEM_SITE_URL = os.environ.get("ALEM_SITE_URL", "http://127.0.0.1:8000").rstrip("/")
@@ -297,6 +392,10 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "alem.api.exception_handler",
     "COERCE_DECIMAL_TO_STRING": True,
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    # A throttle keys anonymous callers by the address behind this many trusted proxies (the
+    # same count alem.client_address uses); DRF's default (None) would trust the whole
+    # X-Forwarded-For header, which any client can write.
+    "NUM_PROXIES": ALEM_TRUSTED_PROXIES,
 }
 
 # API tokens (governance.api_tokens): one per device, stored as a SHA-256 digest, revoked by
@@ -335,8 +434,9 @@ if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_VISIBILITY_TIMEOUT}
 else:
-    # One folder serves as both ends of the queue, so a worker and a web server on the same
-    # machine talk through it. ``alem.celery`` creates the folders.
+    # In development and the tests' first pass only (with DEBUG off the Security section refuses
+    # to start without REDIS_URL). One folder serves as both ends of the queue, so a worker and
+    # a web server on the same machine talk through it. ``alem.celery`` creates the folders.
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_BROKER_DIR / "queue"),
@@ -428,9 +528,33 @@ ALEM_QUEUE_POLL_SECONDS = int(os.environ.get("ALEM_QUEUE_POLL_SECONDS", "30"))
 # A pre-trade check warns when a value reaches this share of its mandate limit.
 ALEM_COMPLIANCE_WARN_AT = "0.90"
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
-}
+# ---------------------------------------------------------------------------------------------
+# Logs and health (alem.observability, alem.health)
+# ---------------------------------------------------------------------------------------------
+
+# Everything to stdout, one line per record with the request id: JSON lines (time in UTC,
+# level, logger, message, request_id, exception) by default with DEBUG off, text with it on.
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text" if DEBUG else "json").lower()
+LOGGING = logging_config(log_format=LOG_FORMAT, level=os.environ.get("LOG_LEVEL", "INFO"))
+
+# /health/ready warns when no latest-price fetch succeeded for this long (by default when the
+# prices the pages show would be marked stale), and when the audit chain's latest verification
+# is older than this (it runs hourly: two runs missed).
+ALEM_HEALTH_PRICE_MAX_AGE_SECONDS = int(
+    os.environ.get("ALEM_HEALTH_PRICE_MAX_AGE_SECONDS", str(ALEM_PRICE_STALE_AFTER_SECONDS))
+)
+ALEM_HEALTH_AUDIT_MAX_AGE_SECONDS = int(
+    os.environ.get("ALEM_HEALTH_AUDIT_MAX_AGE_SECONDS", str(2 * 3600 + 600))
+)
+
+# ---------------------------------------------------------------------------------------------
+# Sentry: errors of the web app and the worker, only when SENTRY_DSN is set; nothing personal.
+# ---------------------------------------------------------------------------------------------
+
+SENTRY_DSN = os.environ.get("SENTRY_DSN", "")
+if SENTRY_DSN:
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=os.environ.get("SENTRY_ENVIRONMENT", "development" if DEBUG else "production"),
+        release=os.environ.get("SENTRY_RELEASE"),
+    )

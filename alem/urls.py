@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django_otp.admin import OTPAdminSite
 
-from alem import views
+from alem import health, views
 
 # The back office asks for a verified second factor as well as staff status.
 admin.site.__class__ = OTPAdminSite
@@ -10,6 +10,9 @@ admin.site.__class__ = OTPAdminSite
 admin.site.login = views.admin_login
 
 urlpatterns = [
+    # For load balancers: no session, no sign-in, no trailing slash (alem.health).
+    path("health/live", health.live, name="health-live"),
+    path("health/ready", health.ready, name="health-ready"),
     path("accounts/login/", views.login, name="login"),
     path("accounts/logout/", views.logout, name="logout"),
     path("accounts/two-factor/", views.otp_enrol, name="otp-enrol"),

@@ -14,8 +14,24 @@ os.environ.setdefault("SECURE_COOKIES", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("ALEM_AUDIT_KEY", "tests-only-audit-key-0123456789abcdef0123456789")
 os.environ.setdefault("ALEM_SECRETS_KEY", "dGVzdHMtb25seS1zZWNyZXRzLWtleS0wMTIzNDU2Nzg=")
+# With DEBUG off the settings require DATABASE_URL, REDIS_URL and an e-mail server. CI's first
+# pass and a laptop give neither database nor broker: this switch, read by alem.settings and
+# meant for the test suite alone, lets them run on SQLite and the filesystem broker under var/
+# (Django's test runner keeps e-mails in memory). Processes the tests start inherit it; CI's
+# DATABASE_URL and REDIS_URL still win where set.
+os.environ["ALEM_TESTS_ONLY_EMBEDDED_SERVICES"] = "1"
 
 from alem.settings import *  # noqa: F403
 
 # The fund builders create a dozen users per fund; the production hasher would dominate.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Tests run with DEBUG off, where the settings pick whitenoise's manifest storage; that storage
+# needs `collectstatic` to have run and fails every {% static %} otherwise. The plain storage
+# names the files as they are (tests/test_deployment_files.py covers the manifest storage). For
+# the same reason STATIC_ROOT does not exist here: whitenoise looks a static file up when asked
+# instead of indexing (and warning about) that folder each time a test client starts.
+STORAGES = {
+    **STORAGES,  # noqa: F405
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+WHITENOISE_AUTOREFRESH = True

@@ -411,6 +411,82 @@ def test_a_spray_through_the_token_endpoint_locks_that_address(db, settings):
     assert ApiToken.objects.filter(digest=token_digest(response.json()["token"])).exists()
 
 
+# The address counted is the client's behind ALEM_TRUSTED_PROXIES proxies (alem.client_address),
+# never one the client wrote into X-Forwarded-For.
+PROXY_IP = "192.0.2.10"
+
+
+def sign_in_through(client, username, forwarded_for, password=PASSWORD, code="", ip=PROXY_IP):
+    data = {"username": username, "password": password, "otp_token": code}
+    return client.post(reverse("login"), data, REMOTE_ADDR=ip, HTTP_X_FORWARDED_FOR=forwarded_for)
+
+
+def counted_addresses() -> set[str]:
+    return set(AccessAttempt.objects.values_list("ip_address", flat=True))
+
+
+def test_without_trusted_proxies_a_forged_forwarded_for_changes_nothing(client, db, settings):
+    settings.ALEM_TRUSTED_PROXIES = 0
+    sprayed = [UserFactory(username=f"official{n}") for n in range(5)]
+    bystander = UserFactory(username="bystander")
+
+    # Five guesses from one address, each claiming another in X-Forwarded-For.
+    answers = [
+        sign_in_through(
+            Client(), user.username, f"10.0.0.{n}", password="wrong", ip=OTHER_IP
+        ).status_code
+        for n, user in enumerate(sprayed, start=1)
+    ]
+    forged_again = sign_in_through(client, "bystander", ADDRESSES[0], ip=OTHER_IP)
+
+    assert answers == [200] * 4 + [429]
+    assert counted_addresses() == {OTHER_IP}
+    assert forged_again.status_code == 429
+    assert signed_in_user_id(client) is None
+    assert sign_in(Client(), "bystander", ip=ADDRESSES[0]).status_code == 302
+    assert bystander.is_active
+
+
+def test_behind_one_trusted_proxy_each_client_address_counts_on_its_own(client, db, settings):
+    settings.ALEM_TRUSTED_PROXIES = 1
+    UserFactory(username="officer")
+
+    # Four failures through the proxy from one client, one from another client.
+    for _ in range(4):
+        sign_in_through(Client(), "official-a", ADDRESSES[0], password="wrong")
+    sign_in_through(Client(), "official-b", ADDRESSES[1], password="wrong")
+
+    assert counted_addresses() == {ADDRESSES[0], ADDRESSES[1]}
+    assert failures("official-a", ip=ADDRESSES[0]) == 4
+    assert failures("official-b", ip=ADDRESSES[1]) == 1
+    # Neither address reached five, and the proxy's own address counts for nothing.
+    assert sign_in_through(client, "officer", ADDRESSES[1]).status_code == 302
+    assert signed_in_user_id(client) is not None
+
+
+def test_behind_one_trusted_proxy_fake_leading_entries_cannot_move_the_count(client, db, settings):
+    settings.ALEM_TRUSTED_PROXIES = 1
+    sprayed = [UserFactory(username=f"official{n}") for n in range(5)]
+    bystander = UserFactory(username="bystander")
+
+    # The client writes a new fake address in front each time; the proxy appends the real one.
+    answers = [
+        sign_in_through(
+            Client(), user.username, f"10.0.0.{n}, {OTHER_IP}", password="wrong"
+        ).status_code
+        for n, user in enumerate(sprayed, start=1)
+    ]
+    from_that_client = sign_in_through(client, "bystander", f"{ADDRESSES[0]}, {OTHER_IP}")
+
+    assert answers == [200] * 4 + [429]
+    assert counted_addresses() == {OTHER_IP}
+    assert from_that_client.status_code == 429
+    assert signed_in_user_id(client) is None
+    # Another client through the same proxy is not locked out.
+    assert sign_in_through(Client(), "bystander", ADDRESSES[1]).status_code == 302
+    assert bystander.is_active
+
+
 # ---------------------------------------------------------------------------------------------
 # Sign-out
 # ---------------------------------------------------------------------------------------------

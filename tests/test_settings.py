@@ -5,6 +5,7 @@ Each case runs a fresh interpreter, because settings are read once at import.
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,14 +29,41 @@ SETTINGS_VARIABLES = (
     "SECURE_PROXY_SSL_HEADER",
     "ALEM_SECRETS_KEY",
     "ALEM_AUDIT_KEY",
+    "EMAIL_HOST",
+    "EMAIL_BACKEND",
+    "EMAIL_FILE_PATH",
+    "CSRF_TRUSTED_ORIGINS",
+    "ALEM_TRUSTED_PROXIES",
+    "ALEM_TESTS_ONLY_EMBEDDED_SERVICES",
 )
-# A production environment: DEBUG off, a real key, one host name.
+# A production environment: DEBUG off, a real key, one host name, PostgreSQL, Redis and an SMTP
+# server (named only: nothing here connects to them).
 PRODUCTION = {
     "DEBUG": "0",
     "SECRET_KEY": LONG_KEY,
     "ALLOWED_HOSTS": "alem.example",
+    "DATABASE_URL": "postgres://alem:s3cret@127.0.0.1:1/alem",
+    "REDIS_URL": "redis://127.0.0.1:1/0",
+    "EMAIL_HOST": "smtp.alem.example",
     "ALEM_SECRETS_KEY": "c2VjcmV0cy1rZXktZm9yLXNldHRpbmdzLXRlc3RzLTA=",
     "ALEM_AUDIT_KEY": "audit-key-for-settings-tests-0123456789",
+}
+# Every variable production cannot start without, in the order the refusal names them.
+REQUIRED = [
+    "SECRET_KEY",
+    "ALLOWED_HOSTS",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "EMAIL_HOST",
+    "ALEM_SECRETS_KEY",
+    "ALEM_AUDIT_KEY",
+]
+# The production environment README.md documents behind its TLS proxy (one nginx).
+DOCUMENTED_PRODUCTION = {
+    **PRODUCTION,
+    "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
+    "CSRF_TRUSTED_ORIGINS": "https://alem.example",
+    "ALEM_TRUSTED_PROXIES": "1",
 }
 
 SHOW_SETTINGS = """
@@ -64,6 +92,13 @@ ASK_OVER_HTTP_AND_HTTPS = """
 import json, django
 django.setup()
 from django.test import Client
+from django.test.utils import override_settings
+
+# The page's {% static %} names, without the collectstatic manifest production serves from.
+override_settings(STORAGES={
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}).enable()
 
 def answer(response):
     return {
@@ -102,6 +137,12 @@ def show_settings(tmp_path: Path, script: str = SHOW_SETTINGS, **variables: str)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def refused(result: subprocess.CompletedProcess) -> list[str]:
+    """The variables a refusal to start names, in its order; [] when it named none."""
+    found = re.search(r"Refusing to start with DEBUG off without (.+):\n", result.stderr)
+    return found.group(1).split(", ") if found else []
+
+
 @pytest.mark.parametrize(
     "variables",
     [
@@ -117,7 +158,8 @@ def test_production_mode_refuses_to_start_without_a_real_secret_key(tmp_path, va
 
     assert result.returncode != 0
     assert "ImproperlyConfigured" in result.stderr
-    assert "Refusing to start with DEBUG off on the development SECRET_KEY" in result.stderr
+    assert "SECRET_KEY" in refused(result)
+    assert "  - SECRET_KEY: a random value of at least 32 characters" in result.stderr
 
 
 def run_bare(command: list[str], **variables: str) -> subprocess.CompletedProcess:
@@ -151,7 +193,7 @@ def test_every_command_names_the_refused_configuration_in_a_bare_environment(com
 
     assert result.returncode != 0
     assert "AppRegistryNotReady" not in result.stderr
-    assert "Refusing to start with DEBUG off on the development SECRET_KEY" in result.stderr
+    assert refused(result) == REQUIRED
 
 
 def test_the_migration_check_runs_in_a_bare_environment(tmp_path):
@@ -168,7 +210,7 @@ def test_the_migration_check_still_refuses_an_explicit_debug_off_without_a_key(t
     )
 
     assert result.returncode != 0
-    assert "Refusing to start with DEBUG off on the development SECRET_KEY" in result.stderr
+    assert "SECRET_KEY" in refused(result)
 
 
 def test_production_mode_starts_with_a_long_secret_key(tmp_path):
@@ -274,6 +316,15 @@ def test_the_deployment_check_finds_no_https_warning_in_production(tmp_path, war
     assert f"security.{warning}" not in result.stdout + result.stderr
 
 
+def test_the_deployment_check_is_clean_in_the_documented_production_environment(tmp_path):
+    result = run(["manage.py", "check", "--deploy"], tmp_path, **DOCUMENTED_PRODUCTION)
+
+    assert result.returncode == 0, result.stderr
+    # The one warning left is HSTS preload, off on purpose (alem/settings.py, Security).
+    assert re.findall(r"\(([\w.]+)\)", result.stderr + result.stdout) == ["security.W021"]
+    assert "System check identified 1 issue (0 silenced)." in result.stdout + result.stderr
+
+
 def test_development_serves_plain_http(tmp_path):
     values = show_settings(tmp_path, DEBUG="1")
 
@@ -300,7 +351,8 @@ def test_production_mode_refuses_to_start_without_the_secrets_key(tmp_path):
     result = run(["manage.py", "check"], tmp_path, **variables)
 
     assert result.returncode != 0
-    assert "without ALEM_SECRETS_KEY" in result.stderr
+    assert "without ALEM_SECRETS_KEY:" in result.stderr
+    assert "the key that encrypts authenticator secrets" in result.stderr
 
 
 def test_production_mode_refuses_to_start_without_the_audit_key(tmp_path):
@@ -309,4 +361,161 @@ def test_production_mode_refuses_to_start_without_the_audit_key(tmp_path):
     result = run(["manage.py", "check"], tmp_path, **variables)
 
     assert result.returncode != 0
-    assert "without ALEM_AUDIT_KEY" in result.stderr
+    assert "without ALEM_AUDIT_KEY:" in result.stderr
+    assert "the key of the audit chain's HMAC, at least 32 characters" in result.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Fail closed in production: every required variable, named all at once
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("variable", REQUIRED)
+def test_production_mode_refuses_to_start_without_each_required_variable(tmp_path, variable):
+    variables = {k: v for k, v in PRODUCTION.items() if k != variable}
+
+    result = run(["manage.py", "check"], tmp_path, **variables)
+
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr
+    assert refused(result) == [variable]
+    assert f"  - {variable}: " in result.stderr
+    assert "or set DEBUG=1 for local development." in result.stderr
+
+
+def test_production_mode_names_every_missing_variable_in_one_refusal(tmp_path):
+    result = run(["manage.py", "check"], tmp_path, DEBUG="0")
+
+    assert result.returncode != 0
+    assert refused(result) == REQUIRED
+    assert result.stderr.count("Refusing to start") == 1
+    assert 'Set them in the environment (README.md, "Production settings")' in result.stderr
+
+
+def test_a_short_audit_key_is_refused_as_missing(tmp_path):
+    result = run(["manage.py", "check"], tmp_path, **{**PRODUCTION, "ALEM_AUDIT_KEY": "short"})
+
+    assert refused(result) == ["ALEM_AUDIT_KEY"]
+
+
+def test_production_mode_starts_without_email_host_on_an_explicit_file_backend(tmp_path):
+    variables = {k: v for k, v in PRODUCTION.items() if k != "EMAIL_HOST"}
+    backend = "django.core.mail.backends.filebased.EmailBackend"
+    script = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.EMAIL_BACKEND, settings.EMAIL_FILE_PATH)"
+    )
+
+    result = run(
+        ["-c", script],
+        tmp_path,
+        **variables,
+        EMAIL_BACKEND=backend,
+        EMAIL_FILE_PATH=str(tmp_path / "mail"),
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [backend, str(tmp_path / "mail")]
+
+
+@pytest.mark.parametrize("backend", ["console", "locmem", "dummy"])
+def test_production_mode_refuses_an_email_backend_that_delivers_nothing(tmp_path, backend):
+    result = run(
+        ["manage.py", "check"],
+        tmp_path,
+        **PRODUCTION,
+        EMAIL_BACKEND=f"django.core.mail.backends.{backend}.EmailBackend",
+    )
+
+    assert refused(result) == ["EMAIL_BACKEND"]
+
+
+def test_production_mode_sends_by_smtp_through_email_host(tmp_path):
+    script = (
+        "import django; django.setup(); from django.conf import settings; "
+        "print(settings.EMAIL_BACKEND, settings.EMAIL_HOST)"
+    )
+
+    result = run(["-c", script], tmp_path, **PRODUCTION)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "django.core.mail.backends.smtp.EmailBackend",
+        "smtp.alem.example",
+    ]
+
+
+def test_the_tests_only_switch_allows_the_embedded_services_and_nothing_else(tmp_path):
+    # What tests/settings.py relies on when CI's first pass gives no DATABASE_URL or REDIS_URL.
+    embedded = {
+        k: v for k, v in PRODUCTION.items() if k not in {"DATABASE_URL", "REDIS_URL", "EMAIL_HOST"}
+    }
+    values = show_settings(tmp_path, **embedded, ALEM_TESTS_ONLY_EMBEDDED_SERVICES="1")
+    still_refused = run(
+        ["manage.py", "check"], tmp_path, DEBUG="0", ALEM_TESTS_ONLY_EMBEDDED_SERVICES="1"
+    )
+
+    assert values["DEBUG"] is False
+    assert values["ENGINE"] == "django.db.backends.sqlite3"
+    assert values["NAME"] == str(tmp_path / "alem.sqlite3")
+    assert refused(still_refused) == [
+        "SECRET_KEY",
+        "ALLOWED_HOSTS",
+        "ALEM_SECRETS_KEY",
+        "ALEM_AUDIT_KEY",
+    ]
+
+
+def test_the_test_settings_turn_on_the_tests_only_switch():
+    assert settings.TESTS_ONLY_EMBEDDED_SERVICES is True
+    assert settings.DEBUG is False
+
+
+# ---------------------------------------------------------------------------------------------
+# Behind TLS and trusted proxies
+# ---------------------------------------------------------------------------------------------
+
+SHOW_PROXY_SETTINGS = """
+import json, django
+django.setup()
+from django.conf import settings
+print(json.dumps({
+    "CSRF_TRUSTED_ORIGINS": settings.CSRF_TRUSTED_ORIGINS,
+    "ALEM_TRUSTED_PROXIES": settings.ALEM_TRUSTED_PROXIES,
+    "NUM_PROXIES": settings.REST_FRAMEWORK["NUM_PROXIES"],
+    "AXES_CLIENT_IP_CALLABLE": settings.AXES_CLIENT_IP_CALLABLE,
+}))
+"""
+
+
+def test_trusted_origins_and_proxies_come_from_the_environment(tmp_path):
+    values = show_settings(
+        tmp_path,
+        SHOW_PROXY_SETTINGS,
+        **PRODUCTION,
+        CSRF_TRUSTED_ORIGINS="https://alem.example, https://api.alem.example",
+        ALEM_TRUSTED_PROXIES="2",
+    )
+
+    assert values == {
+        "CSRF_TRUSTED_ORIGINS": ["https://alem.example", "https://api.alem.example"],
+        "ALEM_TRUSTED_PROXIES": 2,
+        "NUM_PROXIES": 2,
+        "AXES_CLIENT_IP_CALLABLE": "alem.client_address.client_address",
+    }
+
+
+def test_by_default_no_proxy_is_trusted(tmp_path):
+    values = show_settings(tmp_path, SHOW_PROXY_SETTINGS, **PRODUCTION)
+
+    assert values["CSRF_TRUSTED_ORIGINS"] == []
+    # 0, not DRF's default None, which would key throttles on the whole X-Forwarded-For.
+    assert (values["ALEM_TRUSTED_PROXIES"], values["NUM_PROXIES"]) == (0, 0)
+
+
+@pytest.mark.parametrize("value", ["-1", "one", "1.5"])
+def test_a_malformed_number_of_trusted_proxies_is_refused(tmp_path, value):
+    result = run(["manage.py", "check"], tmp_path, **PRODUCTION, ALEM_TRUSTED_PROXIES=value)
+
+    assert result.returncode != 0
+    assert "ALEM_TRUSTED_PROXIES must be the number of reverse proxies" in result.stderr
