@@ -16,7 +16,7 @@ WORKDIR /app
 
 # Dependencies first, so a change to the code alone reuses this layer.
 COPY requirements.txt ./
-RUN pip install -r requirements.txt
+RUN pip install --require-hashes -r requirements.txt
 
 COPY . .
 

@@ -4,15 +4,23 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run migrate seed test lint format messages bench clean audit collectstatic
+.PHONY: install lock run migrate seed test lint check format messages bench clean audit collectstatic
 
+# requirements*.txt pin every package, transitive ones included, with their hashes: pip refuses
+# anything else (--require-hashes). Edit requirements*.in and run `make lock` to change them.
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+PIP_COMPILE := $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+lock: install
+	$(PIP_COMPILE) --output-file requirements.txt requirements.in
+	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
 
 var:
 	mkdir -p var
@@ -52,6 +60,13 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# What CI checks before the suite: lint, migrations in step with the models, and Django's
+# deployment checks under the production-like throwaway values of deploy/build-time.env.
+check: lint
+	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
+	env $$(grep -v '^#' deploy/build-time.env | xargs) \
+		$(BIN)/python manage.py check --deploy --fail-level WARNING
 
 format: install
 	$(BIN)/ruff check --fix .

@@ -341,3 +341,21 @@ def test_sign_in_page_names_the_hashed_files_and_they_are_served(client, collect
     assert css["Content-Encoding"] == "gzip"
     # A hashed name never changes content: browsers may keep it for good.
     assert "immutable" in css["Cache-Control"]
+
+
+def test_every_dependency_is_pinned_with_its_hashes_and_installed_so():
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        hashes: dict[str, int] = {}
+        package = None
+        for line in (BASE_DIR / name).read_text().splitlines():
+            if line[:1].isalnum():
+                package = line.split(" ")[0]
+                assert "==" in package, f"{name}: {package} is not pinned"
+                hashes[package] = 0
+            elif "--hash=sha256:" in line:
+                hashes[package] += 1
+        assert len(hashes) > 20, name
+        assert [pin for pin, count in hashes.items() if count == 0] == [], name
+    makefile = (BASE_DIR / "Makefile").read_text()
+    assert "pip install --quiet --require-hashes -r requirements-dev.txt" in makefile
+    assert "--require-hashes" in (BASE_DIR / "Dockerfile").read_text()
