@@ -41,6 +41,7 @@ from governance.models import (
     PolicyStage,
     Preference,
     Proposal,
+    TaskOutbox,
 )
 from governance.roles import direct_grants, users_with_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
@@ -786,6 +787,27 @@ class PreferenceAdmin(admin.ModelAdmin):
     search_fields = ("user__username", "user__email")
     list_select_related = ("user",)
     autocomplete_fields = ("user",)
+
+
+@admin.register(TaskOutbox)
+class TaskOutboxAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """The tasks changes queued (``governance.outbox``): what waits for the broker and why, and
+    what went out lately. Written by the outbox only; ``manage.py outbox_relay`` sends now."""
+
+    list_display = ("created_at", "task", "sent_at", "attempts", "available_at", "last_error")
+    list_filter = (("sent_at", admin.EmptyFieldListFilter), "task")
+    fields = (
+        "task",
+        "args",
+        "kwargs",
+        "request_id",
+        "created_at",
+        "available_at",
+        "sent_at",
+        "attempts",
+        "last_error",
+    )
+    readonly_fields = fields
 
 
 # People: accounts, authenticators, four-eyes changes (its own module, registered on import).

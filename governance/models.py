@@ -567,3 +567,46 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.name} ({self.prefix}…)"
+
+
+class TaskOutbox(models.Model):
+    """A Celery task a change queues, written in the change's own transaction (the outbox).
+
+    The change and its follow-up work commit together or not at all; after the commit
+    ``governance.outbox`` publishes the task at once, and a row the broker refused waits here
+    until ``outbox_relay`` (every minute, or ``manage.py outbox_relay``) sends it. ``request_id``
+    is the id of the web request that made the change, carried into the task's headers when it
+    is finally sent. Written by ``governance.outbox`` only.
+    """
+
+    task = models.CharField(max_length=200)  # the Celery task's registered name
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True)
+    created_at = models.DateTimeField()
+    available_at = models.DateTimeField()  # not sent before: a refused send backs off
+    sent_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name = "queued task"
+        indexes = [
+            # The relay's question: the unsent rows due now, oldest first.
+            models.Index(
+                fields=["available_at", "created_at"],
+                condition=Q(sent_at__isnull=True),
+                name="governance_taskoutbox_unsent",
+            ),
+            models.Index(fields=["sent_at"], name="governance_taskoutbox_sent_at"),
+        ]
+        constraints = [
+            check(
+                Q(sent_at__isnull=True) | Q(sent_at__gte=F("created_at")),
+                what="sent_after_creation",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.task} ({'sent' if self.sent_at else 'waiting'})"

@@ -26,6 +26,14 @@ SCHEDULES = (
         "period (ALEM_ROLE_COOLING_OFF_HOURS) has passed.",
     ),
     Schedule(
+        "Send the tasks waiting in the outbox",
+        "governance.tasks.outbox_relay",
+        dt.timedelta(minutes=1),
+        (),
+        "E-mails and other tasks queued by a decision while the broker was down go out once it "
+        "is back, oldest first; rows sent more than a week ago are pruned.",
+    ),
+    Schedule(
         "E-mail the daily digest of what waits",
         "governance.tasks.decision_digest_send",
         None,

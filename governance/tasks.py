@@ -2,7 +2,9 @@
 ``governance.notifications``.
 
 Schedules are declared in ``governance.schedules``. The e-mail tasks retry only the recipients the
-mail server refused, so a retry never repeats an e-mail that was delivered.
+mail server refused, so a retry never repeats an e-mail that was delivered. The tasks a change
+queues reach the broker through the outbox (``governance.outbox``), at least once: each tolerates
+running again.
 """
 
 import logging
@@ -10,7 +12,7 @@ import logging
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
-from governance import audit, notifications, services
+from governance import audit, notifications, outbox, services
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +77,10 @@ def audit_chain_verify(requested_by_id: int | None = None) -> bool:
     if requested_by_id is not None:
         requested_by = get_user_model().objects.filter(pk=requested_by_id).first()
     return audit.audit_verification_run(requested_by=requested_by).ok
+
+
+@shared_task(name="governance.tasks.outbox_relay", ignore_result=True)
+def outbox_relay() -> dict:
+    """Send the queued tasks the broker refused when their change committed (every minute)."""
+    report = outbox.outbox_relay()
+    return {"sent": report.sent, "failed": report.failed, "pruned": report.pruned}

@@ -155,18 +155,15 @@ def proposal_submit(*, proposal_id: int, actor) -> Proposal:
 
 
 def stage_opened_notify_on_commit(proposal: Proposal) -> None:
-    """Once the transaction commits, queue the e-mail to the deciders of the stage that just
-    opened; nothing is queued if it rolls back. A broker that is down is logged, never turned
-    into a failure of the committed change (``robust``)."""
-    from governance import tasks  # tasks import the services
+    """Queue the e-mail to the deciders of the stage that just opened, in the outbox: the row
+    commits with the change (a rollback leaves none) and is published after the commit. A broker
+    that is down leaves it waiting for the relay, never failing the committed change
+    (``governance.outbox``)."""
+    from governance import outbox, tasks  # tasks import the services
 
-    args = (proposal.pk, proposal.version, proposal.current_stage.order)
-
-    # A named function, not a partial: Django logs a robust hook's failure by its __qualname__.
-    def queue_stage_opened_notify():
-        tasks.stage_opened_notify.delay(*args)
-
-    transaction.on_commit(queue_stage_opened_notify, robust=True)
+    outbox.outbox_enqueue(
+        tasks.stage_opened_notify, proposal.pk, proposal.version, proposal.current_stage.order
+    )
 
 
 def proposal_withdraw(*, proposal_id: int, actor, reason: str = "") -> Proposal:

@@ -171,6 +171,7 @@ def test_install_schedules_reports_what_it_did_portfolios_schedules_first():
         "Take NAV snapshots: created",
         "Expire approvals past their execution window: created",
         "Apply confirmed back-office changes after their cooling-off: created",
+        "Send the tasks waiting in the outbox: created",
         "E-mail the daily digest of what waits: created",
         "Verify the audit chain: created",
     ]

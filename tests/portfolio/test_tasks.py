@@ -101,6 +101,12 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
             60,
             "seconds",
         ),
+        "Send the tasks waiting in the outbox": (
+            "governance.tasks.outbox_relay",
+            [],
+            60,
+            "seconds",
+        ),
         "E-mail the daily digest of what waits": (
             "governance.tasks.decision_digest_send",
             [],
