@@ -19,6 +19,9 @@ not even the database, so a database outage never gets healthy processes restart
   Warns otherwise, including before the first fetch: the providers are outside our control,
   and taking every web process out of service when they are down would stop officials from
   working while the pages already mark stale prices.
+- ``outbox``: no task has waited unsent in the outbox (``governance.outbox``) through two of
+  its longest back-offs. Warns otherwise: the broker, the worker or beat has been down that
+  long; the changes themselves are committed and their tasks wait safely.
 
 Any ``fail`` answers 503, else 200; the body names the checks and their states and nothing
 else (no host, version, count or error text: the endpoint is public). Why a check failed goes
@@ -136,6 +139,15 @@ def check_prices() -> None:
         raise CheckWarning("No latest-price fetch succeeded within the window.")
 
 
+def check_outbox() -> None:
+    from governance.models import TaskOutbox
+    from governance.outbox import MAX_BACKOFF
+
+    stuck = timezone.now() - 2 * MAX_BACKOFF
+    if TaskOutbox.objects.filter(sent_at__isnull=True, created_at__lt=stuck).exists():
+        raise CheckWarning("Tasks have waited in the outbox through two back-off periods.")
+
+
 # In the order they run; the ones after ``database`` need it.
 CHECKS: dict[str, Callable[[], None]] = {
     "database": check_database,
@@ -143,8 +155,9 @@ CHECKS: dict[str, Callable[[], None]] = {
     "broker": check_broker,
     "audit": check_audit,
     "prices": check_prices,
+    "outbox": check_outbox,
 }
-NEEDS_DATABASE = frozenset({"migrations", "audit", "prices"})
+NEEDS_DATABASE = frozenset({"migrations", "audit", "prices", "outbox"})
 
 
 def readiness() -> dict[str, str]:

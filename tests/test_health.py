@@ -18,7 +18,7 @@ from portfolio.models import PriceFetch
 from tests.conftest import REDIS_PROBE_URL
 from tests.factories import UserFactory
 
-CHECK_NAMES = ["database", "migrations", "broker", "audit", "prices"]
+CHECK_NAMES = ["database", "migrations", "broker", "audit", "prices", "outbox"]
 # What a failure's own text might carry; none of it may reach the body.
 SECRET_DETAIL = "db.internal.example:5432 password=hunter2 Traceback"
 
@@ -81,9 +81,33 @@ def test_a_fresh_install_is_ready_with_warnings_for_prices_and_audit(client, db)
                 "broker": "ok",
                 "audit": "warn",
                 "prices": "warn",
+                "outbox": "ok",
             },
         },
     )
+
+
+def _queued(*, ago: dt.timedelta, sent: bool = False):
+    from governance.models import TaskOutbox
+
+    created = timezone.now() - ago
+    return TaskOutbox.objects.create(
+        task="governance.tasks.audit_chain_verify",
+        created_at=created,
+        available_at=created,
+        sent_at=timezone.now() if sent else None,
+    )
+
+
+def test_a_task_stuck_in_the_outbox_warns_and_a_fresh_one_does_not(client, healthy):
+    _queued(ago=dt.timedelta(minutes=5))
+    _queued(ago=dt.timedelta(hours=2), sent=True)
+    assert ready(client)[1]["checks"]["outbox"] == "ok"
+
+    _queued(ago=dt.timedelta(minutes=21))
+
+    status, body = ready(client)
+    assert (status, body["status"], body["checks"]["outbox"]) == (200, "warn", "warn")
 
 
 def test_stale_prices_warn_without_making_the_process_unready(client, healthy, settings):
@@ -137,6 +161,7 @@ def test_a_broken_audit_chain_makes_readiness_fail_and_says_nothing_of_why(clien
             "broker": "ok",
             "audit": "fail",
             "prices": "ok",
+            "outbox": "ok",
         },
     }
 
@@ -169,6 +194,7 @@ def test_an_unreachable_database_fails_every_check_that_needs_it_and_leaks_nothi
             "broker": "ok",
             "audit": "fail",
             "prices": "fail",
+            "outbox": "fail",
         },
     }
     assert b"hunter2" not in response.content and b"5432" not in response.content
