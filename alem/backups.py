@@ -34,6 +34,8 @@ from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, DatabaseError, connection, connections, transaction
 from django.utils import timezone
 
+from portfolio.calculations import decimal_string
+
 MANIFEST_FORMAT = 1
 # The project's own records, the people and their fund roles (object permissions) and their
 # second factors: what a restored copy must hold row for row.
@@ -59,9 +61,7 @@ class BackupError(Exception):
 
 def _amount(value: Decimal | None) -> str | None:
     """A decimal in one canonical spelling, so equal amounts compare equal as text."""
-    if value is None:
-        return None
-    return format(value.normalize(), "f") if value else "0"
+    return None if value is None else decimal_string(value)
 
 
 def counted_models() -> list:

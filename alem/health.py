@@ -140,11 +140,9 @@ def check_prices() -> None:
 
 
 def check_outbox() -> None:
-    from governance.models import TaskOutbox
-    from governance.outbox import MAX_BACKOFF
+    from governance.outbox import outbox_stuck
 
-    stuck = timezone.now() - 2 * MAX_BACKOFF
-    if TaskOutbox.objects.filter(sent_at__isnull=True, created_at__lt=stuck).exists():
+    if outbox_stuck():
         raise CheckWarning("Tasks have waited in the outbox through two back-off periods.")
 
 

@@ -152,6 +152,13 @@ def outbox_prune(*, now: dt.datetime | None = None) -> int:
     return deleted
 
 
+def outbox_stuck(*, now: dt.datetime | None = None) -> bool:
+    """Whether a task has waited unsent through two of the longest back-offs: the broker, the
+    worker or beat has been down that long (the readiness check warns)."""
+    since = (now or timezone.now()) - 2 * MAX_BACKOFF
+    return TaskOutbox.objects.filter(sent_at__isnull=True, created_at__lt=since).exists()
+
+
 def outbox_waiting() -> int:
     """How many tasks wait unsent (for the operators' eyes: logs, health, the command)."""
     return TaskOutbox.objects.filter(sent_at__isnull=True).count()

@@ -19,7 +19,7 @@ there a transaction serialises on the database itself.
 
 from django.contrib.auth import get_user_model
 
-from governance.models import Proposal
+from governance.models import AdminChange, Proposal
 from portfolio.models import Fund
 
 
@@ -51,3 +51,10 @@ def lock_proposal(proposal_id: int) -> Proposal:
 def lock_fund(fund: Fund) -> None:
     """Serialise the writers of one fund's policies, roles and cash commitments."""
     Fund.objects.select_for_update(no_key=True).only("pk").get(pk=fund.pk)
+
+
+def lock_admin_change(change_id: int) -> AdminChange:
+    """Lock a back-office change, then read it with the people it names (as ``lock_proposal``:
+    two statements, so the relations are read after the lock)."""
+    AdminChange.objects.select_for_update(no_key=True).only("pk").get(pk=change_id)
+    return AdminChange.objects.select_related("user", "fund", "requested_by").get(pk=change_id)

@@ -4,8 +4,6 @@ act. Widening (reactivation, back-office access) goes through ``admin_changes``.
 from django.db import transaction
 
 from governance import events, permissions
-from governance.api_tokens import api_tokens_revoke_all
-from governance.models import ApiToken
 from governance.services._locks import lock_person
 from governance.services.decisions import approvals_void
 
@@ -15,17 +13,16 @@ def user_deactivate(*, actor, user) -> list[int]:
     working, and their approvals on proposals still in review stop counting.
 
     Preconditions: ``actor`` is an active site administrator; ``user`` is active.
-    Effects: ``is_active`` off; every API token revoked (``deactivated``; the row is updated
-    without a save, so the user model's signal does not see it); ``approvals_void`` on every
-    fund; audit ``user.deactivated`` with the voided decisions. Returns the voided decisions' ids.
+    Effects: ``is_active`` off, which revokes every API token (``deactivated``, by the user-save
+    receiver of ``governance.api_tokens``); ``approvals_void`` on every fund; audit
+    ``user.deactivated`` with the voided decisions. Returns the voided decisions' ids.
     """
     permissions.raise_if_refused(permissions.site_admin_refusal(actor))
     with transaction.atomic():
         lock_person(user)
         voided = approvals_void(actor=actor, user=user, reason="account_deactivated")
-        type(user).objects.filter(pk=user.pk).update(is_active=False)
         user.is_active = False
-        api_tokens_revoke_all(user=user, reason=ApiToken.RevokedReason.DEACTIVATED)
+        user.save(update_fields=["is_active"])
         events.user_deactivated_event(actor=actor, user=user, voided=voided)
     return voided
 

@@ -22,6 +22,7 @@ from governance.exceptions import InvalidTransition
 from governance.models import DECIDING_ROLES, AdminChange
 from governance.roles import direct_grants
 from governance.second_factor import second_factor_confirm
+from governance.services._locks import lock_admin_change
 from governance.services.roles import role_grant
 from portfolio.models import Fund, FundRole
 from portfolio.text import refuse_hidden_characters
@@ -93,11 +94,6 @@ def admin_change_request(
     return change
 
 
-def _lock(change_id: int) -> AdminChange:
-    AdminChange.objects.select_for_update(no_key=True).only("pk").get(pk=change_id)
-    return AdminChange.objects.select_related("user", "fund", "requested_by").get(pk=change_id)
-
-
 def admin_change_confirm(*, actor, change_id: int, otp_token: str | None) -> AdminChange:
     """Confirm a pending change as the second site administrator.
 
@@ -108,7 +104,7 @@ def admin_change_confirm(*, actor, change_id: int, otp_token: str | None) -> Adm
     It takes effect now, or, for a deciding role, after the cooling-off period.
     """
     with transaction.atomic():
-        change = _lock(change_id)
+        change = lock_admin_change(change_id)
         permissions.raise_if_refused(permissions.admin_change_confirm_refusal(actor, change))
         device = second_factor_confirm(user=actor, otp_token=otp_token)
         now = timezone.now()
@@ -139,7 +135,7 @@ def admin_change_cancel(*, actor, change_id: int) -> AdminChange:
     Effects: the change is cancelled; audit ``admin_change.cancelled``.
     """
     with transaction.atomic():
-        change = _lock(change_id)
+        change = lock_admin_change(change_id)
         permissions.raise_if_refused(permissions.admin_change_cancel_refusal(actor, change))
         change.state = AdminChange.State.CANCELLED
         change.cancelled_by = actor
@@ -159,7 +155,7 @@ def admin_changes_apply_due(*, now: dt.datetime | None = None) -> list[int]:
     applied = []
     for change_id in due:
         with transaction.atomic():
-            change = _lock(change_id)
+            change = lock_admin_change(change_id)
             if change.state == AdminChange.State.CONFIRMED:  # not cancelled meanwhile
                 _apply(change, now)
                 applied.append(change_id)
