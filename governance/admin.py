@@ -102,15 +102,17 @@ class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
             return None, self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
         return fund, None
 
-    def _page_context(self, request, fund: Fund, title: str) -> dict:
-        return {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "original": fund,
-            "title": title,
-            "has_view_permission": self.has_view_permission(request, fund),
-            "has_change_permission": self.has_change_permission(request, fund),
-        }
+    def _fund_page(self, request, fund: Fund, template: str, title, **context):
+        """A page about one fund, with the fund's breadcrumbs and permissions."""
+        return self.page(
+            request,
+            template,
+            title,
+            original=fund,
+            has_view_permission=self.has_view_permission(request, fund),
+            has_change_permission=self.has_change_permission(request, fund),
+            **context,
+        )
 
     def roles_view(self, request, object_id):
         """Who holds which role on the fund, and the grants waiting or cooling off. A grant is
@@ -168,15 +170,17 @@ class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
             }
             for role in FundRole
         ]
-        context = {
-            **self._page_context(request, fund, _("Roles on %(fund)s") % {"fund": fund}),
-            "roles": roles,
-            "open_changes": AdminChange.objects.filter(
+        return self._fund_page(
+            request,
+            fund,
+            "admin/portfolio/fund/roles.html",
+            _("Roles on %(fund)s") % {"fund": fund},
+            roles=roles,
+            open_changes=AdminChange.objects.filter(
                 fund=fund, state__in=AdminChange.OPEN_STATES
             ).select_related("user", "requested_by"),
-            "form": form,
-        }
-        return TemplateResponse(request, "admin/portfolio/fund/roles.html", context)
+            form=form,
+        )
 
     def contribution_view(self, request, object_id):
         """Book a contribution through ``contribution_record`` (needs ``manage_policy``)."""
@@ -202,13 +206,13 @@ class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(reverse("admin:portfolio_fund_change", args=[fund.pk]))
-        context = {
-            **self._page_context(
-                request, fund, _("Record a contribution to %(fund)s") % {"fund": fund}
-            ),
-            "form": form,
-        }
-        return TemplateResponse(request, "admin/portfolio/fund/contribution.html", context)
+        return self._fund_page(
+            request,
+            fund,
+            "admin/portfolio/fund/contribution.html",
+            _("Record a contribution to %(fund)s") % {"fund": fund},
+            form=form,
+        )
 
 
 admin.site.unregister(Price)
@@ -239,13 +243,9 @@ class PriceAdmin(ExtraPagesMixin, portfolio_admin.PriceAdmin):
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(reverse("admin:portfolio_price_changelist"))
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": _("Enter a manual price"),
-            "form": form,
-        }
-        return TemplateResponse(request, "admin/portfolio/price/manual.html", context)
+        return self.page(
+            request, "admin/portfolio/price/manual.html", _("Enter a manual price"), form=form
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -750,14 +750,13 @@ class AuditEventAdmin(ExtraPagesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
         """Replay the whole chain (``audit_verify``) and show the result. Reads only."""
         if not self.has_view_permission(request):
             raise PermissionDenied
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": _("Audit chain verification"),
-            "result": audit_verify(),
-            "has_view_permission": True,
-        }
-        return TemplateResponse(request, "admin/governance/auditevent/verify.html", context)
+        return self.page(
+            request,
+            "admin/governance/auditevent/verify.html",
+            _("Audit chain verification"),
+            result=audit_verify(),
+            has_view_permission=True,
+        )
 
 
 @admin.register(AuditChain)

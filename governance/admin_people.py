@@ -18,7 +18,6 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import HttpResponseRedirect
-from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext_lazy as _
@@ -105,13 +104,12 @@ class AdminChangeAdmin(ExtraPagesMixin, admin.ModelAdmin):
                     messages.SUCCESS,
                 )
                 return HttpResponseRedirect(reverse("admin:governance_adminchange_changelist"))
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "title": _("Request a change to who may act"),
-            "form": form,
-        }
-        return TemplateResponse(request, "admin/governance/adminchange/request.html", context)
+        return self.page(
+            request,
+            "admin/governance/adminchange/request.html",
+            _("Request a change to who may act"),
+            form=form,
+        )
 
     def confirm_view(self, request, object_id):
         """One change, with the buttons its state allows: confirm (one-time code) or cancel."""
@@ -144,17 +142,16 @@ class AdminChangeAdmin(ExtraPagesMixin, admin.ModelAdmin):
                     self.message_user(request, text, messages.SUCCESS)
                     return HttpResponseRedirect(request.path)
             change.refresh_from_db()
-        context = {
-            **self.admin_site.each_context(request),
-            "opts": self.opts,
-            "original": change,
-            "title": str(change),
-            "change": change,
-            "form": form,
-            "can_confirm": change.state == AdminChange.State.PENDING,
-            "can_cancel": change.state in AdminChange.OPEN_STATES,
-        }
-        return TemplateResponse(request, "admin/governance/adminchange/confirm.html", context)
+        return self.page(
+            request,
+            "admin/governance/adminchange/confirm.html",
+            str(change),
+            original=change,
+            change=change,
+            form=form,
+            can_confirm=change.state == AdminChange.State.PENDING,
+            can_cancel=change.state in AdminChange.OPEN_STATES,
+        )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 fields fixed once a row exists."""
 
 from django.contrib import admin
+from django.template.response import TemplateResponse
 from django.urls import path
 
 from portfolio.calculations import decimal_string
@@ -29,6 +30,15 @@ class ExtraPagesMixin:
     the view runs behind the admin's login, and the URL is named ``<app>_<model>_<suffix>``."""
 
     extra_pages: tuple[tuple[str, str, str], ...] = ()
+
+    def page(self, request, template: str, title, **context) -> TemplateResponse:
+        """One of these pages: the admin site's context, the model's options and ``title``,
+        then the page's own ``context``."""
+        return TemplateResponse(
+            request,
+            template,
+            {**self.admin_site.each_context(request), "opts": self.opts, "title": title, **context},
+        )
 
     def get_urls(self):
         prefix = f"{self.opts.app_label}_{self.opts.model_name}_"
