@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock run migrate seed test lint check format messages bench clean audit collectstatic
+.PHONY: install lock run migrate seed dbshell test lint check format messages bench clean audit \
+	collectstatic
 
 # requirements*.txt pin every package, transitive ones included, with their hashes: pip refuses
 # anything else (--require-hashes). Edit requirements*.in and run `make lock` to change them.
@@ -22,29 +23,34 @@ lock: install
 	$(PIP_COMPILE) --output-file requirements.txt requirements.in
 	$(PIP_COMPILE) --output-file requirements-dev.txt requirements-dev.in
 
-var:
-	mkdir -p var
+# Runs a command against the embedded PostgreSQL (data in var/postgres), started for it and
+# stopped after the last command using it, unless DATABASE_URL names a server (embedded_db.py).
+WITH_DB := $(BIN)/python embedded_db.py --
 
-migrate: install var
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --no-input
+migrate: install
+	DEBUG=$${DEBUG:-1} $(WITH_DB) $(BIN)/python manage.py migrate --no-input
 
 seed: migrate
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
+	DEBUG=$${DEBUG:-1} $(WITH_DB) $(BIN)/python manage.py seed_demo
 
 # Web server and a Celery worker with embedded beat (django-celery-beat's DatabaseScheduler, so
-# the schedules installed by install_schedules are editable in the admin), on SQLite and the
-# filesystem broker under var/ unless DATABASE_URL / REDIS_URL say otherwise (alem.celery
-# creates the broker's folders). Ctrl-C stops both.
+# the schedules installed by install_schedules are editable in the admin), on the embedded
+# PostgreSQL and the filesystem broker under var/ unless DATABASE_URL / REDIS_URL say otherwise
+# (alem.celery creates the broker's folders). Ctrl-C stops all three.
 run: seed
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py install_schedules
+	DEBUG=$${DEBUG:-1} $(WITH_DB) $(BIN)/python manage.py install_schedules
 	@echo "Alem on http://127.0.0.1:8000/  (API: /api/v1/, docs: /api/docs/, admin: /admin/)"
 	@echo "Sign in with a one-time code: the demo users' authenticator URIs are in var/demo-otp.txt"
 	@echo "(add one to an authenticator app), or print a user's current code with"
-	@echo "  DEBUG=1 $(BIN)/python manage.py otp_code committee1"
-	@trap 'kill 0' EXIT INT TERM; \
-	DEBUG=$${DEBUG:-1} $(BIN)/celery -A alem worker --beat --loglevel=info --concurrency=2 \
+	@echo "  DEBUG=1 $(WITH_DB) $(BIN)/python manage.py otp_code committee1"
+	@DEBUG=$${DEBUG:-1} $(WITH_DB) sh -c 'trap "kill 0" EXIT INT TERM; \
+	$(BIN)/celery -A alem worker --beat --loglevel=info --concurrency=2 \
 		--scheduler django_celery_beat.schedulers:DatabaseScheduler & \
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:8000
+	$(BIN)/python manage.py runserver 127.0.0.1:8000'
+
+# psql on the database the app uses (the embedded one unless DATABASE_URL says otherwise).
+dbshell: install
+	DEBUG=$${DEBUG:-1} $(WITH_DB) $(BIN)/python manage.py dbshell
 
 # Hashed, compressed static files for DEBUG off, written to STATIC_ROOT (staticfiles/) for
 # whitenoise to serve; needs the production environment ("Deploying" in README.md). `make run`
@@ -52,10 +58,11 @@ run: seed
 collectstatic: install
 	$(BIN)/python manage.py collectstatic --no-input
 
-# One pytest worker per core (pytest-xdist); each worker has its own test database.
+# One pytest worker per core (pytest-xdist), each with its own test database on the one
+# embedded PostgreSQL (or the server DATABASE_URL names).
 PYTEST_ARGS ?= -n auto
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(WITH_DB) $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
@@ -64,7 +71,7 @@ lint: install
 # What CI checks before the suite: lint, migrations in step with the models, and Django's
 # deployment checks under the production-like throwaway values of deploy/build-time.env.
 check: lint
-	DEBUG=1 $(BIN)/python manage.py makemigrations --check --dry-run
+	DEBUG=1 $(WITH_DB) $(BIN)/python manage.py makemigrations --check --dry-run
 	env $$(grep -v '^#' deploy/build-time.env | xargs) \
 		$(BIN)/python manage.py check --deploy --fail-level WARNING
 
@@ -94,6 +101,6 @@ clean:
 # Throughput of a 5-year backfill for 20 assets against a local fake market, the time to verify
 # an audit chain of 100,000 events, and the officials' pages of a busy fund (figures, not tests).
 bench: install
-	DEBUG=1 $(BIN)/python bench/backfill.py
-	DEBUG=1 $(BIN)/python bench/audit_chain.py
-	DEBUG=1 $(BIN)/python bench/pages.py
+	DEBUG=1 $(WITH_DB) $(BIN)/python bench/backfill.py
+	DEBUG=1 $(WITH_DB) $(BIN)/python bench/audit_chain.py
+	DEBUG=1 $(WITH_DB) $(BIN)/python bench/pages.py

@@ -142,16 +142,6 @@ def _show(value) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _require_postgresql(settings_dict: dict, vendor: str) -> None:
-    if vendor != "postgresql":
-        raise BackupError(
-            f"The database is {vendor} ({settings_dict.get('NAME')}), not PostgreSQL: pg_dump "
-            "cannot back it up. For SQLite, stop the application and copy the database file; "
-            "for a backup that restores while the application runs, use PostgreSQL "
-            "(DATABASE_URL=postgres://...)."
-        )
-
-
 def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
@@ -230,7 +220,6 @@ def backup_take(*, output: Path | None = None) -> Backup:
     Effects: both files are written to temporary names and renamed into place, the dump first,
     so a file under its final name is always complete. Changes nothing in the database.
     """
-    _require_postgresql(connection.settings_dict, connection.vendor)
     pg_dump = _tool("pg_dump")
     if connection.in_atomic_block:
         raise BackupError("Take a backup outside a transaction: pg_dump sees only committed rows.")
@@ -335,7 +324,6 @@ def restore_drill(
     """
     from governance.audit import audit_verify
 
-    _require_postgresql(connection.settings_dict, connection.vendor)
     dump = Path(dump)
     if not dump.is_file():
         raise BackupError(f"No dump at {dump}.")

@@ -1,8 +1,9 @@
 """Settings for Alem, read from the environment.
 
-Development defaults are safe to run on a laptop (SQLite and Celery's filesystem broker under
-``var/``). With ``DEBUG`` off the project refuses to start on an insecure or incomplete
-configuration, naming every variable it misses (the Security section).
+Development defaults are safe to run on a laptop (the embedded PostgreSQL that the Makefile
+starts, and Celery's filesystem broker under ``var/``). With ``DEBUG`` off the project refuses
+to start on an insecure or incomplete configuration, naming every variable it misses (the
+Security section).
 """
 
 import os
@@ -47,8 +48,8 @@ ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if DEBUG el
 
 # FOR THE TEST SUITE ONLY, never for a deployment: tests/settings.py sets it so that the tests,
 # which run with DEBUG off, may still use the embedded services when CI's first pass gives no
-# DATABASE_URL or REDIS_URL (SQLite and the filesystem broker under var/, e-mails kept in memory
-# by Django's test runner). It relaxes nothing else: the keys and ALLOWED_HOSTS stay required.
+# REDIS_URL (the filesystem broker under var/, e-mails kept in memory by Django's test runner).
+# It relaxes nothing else: DATABASE_URL, the keys and ALLOWED_HOSTS stay required.
 TESTS_ONLY_EMBEDDED_SERVICES = env_bool("ALEM_TESTS_ONLY_EMBEDDED_SERVICES", default=False)
 
 # E-mail backends that deliver nothing: refused with DEBUG off, where a decider's notification
@@ -62,7 +63,7 @@ MAIL_DISCARDING_BACKENDS = {
 if not DEBUG:
     # Production fails closed: every missing or unusable variable is named in one error, so an
     # operator fixes the environment once instead of once per variable, and nothing falls back
-    # to SQLite, the folder broker or the console e-mail backend.
+    # to the folder broker or the console e-mail backend.
     refused: dict[str, str] = {}
     if SECRET_KEY == DEVELOPMENT_SECRET_KEY or len(SECRET_KEY) < 32:
         refused["SECRET_KEY"] = (
@@ -70,11 +71,9 @@ if not DEBUG:
         )
     if not ALLOWED_HOSTS:
         refused["ALLOWED_HOSTS"] = "the host names the site answers to, comma-separated"
+    if not os.environ.get("DATABASE_URL"):
+        refused["DATABASE_URL"] = "the PostgreSQL server, postgres://USER:PASSWORD@HOST:PORT/NAME"
     if not TESTS_ONLY_EMBEDDED_SERVICES:
-        if not os.environ.get("DATABASE_URL"):
-            refused["DATABASE_URL"] = (
-                "the PostgreSQL server, postgres://USER:PASSWORD@HOST:PORT/NAME"
-            )
         if not os.environ.get("REDIS_URL"):
             refused["REDIS_URL"] = "the Celery broker, redis://HOST:6379/0"
         if os.environ.get("EMAIL_BACKEND") in MAIL_DISCARDING_BACKENDS:
@@ -211,18 +210,25 @@ TEMPLATES = [
 # Database
 # ---------------------------------------------------------------------------------------------
 
-# Without DATABASE_URL, SQLite under var/: in development, and in the tests' first pass only
-# (with DEBUG off the Security section refuses to start without DATABASE_URL).
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR_DIR / 'alem.sqlite3'}",
-        conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60")),
-    )
-}
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # SQLite serialises writers; waiting beats failing when the worker and the web server overlap.
-    DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
+# PostgreSQL, and nothing else, from DATABASE_URL. In development the Makefile's targets start the
+# embedded server and set it (embedded_db.py); with DEBUG off the Security section refuses to
+# start without it. Unset, every use of the database fails with an error that says so
+# (alem.no_database), while commands that need no database still run.
+DATABASE_URL = os.environ.get("DATABASE_URL", "")
+if DATABASE_URL:
+    DATABASES = {
+        "default": dj_database_url.parse(
+            DATABASE_URL, conn_max_age=int(os.environ.get("DATABASE_CONN_MAX_AGE", "60"))
+        )
+    }
+    if DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must point at PostgreSQL (postgres://...), not "
+            f"{DATABASE_URL.partition(':')[0]}: Alem runs on PostgreSQL alone (its exact "
+            "18-decimal quantities, row locks and backups are built and tested there)."
+        )
+else:
+    DATABASES = {"default": {"ENGINE": "alem.no_database"}}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -3,11 +3,11 @@ asserted: this prints figures and is not a test.
 
 Runs ``portfolio.prices.services.prices_backfill`` for Binance (klines), CoinGecko (market
 charts) and the National Bank (one request per day) against the fake market server of the test
-suite, on SQLite and on PostgreSQL, then runs it again to time the idempotent re-run.
+suite, on a scratch database of the server of DATABASE_URL, then runs it again to time the
+idempotent re-run.
 
-    .venv/bin/python bench/backfill.py                     # SQLite and PostgreSQL
-    .venv/bin/python bench/backfill.py --no-postgres       # SQLite only
-    .venv/bin/python bench/backfill.py --days 365 --assets 5
+    make bench                                                          # all three benchmarks
+    .venv/bin/python embedded_db.py -- .venv/bin/python bench/backfill.py --days 365 --assets 5
 
 The fake market runs in this process; each database is measured in a child process of its
 own (Django is configured once per process), so the server and the client do not share a
@@ -24,7 +24,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.databases import add_database_arguments, run_on_each_database  # noqa: E402
+from bench.databases import add_database_arguments, run_on_scratch_database  # noqa: E402
 
 PROVIDERS = ("binance", "coingecko", "nbk")
 
@@ -126,17 +126,15 @@ def main() -> None:
             market.coingecko_history.add(coin)
         market.nbk_default = {"USD": ("470.25", "1"), "EUR": ("510.40", "1")}
 
-        results = run_on_each_database(
+        result = run_on_scratch_database(
             __file__,
             ["--days", str(args.days), "--assets", str(args.assets)],
-            args,
             scratch_name="alem_prices_bench",
             ALEM_PRICE_TIMEOUT_SECONDS="60",
             **market.urls,
         )
         print(f"fake market: {len(market.requests)} requests answered on 127.0.0.1")
-    for title, result in results:
-        print_table(title, result, args.days, args.assets)
+    print_table("PostgreSQL", result, args.days, args.assets)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,15 @@
-"""What the benchmarks share: one child process per database (Django is configured once per
-process), a throwaway SQLite file and a scratch PostgreSQL database."""
+"""What the benchmarks share: one child process on a scratch database (Django is configured once
+per process), on the PostgreSQL server that DATABASE_URL names: the embedded one under
+``make bench`` (embedded_db.py), or any other."""
 
 import argparse
 import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+import dj_database_url
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -31,44 +33,40 @@ def run_child(script: str, args: list[str], database_url: str, **env: str) -> di
         check=False,
     )
     if result.returncode != 0:
-        raise SystemExit(f"benchmark on {database_url} failed:\n{result.stderr[-4000:]}")
+        raise SystemExit(f"benchmark failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def _recreate_postgres(server_url: str, name: str) -> str:
+def _server_sql(server_url: str, sql: str) -> None:
     import psycopg
 
-    with psycopg.connect(f"{server_url.rstrip('/')}/postgres", autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        db.execute(f'CREATE DATABASE "{name}"')
-    return f"{server_url.rstrip('/')}/{name}"
+    with psycopg.connect(_with_database(server_url, "postgres"), autocommit=True) as db:
+        db.execute(sql)
 
 
-def _drop_postgres(server_url: str, name: str) -> None:
-    import psycopg
-
-    with psycopg.connect(f"{server_url.rstrip('/')}/postgres", autocommit=True) as db:
-        db.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def _with_database(url: str, name: str) -> str:
+    """``url`` with its database name replaced (the path of a postgres:// URL)."""
+    head, _, _ = url.partition("?")[0].rpartition("/")
+    return f"{head}/{name}"
 
 
 def add_database_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--no-postgres``, ``--postgres-url`` and the hidden ``--child`` of every benchmark."""
-    parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--postgres-url", default="postgres://postgres@127.0.0.1:5432")
+    """The hidden ``--child`` of every benchmark."""
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
 
 
-def run_on_each_database(
-    script: str, args: list[str], cli: argparse.Namespace, *, scratch_name: str, **env: str
-) -> list[tuple[str, dict]]:
-    """``script``'s child on a throwaway SQLite file, then, unless ``--no-postgres``, on the
-    scratch PostgreSQL database ``scratch_name`` (dropped and created again, dropped after)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        results = [("SQLite", run_child(script, args, f"sqlite:///{tmp}/bench.sqlite3", **env))]
-    if not cli.no_postgres:
-        url = _recreate_postgres(cli.postgres_url, scratch_name)
-        try:
-            results.append(("PostgreSQL", run_child(script, args, url, **env)))
-        finally:
-            _drop_postgres(cli.postgres_url, scratch_name)
-    return results
+def run_on_scratch_database(script: str, args: list[str], *, scratch_name: str, **env: str) -> dict:
+    """``script``'s child on the scratch database ``scratch_name`` (dropped and created again,
+    dropped after) on the server of DATABASE_URL."""
+    server_url = os.environ.get("DATABASE_URL")
+    if not server_url or not dj_database_url.parse(server_url)["ENGINE"].endswith("postgresql"):
+        raise SystemExit(
+            "The benchmarks need DATABASE_URL to name a PostgreSQL server: run them with "
+            "`make bench` (the embedded server) or set DATABASE_URL=postgres://..."
+        )
+    _server_sql(server_url, f'DROP DATABASE IF EXISTS "{scratch_name}" WITH (FORCE)')
+    _server_sql(server_url, f'CREATE DATABASE "{scratch_name}"')
+    try:
+        return run_child(script, args, _with_database(server_url, scratch_name), **env)
+    finally:
+        _server_sql(server_url, f'DROP DATABASE IF EXISTS "{scratch_name}" WITH (FORCE)')

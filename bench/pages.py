@@ -5,11 +5,11 @@ Builds the test suite's Alem-like fund (``tests.factories.FundBuilder``) with a 
 BNB closes and NAV snapshots and ``--proposals`` proposals spread over the workflow (drafts,
 waiting for risk, at the committee, approved and partly filled), then requests each page
 ``--requests`` times through Django's test client, signed in with a verified second factor, and
-prints the median and 95th percentile server time and the number of queries. On SQLite and on
-PostgreSQL (a scratch database ``alem_pages_bench``, dropped and created again).
+prints the median and 95th percentile server time and the number of queries. On a scratch
+database ``alem_pages_bench`` (dropped and created again) on the server of DATABASE_URL.
 
-    .venv/bin/python bench/pages.py                          # 200 proposals, both databases
-    .venv/bin/python bench/pages.py --proposals 1000 --no-postgres
+    make bench                                                          # all three benchmarks
+    .venv/bin/python embedded_db.py -- .venv/bin/python bench/pages.py --proposals 1000
 """
 
 import argparse
@@ -20,7 +20,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from bench.databases import add_database_arguments, run_on_each_database  # noqa: E402
+from bench.databases import add_database_arguments, run_on_scratch_database  # noqa: E402
 
 HISTORY_DAYS = 365
 
@@ -137,19 +137,18 @@ def main() -> None:
         return
 
     arguments = ["--proposals", str(args.proposals), "--requests", str(args.requests)]
-    results = run_on_each_database(__file__, arguments, args, scratch_name="alem_pages_bench")
+    result = run_on_scratch_database(__file__, arguments, scratch_name="alem_pages_bench")
     print(
         f"Pages of a fund with {args.proposals} proposals and {HISTORY_DAYS} days of history, "
         f"{args.requests} requests each (server time through Django's test client)"
     )
-    for title, result in results:
-        print(f"\n{title} (building the data took {result['build_seconds']} s)")
-        print(f"  {'page':<30} {'median ms':>10} {'p95 ms':>8} {'queries':>8}")
-        for page, figures in result["pages"].items():
-            print(
-                f"  {page:<30} {figures['median_ms']:>10} {figures['p95_ms']:>8} "
-                f"{figures['queries']:>8}"
-            )
+    print(f"\n(building the data took {result['build_seconds']} s)")
+    print(f"  {'page':<30} {'median ms':>10} {'p95 ms':>8} {'queries':>8}")
+    for page, figures in result["pages"].items():
+        print(
+            f"  {page:<30} {figures['median_ms']:>10} {figures['p95_ms']:>8} "
+            f"{figures['queries']:>8}"
+        )
 
 
 if __name__ == "__main__":

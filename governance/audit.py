@@ -281,7 +281,7 @@ def audit_verify() -> ChainVerification:
     """
     outermost = not connection.in_atomic_block
     with transaction.atomic():
-        if connection.vendor == "postgresql" and outermost:
+        if outermost:
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         head = AuditChain.objects.filter(pk=1).first()

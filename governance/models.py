@@ -474,9 +474,12 @@ class Execution(models.Model):
             check(Q(quantity__gt=0), what="quantity_positive"),
             check(Q(price_usd__gt=0), what="price_positive"),
             check(Q(fee_usd__gte=0), what="fee_not_negative"),
-            # cost = quantity x price + fee is computed exactly by the service; SQLite would
-            # evaluate an equality check in floating point, so the database holds cost > fee.
-            check(Q(cost_usd__gt=F("fee_usd")), what="cost_above_fee"),
+            # PostgreSQL's numeric arithmetic is exact, and the amount column has the 28
+            # decimals of quantity (18) x price (10): the database holds the cost to the digit.
+            check(
+                Q(cost_usd=F("quantity") * F("price_usd") + F("fee_usd")),
+                what="cost_is_quantity_times_price_plus_fee",
+            ),
             check(~Q(external_ref=""), what="external_ref_set"),
             # Whatever writes the row: one reference in any letter case is booked once.
             models.UniqueConstraint(Lower("external_ref"), name=PREFIX + "external_ref_any_case"),

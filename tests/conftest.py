@@ -1,8 +1,9 @@
 """Shared fixtures, and the rule for tests that need a real service.
 
-A test marked ``postgres`` runs only when the database under test is PostgreSQL. When it is
-not, the test skips with the reason, except under CI (``CI`` set) with PostgreSQL unreachable,
-where it fails: CI must never pass by skipping.
+The database is always PostgreSQL: ``make test`` starts the embedded server (embedded_db.py)
+unless DATABASE_URL names another one. A test marked ``redis`` runs only when Redis answers;
+otherwise it skips with the reason, except under CI (``CI`` set), where it fails: CI must never
+pass by skipping.
 
 The common funded fund (``alem``) is built once per module and each test runs in a savepoint
 over it; see ``alem_module``.
@@ -11,7 +12,7 @@ over it; see ``alem_module``.
 import os
 
 import pytest
-from django.db import connection, transaction
+from django.db import transaction
 from hypothesis import settings as hypothesis_settings
 
 from tests.factories import FundBuilder
@@ -20,22 +21,9 @@ from tests.profiles import PROFILE
 hypothesis_settings.load_profile(PROFILE)
 
 IN_CI = bool(os.environ.get("CI"))
-POSTGRES_PROBE_URL = os.environ.get(
-    "POSTGRES_PROBE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 REDIS_PROBE_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 # Set on every test of a module that uses the shared fund (see alem_module).
 SHARES_THE_FUND = pytest.StashKey[bool]()
-
-
-def postgres_reachable() -> bool:
-    try:
-        import psycopg
-
-        with psycopg.connect(POSTGRES_PROBE_URL, connect_timeout=2):
-            return True
-    except Exception:
-        return False
 
 
 def redis_reachable() -> bool:
@@ -53,13 +41,6 @@ def pytest_runtest_setup(item):
             "A transaction=True test cannot share a module with the alem fixture: the shared "
             "fund lives in the module's uncommitted transaction. Move the test to a module "
             "that does not use alem."
-        )
-    if item.get_closest_marker("postgres") and connection.vendor != "postgresql":
-        if IN_CI and not postgres_reachable():
-            pytest.fail("PostgreSQL is required under CI but is not reachable.")
-        pytest.skip(
-            "needs PostgreSQL: runs when DATABASE_URL points at PostgreSQL "
-            "(the second pass of make test in CI)"
         )
     if item.get_closest_marker("redis") and not redis_reachable():
         if IN_CI:

@@ -14,11 +14,11 @@ os.environ.setdefault("SECURE_COOKIES", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("ALEM_AUDIT_KEY", "tests-only-audit-key-0123456789abcdef0123456789")
 os.environ.setdefault("ALEM_SECRETS_KEY", "dGVzdHMtb25seS1zZWNyZXRzLWtleS0wMTIzNDU2Nzg=")
-# With DEBUG off the settings require DATABASE_URL, REDIS_URL and an e-mail server. CI's first
-# pass and a laptop give neither database nor broker: this switch, read by alem.settings and
-# meant for the test suite alone, lets them run on SQLite and the filesystem broker under var/
-# (Django's test runner keeps e-mails in memory). Processes the tests start inherit it; CI's
-# DATABASE_URL and REDIS_URL still win where set.
+# With DEBUG off the settings require DATABASE_URL (given by `make test`, which starts the
+# embedded PostgreSQL, or by CI), REDIS_URL and an e-mail server. CI's first pass and a laptop
+# give no broker: this switch, read by alem.settings and meant for the test suite alone, lets
+# them run on the filesystem broker under var/ (Django's test runner keeps e-mails in memory).
+# Processes the tests start inherit it; CI's REDIS_URL still wins where set.
 os.environ["ALEM_TESTS_ONLY_EMBEDDED_SERVICES"] = "1"
 
 from alem.settings import *  # noqa: F403

@@ -78,7 +78,6 @@ def backed_up(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_backup_of_the_seeded_fund_restores_whole(tmp_path):
     alem = seeded_fund()
@@ -111,7 +110,6 @@ def test_a_backup_of_the_seeded_fund_restores_whole(tmp_path):
     assert scratch_databases() == []
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_manifest_and_dump_share_one_snapshot_while_the_fund_keeps_writing(tmp_path, monkeypatch):
     """A contribution committed by another connection after the snapshot is exported, while
@@ -146,7 +144,6 @@ def test_manifest_and_dump_share_one_snapshot_while_the_fund_keeps_writing(tmp_p
     assert "Restore drill passed" in run_command("restore_drill", str(dump))
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_backup_shows_pg_dumps_error_and_leaves_no_file(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
@@ -167,7 +164,6 @@ def test_backup_shows_pg_dumps_error_and_leaves_no_file(tmp_path, monkeypatch):
     assert list(out.iterdir()) == []
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db
 def test_backup_refuses_when_pg_dump_is_missing(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
@@ -178,25 +174,11 @@ def test_backup_refuses_when_pg_dump_is_missing(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.django_db
-def test_backup_refuses_on_sqlite_and_says_what_to_do(tmp_path, monkeypatch):
-    monkeypatch.setattr(connections["default"], "vendor", "sqlite")
-
-    with pytest.raises(CommandError) as refused:
-        run_command("backup", "--output", str(tmp_path / "alem.dump"))
-
-    assert "not PostgreSQL: pg_dump cannot back it up" in str(refused.value)
-    assert "stop the application and copy the database file" in str(refused.value)
-    assert "use PostgreSQL (DATABASE_URL=postgres://...)" in str(refused.value)
-    assert list(tmp_path.iterdir()) == []
-
-
 # ---------------------------------------------------------------------------------------------
 # Restore drill
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_drill_names_a_count_that_differs_from_the_manifest(backed_up):
     entries = LedgerEntry.objects.count()
@@ -213,7 +195,6 @@ def test_drill_names_a_count_that_differs_from_the_manifest(backed_up):
     assert scratch_databases() == []
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_drill_names_a_ledger_row_altered_in_the_restored_copy_and_keeps_it(backed_up):
     def shrink_the_purchase():
@@ -268,7 +249,6 @@ def fake_dump(tmp_path, sha256: str | None = None):
     return dump
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db
 def test_drill_refuses_a_dump_changed_since_its_manifest(tmp_path):
     dump = fake_dump(tmp_path, sha256="0" * 64)
@@ -279,7 +259,6 @@ def test_drill_refuses_a_dump_changed_since_its_manifest(tmp_path):
     assert scratch_databases() == []
 
 
-@pytest.mark.postgres
 @pytest.mark.django_db
 def test_drill_refuses_a_dump_without_its_manifest(tmp_path):
     dump = fake_dump(tmp_path)

@@ -250,11 +250,30 @@ def test_database_url_points_at_postgresql(tmp_path):
     assert values["ALLOWED_HOSTS"] == ["alem.example", "api.alem.example"]
 
 
-def test_without_database_url_the_database_is_sqlite_under_var(tmp_path):
-    values = show_settings(tmp_path, DEBUG="1")
+def test_without_database_url_every_use_of_the_database_says_how_to_get_one(tmp_path):
+    result = run(["manage.py", "migrate", "--no-input"], tmp_path, DEBUG="1")
 
-    assert values["ENGINE"] == "django.db.backends.sqlite3"
-    assert values["NAME"] == str(tmp_path / "alem.sqlite3")
+    assert result.returncode != 0
+    assert "No database: DATABASE_URL is not set" in result.stderr
+    assert "embedded_db.py -- COMMAND" in result.stderr
+    assert "DATABASE_URL=postgres://" in result.stderr
+
+
+def test_commands_that_need_no_database_run_without_database_url(tmp_path):
+    result = run(["manage.py", "check"], tmp_path, DEBUG="1")
+
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite:///alem.sqlite3", "mysql://alem:s3cret@127.0.0.1/alem"], ids=["sqlite", "mysql"]
+)
+def test_a_database_other_than_postgresql_is_refused(tmp_path, url):
+    result = run(["manage.py", "check"], tmp_path, DEBUG="1", DATABASE_URL=url)
+
+    assert result.returncode != 0
+    assert "DATABASE_URL must point at PostgreSQL" in result.stderr
+    assert "s3cret" not in result.stderr
 
 
 def test_time_is_kept_in_almaty_and_timezone_aware():
@@ -446,21 +465,19 @@ def test_production_mode_sends_by_smtp_through_email_host(tmp_path):
 
 
 def test_the_tests_only_switch_allows_the_embedded_services_and_nothing_else(tmp_path):
-    # What tests/settings.py relies on when CI's first pass gives no DATABASE_URL or REDIS_URL.
-    embedded = {
-        k: v for k, v in PRODUCTION.items() if k not in {"DATABASE_URL", "REDIS_URL", "EMAIL_HOST"}
-    }
+    # What tests/settings.py relies on when CI's first pass gives no REDIS_URL.
+    embedded = {k: v for k, v in PRODUCTION.items() if k not in {"REDIS_URL", "EMAIL_HOST"}}
     values = show_settings(tmp_path, **embedded, ALEM_TESTS_ONLY_EMBEDDED_SERVICES="1")
     still_refused = run(
         ["manage.py", "check"], tmp_path, DEBUG="0", ALEM_TESTS_ONLY_EMBEDDED_SERVICES="1"
     )
 
     assert values["DEBUG"] is False
-    assert values["ENGINE"] == "django.db.backends.sqlite3"
-    assert values["NAME"] == str(tmp_path / "alem.sqlite3")
+    assert values["ENGINE"] == "django.db.backends.postgresql"
     assert refused(still_refused) == [
         "SECRET_KEY",
         "ALLOWED_HOSTS",
+        "DATABASE_URL",
         "ALEM_SECRETS_KEY",
         "ALEM_AUDIT_KEY",
     ]

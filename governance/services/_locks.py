@@ -13,8 +13,7 @@ never wait on each other in a cycle:
 
 Both locks here are ``FOR NO KEY UPDATE``, never a full ``FOR UPDATE``: audit events and
 decisions reference these rows, and their inserts take a key-share lock on them while holding
-the audit chain lock, so a full lock here would deadlock against them. SQLite has no row locks;
-there a transaction serialises on the database itself.
+the audit chain lock, so a full lock here would deadlock against them.
 """
 
 from django.contrib.auth import get_user_model

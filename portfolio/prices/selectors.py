@@ -57,8 +57,6 @@ def latest_quotes_for_assets(assets: list[Asset], *, at: dt.datetime) -> dict[in
         for column in ("price", "observed_at", "quote_currency"):
             columns[f"{source}__{column}"] = Subquery(newest.values(column)[:1])
     rows = Asset.objects.filter(pk__in=[asset.pk for asset in assets]).annotate(**columns)
-    # A subquery's decimals come back from SQLite without the column's scale; restore it.
-    scale = Decimal(10) ** -Price._meta.get_field("price").decimal_places
     quotes: dict[int, list[Quote]] = {asset.pk: [] for asset in assets}
     for row in rows.values("pk", *columns):
         for source in Price.Source.values:
@@ -66,7 +64,7 @@ def latest_quotes_for_assets(assets: list[Asset], *, at: dt.datetime) -> dict[in
                 quotes[row["pk"]].append(
                     Quote(
                         source=source,
-                        price=row[f"{source}__price"].quantize(scale),
+                        price=row[f"{source}__price"],
                         observed_at=row[f"{source}__observed_at"],
                         quote_currency=row[f"{source}__quote_currency"],
                     )

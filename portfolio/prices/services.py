@@ -601,8 +601,8 @@ def _backfill_market(provider, client, listed, days, now, failures, progress) ->
 
 
 def _backfill_official_rates(client, days, pegged, failures, progress) -> tuple[int, int]:
-    """One request per day not stored yet, stored in batches (a transaction per day is what
-    costs most on SQLite)."""
+    """One request per day not stored yet, stored in batches (a transaction per day would cost
+    more than the requests)."""
     today = timezone.localdate()
     wanted = [today - dt.timedelta(days=offset) for offset in range(days, -1, -1)]
     have = set(

@@ -5,9 +5,6 @@ call the services (or the API) at the same moment. Transitions lock the proposal
 audit write locks the chain head, so whatever the interleaving the outcome must be one of the
 serial ones: each person counts once, a stage completes once, refusals are the contract's errors
 (never an IntegrityError, a deadlock or a hang) and the audit chain stays one verifiable line.
-
-SQLite serialises every writer, so these tests only mean something on PostgreSQL: they skip
-elsewhere (and fail under CI when PostgreSQL is missing, see ``tests/conftest.py``).
 """
 
 import contextlib
@@ -39,7 +36,7 @@ from portfolio.models import Fund, FundRole
 from tests.factories import ALEM_STAGES, FundBuilder, UserFactory, otp_code
 from tests.threads import run_together
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 R = FundRole
 S = ProposalState

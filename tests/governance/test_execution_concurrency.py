@@ -4,9 +4,6 @@ Each thread has its own database connection; a barrier releases them together. T
 row lock serialises fills of one proposal, and the unique external reference stops a fill being
 booked twice, so whatever the interleaving the outcome is one of the serial ones: the approved
 notional is never exceeded and the ledger agrees with the executions.
-
-SQLite serialises every writer, so these tests only mean something on PostgreSQL: they skip
-elsewhere (and fail under CI when PostgreSQL is missing, see ``tests/conftest.py``).
 """
 
 from collections import Counter
@@ -25,7 +22,7 @@ from portfolio.models import FundRole, LedgerEntry
 from tests.factories import FundBuilder, UserFactory, otp_code
 from tests.threads import run_together
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 D = Decimal
 S = ProposalState

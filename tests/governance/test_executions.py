@@ -13,7 +13,7 @@ from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Max
 from django.utils import timezone
 
@@ -235,8 +235,7 @@ def test_a_fill_without_a_fee_books_no_fee_entry(alem, proposal):
 
 
 def test_cost_is_exact_decimal_arithmetic(alem, proposal):
-    # 0.123456789 x 600.0012 = 74.0742215481468 exactly; 15 significant digits, which SQLite's
-    # floating-point storage also keeps, so the check is exact on both databases.
+    # 0.123456789 x 600.0012 = 74.0742215481468 exactly.
     execution, _ = fill(alem, proposal, quantity="0.123456789", price="600.0012", fee="0.0001")
 
     execution.refresh_from_db()
@@ -251,12 +250,10 @@ def test_cost_is_exact_decimal_arithmetic(alem, proposal):
     assert proposal.executed_notional_usd == D("74.0743215481468")
 
 
-@pytest.mark.postgres
-def test_cost_keeps_all_28_decimals_on_postgresql(db):
+def test_cost_keeps_all_28_decimals(db):
     # BNB at USD 612.34 so that a price of USD 612.3456789012 is within the tolerance.
     alem = FundBuilder.alem_like(prefix="own_", price_usd=D("612.34"))
     proposal = approved(alem)
-    assert connection.vendor == "postgresql"
 
     execution, _ = fill(
         alem,
@@ -281,6 +278,17 @@ def test_cost_keeps_all_28_decimals_on_postgresql(db):
     proposal.refresh_from_db()
     assert proposal.executed_notional_usd == cost
     assert books.fund_cash_usd(alem.fund) == D("24999244.0176871727297662558327997532")
+
+
+@pytest.mark.parametrize("off_by", ["1E-28", "-1E-28"])
+def test_the_database_holds_the_cost_to_the_last_digit(alem, proposal, off_by):
+    execution, _ = fill(alem, proposal, quantity="0.123456789", price="600.0012", fee="0.0001")
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Execution.objects.filter(pk=execution.pk).update(cost_usd=F("cost_usd") + D(off_by))
+
+    execution.refresh_from_db()
+    assert execution.cost_usd == D("74.0743215481468")
 
 
 def test_a_committee_member_who_did_not_approve_may_execute(alem, proposal):

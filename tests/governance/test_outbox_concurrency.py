@@ -2,8 +2,7 @@
 
 Real threads, each with its own connection, run the relay at the same moment; the rows are
 shared out by ``SELECT … FOR UPDATE SKIP LOCKED``, so no row is published twice and none is
-left behind. SQLite has no row locks: these tests skip there (and fail under CI without
-PostgreSQL, see ``tests/conftest.py``).
+left behind.
 """
 
 import datetime as dt
@@ -19,7 +18,7 @@ from governance import outbox, tasks
 from governance.models import TaskOutbox
 from tests.threads import run_together
 
-pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
+pytestmark = pytest.mark.django_db(transaction=True)
 
 NOTIFY = "governance.tasks.stage_opened_notify"
 

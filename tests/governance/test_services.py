@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
@@ -1491,12 +1491,6 @@ def test_money_stays_decimal_from_service_to_database_to_audit(alem):
     assert limit["values"] == {"notional_usd": "0.30", "limit_usd": "5000000.00"}
 
 
-@pytest.mark.xfail(
-    condition=connection.vendor == "sqlite",
-    strict=True,
-    reason="known limitation of SQLite, the development database (README): decimals with "
-    "more than 15 significant digits are stored as REAL, so 18-decimal quantities lose digits",
-)
 def test_quantities_keep_eighteen_decimals(alem):
     quantity = D("833.333333333333333333")
 

@@ -2,27 +2,25 @@
 against the fake market, and the prices land in the database. Once on Redis, once on the
 filesystem broker.
 
-The worker is another process, so it cannot see pytest's test database (in memory on SQLite,
-inside a rolled-back transaction on PostgreSQL). Each test therefore gets a database of its
-own that both processes open: a SQLite file when the suite runs on SQLite, a PostgreSQL
-database beside the test database when it runs on PostgreSQL. It is migrated once per module
-by ``manage.py migrate`` and copied per test.
+The worker is another process, so it cannot see pytest's test database (inside a rolled-back
+transaction). Each test therefore gets a database of its own beside the test database that
+both processes open (``tests.scratch_databases``), migrated once per module by
+``manage.py migrate`` and copied per test.
 """
 
 import json
 import os
-import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from django.conf import settings
-from django.db import connection
 
+from tests import scratch_databases
 from tests.portfolio.fake_market import FakeMarket
 
 BASE_DIR = Path(settings.BASE_DIR)
@@ -57,22 +55,15 @@ print(json.dumps({
 """
 
 
+@dataclass
 class Database:
-    """A database the test process and the worker share, addressed by ``url``."""
+    """A database the test process and the worker share."""
 
-    def __init__(self, url: str, *, sqlite_path: Path | None = None, pg: dict | None = None):
-        self.url = url
-        self.sqlite_path = sqlite_path
-        self.pg = pg
+    name: str
+    url: str
 
     def count(self, sql: str) -> int:
-        if self.sqlite_path is not None:
-            with sqlite3.connect(self.sqlite_path, timeout=20) as db:
-                return db.execute(sql).fetchone()[0]
-        import psycopg
-
-        with psycopg.connect(**self.pg) as db:
-            return db.execute(sql).fetchone()[0]
+        return scratch_databases.count(self.name, sql)
 
 
 def manage(database: Database, *args: str, env: dict | None = None) -> str:
@@ -88,73 +79,26 @@ def manage(database: Database, *args: str, env: dict | None = None) -> str:
     return result.stdout
 
 
-def _pg_params(name: str) -> dict:
-    db = settings.DATABASES["default"]
-    return {
-        "host": db.get("HOST") or "127.0.0.1",
-        "port": db.get("PORT") or 5432,
-        "user": db.get("USER") or "postgres",
-        "password": db.get("PASSWORD") or None,
-        "dbname": name,
-        "autocommit": True,
-    }
-
-
-def _pg_url(params: dict) -> str:
-    password = f":{params['password']}" if params["password"] else ""
-    return (
-        f"postgres://{params['user']}{password}@{params['host']}:{params['port']}/"
-        f"{params['dbname']}"
-    )
-
-
-def _pg_admin(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(**_pg_params("postgres")) as db:
-        db.execute(sql)
-
-
 @pytest.fixture(scope="module")
-def migrated(tmp_path_factory):
+def migrated():
     """A migrated, empty database to copy from."""
-    if connection.vendor == "postgresql":
-        name = f"{settings.DATABASES['default']['NAME']}_e2e_template"
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}"')
-        _pg_admin(f'CREATE DATABASE "{name}"')
-        template = Database(_pg_url(_pg_params(name)), pg=_pg_params(name))
-        try:
-            manage(template, "migrate", "--no-input")
-            yield template
-        finally:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    else:
-        path = tmp_path_factory.mktemp("e2e") / "template.sqlite3"
-        template = Database(f"sqlite:///{path}", sqlite_path=path)
+    name = f"{settings.DATABASES['default']['NAME']}_e2e_template"
+    with scratch_databases.scratch_database(name) as url:
+        template = Database(name, url)
         manage(template, "migrate", "--no-input")
         yield template
 
 
 @pytest.fixture
-def database(migrated, tmp_path, request):
+def database(migrated, request):
     """A copy of the migrated database for one test, seeded with BNB, KZTE and the schedules
     (every two seconds)."""
-    if migrated.sqlite_path is not None:
-        path = tmp_path / "worker.sqlite3"
-        shutil.copyfile(migrated.sqlite_path, path)
-        database = Database(f"sqlite:///{path}", sqlite_path=path)
-    else:
-        name = f"{migrated.pg['dbname'].removesuffix('_template')}_{request.node.name[-20:]}"
-        name = "".join(c if c.isalnum() or c == "_" else "_" for c in name).lower()
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        _pg_admin(f'CREATE DATABASE "{name}" TEMPLATE "{migrated.pg["dbname"]}"')
-        database = Database(_pg_url(_pg_params(name)), pg=_pg_params(name))
-    try:
+    name = f"{migrated.name.removesuffix('_template')}_{request.node.name[-20:]}"
+    name = "".join(c if c.isalnum() or c == "_" else "_" for c in name).lower()
+    with scratch_databases.scratch_database(name, template=migrated.name) as url:
+        database = Database(name, url)
         manage(database, "shell", "--verbosity=0", "-c", SEED)
         yield database
-    finally:
-        if migrated.pg is not None:
-            _pg_admin(f'DROP DATABASE IF EXISTS "{database.pg["dbname"]}" WITH (FORCE)')
 
 
 @pytest.fixture

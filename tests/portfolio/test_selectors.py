@@ -4,7 +4,6 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
-from django.db import connection
 
 from portfolio.models import LedgerEntry
 from portfolio.selectors import (
@@ -81,12 +80,6 @@ def test_holdings_sum_quantity_and_cost_per_asset_ordered_by_symbol(fund):
     assert holdings[1] == Holding(sol.pk, "SOL", D("100"), D("15000.00"))
 
 
-@pytest.mark.xfail(
-    condition=connection.vendor == "sqlite",
-    strict=True,
-    reason="known limitation of SQLite, the development database (README): decimals beyond "
-    "15 significant digits are stored and summed as floats",
-)
 def test_holdings_keep_eighteen_decimals(fund):
     bnb = AssetFactory(symbol="BNB")
     units(fund, bnb, "10.5", "6300.00")

@@ -1,8 +1,7 @@
 """Positions, cash and NAV: derived from the ledger, valued at consensus prices, exactly.
 
-Amounts are chosen to stay exact within SQLite's 15 significant digits wherever a value is read
-back from the database; products of quantities and prices are compared in memory, where
-``Decimal`` keeps every digit.
+Values read back from the database are compared digit for digit, as are products of quantities
+and prices computed in memory, where ``Decimal`` keeps every digit.
 """
 
 import csv
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings as django_settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.urls import reverse
 from django.utils import timezone
 from hypothesis import HealthCheck, event, given
@@ -488,7 +487,7 @@ def test_end_of_day_nav_on_the_real_bnb_history_equals_a_hand_computation(bnb_hi
     assert snapshots["2025-12-02"].nav_usd == D("1250000") + D("827405.3955078")
     assert snapshots["2025-12-02"].nav_usd != D("1250000") + D("1000") * BNB_STORED["2025-12-02"]
     assert snapshots["2025-12-01"].nav_usd == D("1877576.7822266")
-    # Read back from the database too (14 significant digits: exact on SQLite as well)
+    # Read back from the database too
     stored = NavSnapshot.objects.get(fund=fund, date="2025-12-02")
     assert stored.nav_usd == D("2077405.3955078")
 
@@ -515,9 +514,8 @@ def test_nav_in_tenge_uses_the_official_rate_in_force_and_is_empty_without_one(b
     assert tuesday.nav_kzt == D("2077405.3955078") * D("507.5")
     assert wednesday.usd_kzt_rate_date == dt.date(2025, 12, 2)
     assert wednesday.nav_kzt == (D("1250000") + D("877034.6679688")) * D("507.5")
-    if connection.vendor == "postgresql":  # 16+ significant digits: exact on PostgreSQL only
-        tuesday.refresh_from_db()
-        assert tuesday.nav_kzt == D("1054283238.2202085")
+    tuesday.refresh_from_db()
+    assert tuesday.nav_kzt == D("1054283238.2202085")
 
 
 # ---------------------------------------------------------------------------------------------
