@@ -136,6 +136,23 @@ def test_treasury_records_a_fill_and_gets_201_with_it(alem, proposal, treasury):
     assert detail["state"] == "approved"
 
 
+def test_a_quantity_with_18_decimals_round_trips_exactly(alem, proposal, treasury):
+    quantity, price = "1.234567890123456789", "600.0012345678"
+
+    created = treasury.post(url(proposal), body(quantity=quantity, price_usd=price), format="json")
+    listed = treasury.get(url(proposal)).json()
+    positions = treasury.get(f"/api/v1/funds/{alem.fund.pk}/positions/").json()
+
+    assert created.status_code == 201, created.json()
+    assert created.json()["quantity"] == quantity
+    assert [fill["quantity"] for fill in listed["results"]] == [quantity]
+    # quantity x price + fee, all 28 decimals, as stored and as served
+    assert created.json()["cost_usd"] == "741.9922582318381337577763907942"
+    assert Execution.objects.get().quantity == D(quantity)
+    [position] = positions["positions"]
+    assert D(position["quantity"]) == D(quantity)
+
+
 def test_the_same_external_reference_again_answers_200_with_the_booked_fill(
     alem, proposal, treasury
 ):
