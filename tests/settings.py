@@ -8,6 +8,16 @@ start inherit the same environment.
 
 import os
 
+from django.core.exceptions import ImproperlyConfigured
+
+if not os.environ.get("DATABASE_URL"):
+    raise ImproperlyConfigured(
+        "The tests run on PostgreSQL and DATABASE_URL is not set. `make test` starts the "
+        "embedded server; to run pytest yourself, go through the launcher: "
+        "`.venv/bin/python embedded_db.py -- .venv/bin/python -m pytest ...`, or set "
+        "DATABASE_URL=postgres://... to use a server of your own."
+    )
+
 os.environ.setdefault("SECRET_KEY", "tests-only-secret-key-0123456789abcdef0123456789")
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECURE_COOKIES", "0")

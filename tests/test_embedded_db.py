@@ -180,7 +180,7 @@ def test_as_root_the_server_runs_as_its_own_unprivileged_user_and_group(var_dir)
         import json, os, psycopg
         with psycopg.connect(os.environ["DATABASE_URL"]) as db:
             pid = db.execute("SELECT pg_backend_pid()").fetchone()[0]
-        status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
+            status = dict(line.split(":", 1) for line in open(f"/proc/{pid}/status"))
         print(json.dumps({k: status[k].split() for k in ("Uid", "Gid", "Groups")}))
         """
     )
