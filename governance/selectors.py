@@ -27,6 +27,7 @@ from governance.roles import funds_for_user
 from governance.vocabulary import STAGE_OPENED
 from portfolio import selectors as books
 from portfolio.models import Asset, Fund, FundRole
+from portfolio.prices.consensus import Consensus
 from portfolio.prices.selectors import consensus_for_assets
 
 
@@ -100,19 +101,39 @@ def reserved_notional_usd(
     return approved.remaining_usd_total()
 
 
+def compliance_prices(proposal: Proposal) -> dict[int, Consensus]:
+    """The consensus prices compliance values ``proposal``'s fund at: its asset's and each held
+    asset's, keyed by asset id.
+
+    Read before any lock (prices are market observations, not the fund's state), so that the
+    price queries never hold up another decision; ``compliance_facts`` prices whatever asset the
+    fund came to hold meanwhile.
+    """
+    held = {holding.asset_id for holding in books.fund_holdings(proposal.fund)}
+    assets = Asset.objects.filter(pk__in=held | {proposal.asset_id})
+    return consensus_for_assets(list(assets))
+
+
 def compliance_facts(
-    proposal: Proposal, *, final_approval: bool = False
+    proposal: Proposal,
+    *,
+    final_approval: bool = False,
+    prices: dict[int, Consensus] | None = None,
 ) -> tuple[compliance.ComplianceFacts, dict]:
     """Gather from the books what pre-trade compliance judges, and the consensus price of the
     proposal's asset it rested on (as JSON, for the record).
 
-    Holdings are valued at each asset's consensus price now, flagged or not; the asset's own
-    consensus must be unflagged to back the final approval.
+    Holdings are valued at each asset's consensus price (``prices`` where given, read now
+    otherwise), flagged or not; the asset's own consensus must be unflagged to back the final
+    approval.
     """
     fund = proposal.fund
     holdings = books.fund_holdings(fund)
-    assets = Asset.objects.in_bulk([h.asset_id for h in holdings] + [proposal.asset_id])
-    consensus = consensus_for_assets(list(assets.values()))
+    consensus = dict(prices or {})
+    unread = {h.asset_id for h in holdings} | {proposal.asset_id}
+    unread -= consensus.keys()
+    if unread:
+        consensus |= consensus_for_assets(list(Asset.objects.filter(pk__in=unread)))
     asset_value = Decimal("0")
     holdings_value = Decimal("0")
     unpriced = []

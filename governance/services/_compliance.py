@@ -1,4 +1,4 @@
-"""Pre-trade compliance as the services run it: judged under the fund's lock, kept as JSON."""
+"""Pre-trade compliance as the services run it, kept as JSON."""
 
 from django.utils import timezone
 
@@ -6,20 +6,25 @@ from governance import compliance
 from governance.exceptions import ComplianceBlocked
 from governance.models import Proposal
 from governance.selectors import compliance_facts
-from governance.services._locks import lock_fund
+from portfolio.prices.consensus import Consensus
 
 
 def compliance_judge(
-    proposal: Proposal, *, at: str, final_approval: bool = False
+    proposal: Proposal,
+    *,
+    at: str,
+    final_approval: bool = False,
+    prices: dict[int, Consensus] | None = None,
 ) -> tuple[compliance.ComplianceReport, dict]:
     """Judge ``proposal`` now (rule 8); returns the report and its stored JSON form.
 
-    Takes the fund's lock (the proposal's is held already), so compliance checks of one fund run
-    one at a time until their transaction ends and two approvals cannot both count the same cash
-    (rule 12). ``at`` names the step, for the record.
+    Preconditions: where the step commits the fund's cash or policy (submission, final
+    approval) the caller holds the fund's lock, so two approvals cannot both count the same
+    cash (rule 12). ``prices``: the consensus prices read before any lock
+    (``selectors.compliance_prices``); an asset they miss is priced here. ``at`` names the
+    step, for the record.
     """
-    lock_fund(proposal.fund)
-    facts, price_seen = compliance_facts(proposal, final_approval=final_approval)
+    facts, price_seen = compliance_facts(proposal, final_approval=final_approval, prices=prices)
     report = compliance.evaluate(facts)
     stored = {
         **report.as_json(),

@@ -7,7 +7,8 @@ never wait on each other in a cycle:
    deciding, someone losing a role or their account; so a decision and the revocation that
    voids it never interleave;
 2. the proposal (``lock_proposal``), when the change is about one proposal;
-3. the fund (``lock_fund``): policy versions, role grants and the cash that compliance counts;
+3. the fund (``lock_fund``): policy versions, role grants and the cash that compliance counts
+   (a submission and a final approval, not the other decisions);
 4. the audit chain head, taken last by ``governance.audit.audit_record`` when the event is
    written.
 

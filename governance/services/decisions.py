@@ -12,8 +12,9 @@ from governance.exceptions import AlreadyDecided, GovernanceError
 from governance.models import Decision, Proposal, ProposalState
 from governance.roles import roles_on_fund
 from governance.second_factor import second_factor_confirm
+from governance.selectors import compliance_prices
 from governance.services._compliance import blocked_error, compliance_judge
-from governance.services._locks import lock_person, lock_proposal
+from governance.services._locks import lock_fund, lock_person, lock_proposal
 from governance.services.proposals import stage_opened_notify_on_commit
 from portfolio.text import refuse_hidden_characters
 
@@ -46,6 +47,7 @@ def decision_record(
     if verdict not in Decision.Verdict.values:
         raise ValidationError({"verdict": f"Unknown verdict {verdict!r}."})
     refuse_hidden_characters(comment=comment)
+    prices = compliance_prices(Proposal.objects.select_related("fund", "asset").get(pk=proposal_id))
     refusal = None
     with transaction.atomic():
         lock_person(user)
@@ -56,7 +58,7 @@ def decision_record(
                 permissions.decide_refusal(user, proposal, roles=roles, stage_order=stage_order)
             )
             device = second_factor_confirm(user=user, otp_token=otp_token)
-            return _decide(proposal, user, roles, verdict, comment, device)
+            return _decide(proposal, user, roles, verdict, comment, device, prices)
         except GovernanceError as exc:
             refusal = exc
             events.decision_refused_event(
@@ -66,9 +68,13 @@ def decision_record(
 
 
 def _decide(
-    proposal: Proposal, user, roles: set[str], verdict: str, comment: str, device: str
+    proposal: Proposal, user, roles: set[str], verdict: str, comment: str, device: str, prices
 ) -> Decision:
-    """Work out the decision's effect, refuse if compliance blocks, then write it all."""
+    """Work out the decision's effect, refuse if compliance blocks, then write it all.
+
+    Only the final approval commits the fund's cash, so only it takes the fund's lock, after
+    the proposal's and before the audit chain's; decisions on other proposals of the fund never
+    wait for each other."""
     stage = proposal.current_stage
     approvers = Decision.objects.filter(
         proposal=proposal,
@@ -85,10 +91,13 @@ def _decide(
         decider_id=user.pk,
         verdict=verdict,
     )
+    if outcome.final_approval:
+        lock_fund(proposal.fund)
     report, stored = compliance_judge(
         proposal,
         at="final_approval" if outcome.final_approval else "decision",
         final_approval=outcome.final_approval,
+        prices=prices,
     )
     if outcome.final_approval and report.outcome == compliance.BLOCK:
         raise blocked_error(report, stored)

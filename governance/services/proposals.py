@@ -10,9 +10,9 @@ from django.utils import timezone
 from governance import compliance, events, permissions, policies
 from governance.exceptions import NoPolicyInForce
 from governance.models import Proposal, ProposalState
-from governance.selectors import policy_in_force
+from governance.selectors import compliance_prices, policy_in_force
 from governance.services._compliance import blocked_error, compliance_judge
-from governance.services._locks import lock_proposal
+from governance.services._locks import lock_fund, lock_proposal
 from portfolio.models import Asset, Fund, FundingSource
 from portfolio.text import refuse_hidden_characters
 
@@ -113,15 +113,18 @@ def proposal_submit(*, proposal_id: int, actor) -> Proposal:
     ``stage_opened_notify`` e-mails the stage's deciders. A compliance block is
     audited as ``proposal.submit_refused`` and raised as ``ComplianceBlocked``.
     """
+    prices = compliance_prices(Proposal.objects.select_related("fund", "asset").get(pk=proposal_id))
     refusal = None
     with transaction.atomic():
         proposal = lock_proposal(proposal_id)
         permissions.raise_if_refused(permissions.submit_refusal(actor, proposal))
+        # The fund's lock: the policy in force and the cash compliance counts stay as read.
+        lock_fund(proposal.fund)
         policy = policy_in_force(proposal.fund)
         if policy is None:
             raise NoPolicyInForce(f"{proposal.fund} has no approval policy in force.")
         stages = policies.applicable_stages(policy.stages.all(), proposal.notional_usd)
-        report, stored = compliance_judge(proposal, at="submission")
+        report, stored = compliance_judge(proposal, at="submission", prices=prices)
         if report.outcome == compliance.BLOCK:
             refusal = blocked_error(report, stored)
             events.proposal_submit_refused_event(

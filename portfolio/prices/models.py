@@ -35,7 +35,14 @@ class Price(models.Model):
 
     class Meta:
         ordering = ["-observed_at"]
-        indexes = [models.Index(fields=["asset", "-observed_at"])]
+        indexes = [
+            models.Index(fields=["asset", "-observed_at"]),
+            # The newest price of each source (consensus): one index probe per source, however
+            # old one source's newest price is next to the others'.
+            models.Index(
+                fields=["asset", "source", "-observed_at", "-id"], name="price_newest_by_source"
+            ),
+        ]
         constraints = [
             unique("asset", "source", "quote_currency", "observed_at", what="unique_observation"),
             check(Q(price__gt=0), what="price_positive"),

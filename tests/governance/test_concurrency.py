@@ -15,7 +15,7 @@ from functools import partial
 from itertools import pairwise
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection, connections, transaction
 from rest_framework.test import APIClient
 
 from governance import services
@@ -32,6 +32,7 @@ from governance.models import AuditEvent, Decision, Proposal, ProposalState
 from governance.policies import StageSpec
 from governance.roles import roles_on_fund
 from governance.services import _compliance as services_compliance
+from governance.services._locks import lock_fund
 from portfolio.models import Fund, FundRole
 from tests.factories import ALEM_STAGES, FundBuilder, UserFactory, otp_code
 from tests.threads import run_together
@@ -529,3 +530,75 @@ def test_a_revocation_racing_the_deciders_approval_never_leaves_it_counting(fund
     proposal.refresh_from_db()
     assert proposal.current_stage.order == 2
     assert_chain_is_one_contiguous_line()
+
+
+def hold_the_funds_lock(fund: Fund, held: threading.Event, release: threading.Event):
+    """A transaction that holds ``fund``'s row lock until ``release`` (another proposal's
+    final approval or submission, caught in the middle)."""
+
+    def hold():
+        try:
+            with transaction.atomic():
+                lock_fund(fund)
+                held.set()
+                release.wait(timeout=60)
+        finally:
+            connections.close_all()
+
+    return hold
+
+
+def decide_without_waiting(call):
+    """``call`` in a transaction that fails at once on any lock another transaction holds."""
+
+    def run():
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+            return call()
+
+    return run
+
+
+def test_a_decision_short_of_final_approval_does_not_wait_for_the_funds_lock(fund):
+    proposal = at_committee_stage(fund)
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_the_funds_lock(fund.fund, held, release))
+    holder.start()
+    try:
+        assert held.wait(timeout=30)
+        [(outcome, result)] = run_together(
+            [decide_without_waiting(decide_call(fund, proposal, "committee1"))]
+        )
+    finally:
+        release.set()
+        holder.join(timeout=60)
+
+    assert outcome == "ok", result
+    assert result.stage.order == 2
+    proposal.refresh_from_db()
+    assert (proposal.state, proposal.current_stage.order) == (S.IN_REVIEW, 2)
+
+
+def test_the_final_approval_waits_for_the_funds_lock(fund):
+    # The ministry's approval completes the last stage: it commits the fund's cash (rule 12).
+    proposal = at_committee_stage(fund)
+    fund.decide(proposal, "committee1")
+    fund.decide(proposal, "committee2")
+    held, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold_the_funds_lock(fund.fund, held, release))
+    holder.start()
+    try:
+        assert held.wait(timeout=30)
+        [(outcome, result)] = run_together(
+            [decide_without_waiting(decide_call(fund, proposal, "ministry"))]
+        )
+    finally:
+        release.set()
+        holder.join(timeout=60)
+
+    assert outcome == "error"
+    assert isinstance(result, OperationalError) and "lock timeout" in str(result)
+    proposal.refresh_from_db()
+    assert proposal.state == S.IN_REVIEW
+    assert not Decision.objects.filter(proposal=proposal, user=fund.users["ministry"]).exists()
