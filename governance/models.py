@@ -164,7 +164,11 @@ class Proposal(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["fund", "state"])]
+        indexes = [
+            models.Index(fields=["fund", "state"]),
+            # The API's list, newest first, a page at a time.
+            models.Index(fields=["fund", "-created_at", "-id"], name="proposal_fund_newest"),
+        ]
         constraints = [
             check(Q(notional_usd__gt=0), what="notional_positive"),
             check(Q(limit_price_usd__gt=0), what="limit_price_positive"),

@@ -225,30 +225,34 @@ def decision_due_days() -> int:
     return int(getattr(settings, "ALEM_DECISION_DUE_DAYS", 3))
 
 
-def decisions_awaiting(user, *, now: dt.datetime | None = None) -> list[AwaitingDecision]:
-    """Proposals in review that wait for ``user``'s decision, longest waiting first.
+def decisions_awaiting_proposals(user, *, roles: dict[int, set[str]] | None = None):
+    """Proposals in review that wait for ``user``'s decision, longest waiting first, each
+    annotated with ``waiting_since`` (a lazy queryset, for a page of it).
 
     Those ``permissions.decide_refusal`` allows, filtered in SQL
-    (``permissions.awaiting_decision_q``). A proposal
-    waits since its current stage opened (its submission or the previous stage's completion, as
-    the audit log records it); the decision is due ``ALEM_DECISION_DUE_DAYS`` later.
-    Three queries (two for the roles), whatever the number of proposals.
+    (``permissions.awaiting_decision_q``). A proposal waits since its current stage opened (its
+    submission or the previous stage's completion, as the audit log records it). ``roles``:
+    ``roles_by_fund(user)`` when the caller has it already.
     """
-    now = now or timezone.now()
-    deciding = _funds_with(roles_by_fund(user), set(DECIDING_ROLES))
+    deciding = _funds_with(roles_by_fund(user) if roles is None else roles, set(DECIDING_ROLES))
     if not deciding:
-        return []
+        return Proposal.objects.none()
     stage_opened = (
         AuditEvent.objects.filter(proposal=OuterRef("pk"), action__in=STAGE_OPENED)
         .order_by("-sequence")
         .values("created_at")[:1]
     )
-    proposals = (
+    return (
         Proposal.objects.filter(permissions.awaiting_decision_q(user, deciding))
         .annotate(waiting_since=Coalesce(Subquery(stage_opened), F("updated_at")))
         .select_related("fund", "asset", "author", "current_stage")
         .order_by("waiting_since", "id")
     )
+
+
+def awaiting_decisions(proposals, *, now: dt.datetime) -> list[AwaitingDecision]:
+    """``proposals`` of ``decisions_awaiting_proposals`` with their due dates: a decision is
+    due ``ALEM_DECISION_DUE_DAYS`` after its stage opened."""
     due = dt.timedelta(days=decision_due_days())
     return [
         AwaitingDecision(p, waiting_since=p.waiting_since, due_at=p.waiting_since + due, now=now)
@@ -256,14 +260,25 @@ def decisions_awaiting(user, *, now: dt.datetime | None = None) -> list[Awaiting
     ]
 
 
-def fills_awaiting(user, *, now: dt.datetime | None = None) -> QuerySet[Proposal]:
+def decisions_awaiting(user, *, now: dt.datetime | None = None) -> list[AwaitingDecision]:
+    """Every proposal waiting for ``user``'s decision, longest waiting first, with its due date
+    (the digest's list; the queue pages ``decisions_awaiting_proposals``). Three queries (two
+    for the roles), whatever the number of proposals."""
+    return awaiting_decisions(decisions_awaiting_proposals(user), now=now or timezone.now())
+
+
+def fills_awaiting(
+    user, *, now: dt.datetime | None = None, roles: dict[int, set[str]] | None = None
+) -> QuerySet[Proposal]:
     """Approved proposals ``user`` may record fills for, the nearest approval expiry first.
 
     Those ``permissions.fill_refusal`` allows, filtered in SQL (``permissions.awaiting_fill_q``).
-    Three queries (two for the roles), whatever the number of proposals.
+    Three queries (two for the roles, none when ``roles`` is given), whatever the number of
+    proposals.
     """
     now = now or timezone.now()
-    treasury = _funds_with(roles_by_fund(user), {FundRole.EXECUTE_TRADES})
+    roles = roles_by_fund(user) if roles is None else roles
+    treasury = _funds_with(roles, {FundRole.EXECUTE_TRADES})
     return (
         Proposal.objects.filter(permissions.awaiting_fill_q(user, treasury, now=now))
         .select_related("fund", "asset")
@@ -288,14 +303,15 @@ class FundSummary:
     can_propose: bool
 
 
-def fund_summaries(user) -> list[FundSummary]:
+def fund_summaries(user, *, roles: dict[int, set[str]] | None = None) -> list[FundSummary]:
     """Each fund ``user`` can see: its valuation now (NAV in USD and KZT, cash), how many of its
     proposals are in review, and whether ``user`` may propose there.
 
-    Queries: three for the funds, counts and roles, then ``portfolio.selectors.fund_valuation``
-    per fund (a few per held asset); none depend on the number of proposals.
+    Queries: the funds with their counts (and two for the roles unless ``roles`` is given),
+    then ``portfolio.selectors.fund_valuation`` per fund (a few per held asset); none depend on
+    the number of proposals.
     """
-    roles = roles_by_fund(user)
+    roles = roles_by_fund(user) if roles is None else roles
     funds = books.funds_for_user(user).annotate(
         in_review_count=Count("proposals", filter=Q(proposals__state=ProposalState.IN_REVIEW))
     )

@@ -7,15 +7,19 @@ service would accept.
 """
 
 import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import formats, timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.translation import gettext as _t
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
@@ -39,6 +43,9 @@ from portfolio.prices.consensus import FLAG_WORDS
 from portfolio.prices.selectors import consensus_for, daily_price_closes
 
 CHART_DAYS = 90
+# Rows of each list on the queue: what waits for a decision or a fill, and one's own proposals.
+QUEUE_PAGE_SIZE = 25
+AUTHORED_PAGE_SIZE = 10
 
 # States from which the compliance checks still lie ahead (submission or final approval), so a
 # fresh preview says what the next step would meet.
@@ -50,20 +57,68 @@ PREVIEW_STATES = (ProposalState.DRAFT, ProposalState.CHANGES_REQUESTED, Proposal
 # ---------------------------------------------------------------------------------------------
 
 
-def _waiting_context(user, known: set[str] | None = None) -> dict:
-    decisions = selectors.decisions_awaiting(user)
-    fills = list(selectors.fills_awaiting(user))
-    keys = [f"d{item.proposal.pk}.{item.proposal.version}" for item in decisions]
-    keys += [f"f{proposal.pk}" for proposal in fills]
+@dataclass(frozen=True)
+class Pager:
+    """One page of a list on the queue and the links to its neighbours (other lists keep
+    their pages)."""
+
+    page: Page
+    previous_url: str | None
+    next_url: str | None
+
+
+def _pager(request: HttpRequest, rows, param: str, size: int = QUEUE_PAGE_SIZE) -> Pager:
+    """Page ``request.GET[param]`` of ``rows`` (the first for a missing or bad number, the
+    last beyond the end)."""
+    page = Paginator(rows, size).get_page(request.GET.get(param))
+
+    def url(number: int) -> str:
+        query = request.GET.copy()
+        query.pop("since", None)
+        query[param] = str(number)
+        return f"{reverse('queue')}?{query.urlencode()}"
+
+    return Pager(
+        page=page,
+        previous_url=url(page.previous_page_number()) if page.has_previous() else None,
+        next_url=url(page.next_page_number()) if page.has_next() else None,
+    )
+
+
+def _since(request: HttpRequest) -> dt.datetime | None:
+    """``?since=``: when the page the poll comes from was rendered (ISO 8601), or None."""
+    value = parse_datetime(request.GET.get("since", ""))
+    return value if value is not None and timezone.is_aware(value) else None
+
+
+def _waiting_context(request: HttpRequest, roles: dict[int, set[str]]) -> dict:
+    """What waits for the user, a page of each list: decisions longest waiting first, then
+    approved proposals to execute, the nearest deadline first. With ``?since=`` it also counts
+    what came into the lists after that moment (a stage that opened, an approval)."""
+    user, now = request.user, timezone.now()
+    decisions = selectors.decisions_awaiting_proposals(user, roles=roles)
+    fills = selectors.fills_awaiting(user, now=now, roles=roles)
+    decisions_pager = _pager(request, decisions, "page")
+    fills_pager = _pager(request, fills, "fills_page")
+    shown = selectors.awaiting_decisions(decisions_pager.page, now=now)
+    keys = [f"d{item.proposal.pk}.{item.proposal.version}" for item in shown]
+    keys += [f"f{proposal.pk}" for proposal in fills_pager.page]
     context = {
-        "decisions": decisions,
-        "fills": fills,
-        "waiting_count": len(keys),
-        "waiting_keys": " ".join(keys),
+        "decisions": shown,
+        "decisions_pager": decisions_pager,
+        "fills": fills_pager.page,
+        "fills_pager": fills_pager,
+        "waiting_count": decisions_pager.page.paginator.count + fills_pager.page.paginator.count,
+        "shown_keys": " ".join(keys),
+        "rendered_at": now.isoformat(),
         "due_days": selectors.decision_due_days(),
     }
-    if known is not None:
-        new = len(set(keys) - known)
+    since = _since(request)
+    if since is not None:
+        new = (
+            decisions.filter(waiting_since__gt=since).count()
+            + fills.filter(decided_at__gt=since).count()
+        )
         context["new_count"] = new
         context["new_message"] = (
             ngettext("%(count)s new item waits for you.", "%(count)s new items wait for you.", new)
@@ -77,12 +132,16 @@ def _waiting_context(user, known: set[str] | None = None) -> dict:
 @login_required
 @require_GET
 def queue(request: HttpRequest) -> HttpResponse:
-    """What waits for the user: decisions, fills, their own proposals and their funds."""
+    """What waits for the user: decisions, fills, their own proposals and their funds, each
+    list a page at a time."""
     user = request.user
-    funds = selectors.fund_summaries(user)
+    roles = selectors.roles_by_fund(user)
+    funds = selectors.fund_summaries(user, roles=roles)
+    authored = _pager(request, selectors.proposals_authored(user), "mine_page", AUTHORED_PAGE_SIZE)
     context = {
-        **_waiting_context(user),
-        "authored": selectors.proposals_authored(user),
+        **_waiting_context(request, roles),
+        "authored": authored.page,
+        "authored_pager": authored,
         "funds": funds,
         "propose_funds": [summary.fund for summary in funds if summary.can_propose],
         "nav_section": "queue",
@@ -95,15 +154,15 @@ def queue(request: HttpRequest) -> HttpResponse:
 @require_GET
 def queue_updates(request: HttpRequest) -> HttpResponse:
     """The "waiting" part of the queue, for ``queue.js`` to swap in every
-    ``ALEM_QUEUE_POLL_SECONDS``.
+    ``ALEM_QUEUE_POLL_SECONDS``, on the pages the user is looking at.
 
-    ``?known=`` lists the item keys the page already shows; the answer says how many are new.
+    ``?since=`` is when the shown part was rendered; the answer says how many items came in
+    after it.
     """
-    known = set(request.GET.get("known", "").split())
-    context = _waiting_context(request.user, known=known)
+    context = _waiting_context(request, selectors.roles_by_fund(request.user))
     response = render(request, "governance/_queue_waiting.html", context)
     response["X-Queue-Count"] = str(context["waiting_count"])
-    response["X-Queue-New"] = str(context["new_count"])
+    response["X-Queue-New"] = str(context.get("new_count", 0))
     response["Cache-Control"] = "no-store"
     return response
 

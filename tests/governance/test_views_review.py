@@ -262,12 +262,17 @@ def test_queue_needs_sign_in(client):
     assert response.url.startswith(reverse("login"))
 
 
-def test_queue_updates_return_the_waiting_part_and_count_new_items(client, alem):
-    first = alem.proposal(submit=True)
-    second = alem.proposal(submit=True)
-    signed_in(client, alem.users["risk"])
+def queue_rendered_at(html: str) -> str:
+    return re.search(r'data-rendered-at="([^"]*)"', html).group(1)
 
-    response = client.get(reverse("queue-updates"), {"known": f"d{first.pk}.1"})
+
+def test_queue_updates_return_the_waiting_part_and_count_what_came_in_since(client, alem):
+    first = alem.proposal(submit=True)
+    signed_in(client, alem.users["risk"])
+    since = queue_rendered_at(get_page(client, reverse("queue")))
+    second = alem.proposal(submit=True)
+
+    response = client.get(reverse("queue-updates"), {"since": since})
 
     assert response.status_code == 200
     html = assert_strict_page(response)
@@ -275,17 +280,74 @@ def test_queue_updates_return_the_waiting_part_and_count_new_items(client, alem)
     assert response.headers["X-Queue-New"] == "1"
     assert waiting_keys(html) == {f"d{first.pk}.1", f"d{second.pk}.1"}
     assert 'data-new-message="1 new item waits for you."' in html
+    assert queue_rendered_at(html) > since
     assert "<html" not in html
 
 
 def test_queue_updates_announce_nothing_when_nothing_is_new(client, alem):
-    proposal = alem.proposal(submit=True)
+    alem.proposal(submit=True)
     signed_in(client, alem.users["risk"])
+    since = queue_rendered_at(get_page(client, reverse("queue")))
 
-    response = client.get(reverse("queue-updates"), {"known": f"d{proposal.pk}.1"})
+    response = client.get(reverse("queue-updates"), {"since": since})
 
     assert response.headers["X-Queue-New"] == "0"
     assert "data-new-message" not in response.content.decode()
+
+
+@pytest.mark.parametrize("since", ["", "yesterday", "2026-12-04T10:00:00"])
+def test_queue_updates_without_a_usable_since_count_nothing_as_new(client, alem, since):
+    alem.proposal(submit=True)
+    signed_in(client, alem.users["risk"])
+
+    response = client.get(reverse("queue-updates"), {"since": since})
+
+    assert response.status_code == 200
+    assert response.headers["X-Queue-Count"] == "1"
+    assert response.headers["X-Queue-New"] == "0"
+
+
+def test_the_queue_shows_25_waiting_decisions_a_page_the_longest_waiting_first(client, alem):
+    proposals = [alem.proposal(submit=True) for _ in range(27)]
+    signed_in(client, alem.users["risk"])
+
+    first = get_page(client, reverse("queue"))
+    second = get_page(client, reverse("queue") + "?page=2")
+    beyond = get_page(client, reverse("queue") + "?page=99")
+    not_a_number = get_page(client, reverse("queue") + "?page=x")
+
+    assert waiting_keys(first) == {f"d{p.pk}.1" for p in proposals[:25]}
+    assert waiting_keys(second) == {f"d{p.pk}.1" for p in proposals[25:]}
+    assert waiting_keys(beyond) == waiting_keys(second)
+    assert waiting_keys(not_a_number) == waiting_keys(first)
+    assert re.search(r'badge--current">27</span>', first)
+    assert "1 to 25 of 27" in first and "26 to 27 of 27" in second
+    assert 'href="/?page=2" rel="next"' in first
+    assert 'href="/?page=1" rel="prev"' in second
+    assert 'rel="next"' not in second
+
+
+def test_the_queues_pages_keep_each_others_place(client, alem):
+    for _ in range(27):
+        alem.proposal(submit=True)
+    signed_in(client, alem.users["risk"])
+
+    html = get_page(client, reverse("queue") + "?page=2&mine_page=3")
+
+    assert 'href="/?page=1&amp;mine_page=3" rel="prev"' in html
+
+
+def test_the_authors_own_proposals_show_ten_a_page_the_latest_changed_first(client, alem):
+    drafts = [alem.proposal() for _ in range(12)]
+    signed_in(client, alem.users["manager"])
+
+    first = get_page(client, reverse("queue"))
+    second = get_page(client, reverse("queue") + "?mine_page=2")
+
+    shown = lambda html: {int(pk) for pk in re.findall(r'href="/proposals/(\d+)/"', html)}  # noqa: E731
+    assert shown(first) == {d.pk for d in drafts[2:]}
+    assert shown(second) == {d.pk for d in drafts[:2]}
+    assert "1 to 10 of 12" in first
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
-// My queue: every data-poll-seconds (ALEM_QUEUE_POLL_SECONDS) fetch what waits for the user and swap it in, announcing new items
-// in the page's live region. The page works without it (a reload shows the same).
+// My queue: every data-poll-seconds (ALEM_QUEUE_POLL_SECONDS) fetch what waits for the user (the same pages of each list) and
+// swap it in, announcing in the page's live region what came in since the shown part was rendered. The page works without it
+// (a reload shows the same).
 (() => {
   "use strict";
 
-  function keysOf(root) {
-    const list = root.querySelector("[data-keys]");
-    const raw = list ? list.getAttribute("data-keys") : "";
-    return raw.split(/\s+/).filter(Boolean);
+  function renderedAt(root) {
+    const list = root.querySelector("[data-rendered-at]");
+    return list ? list.getAttribute("data-rendered-at") : "";
   }
 
   function start() {
@@ -15,14 +15,16 @@
     if (!container || !announce || !window.fetch) return;
     const url = container.getAttribute("data-poll-url");
     const seconds = Number(container.getAttribute("data-poll-seconds")) || 30;
-    let known = keysOf(container);
+    let since = renderedAt(container);
     let busy = false;
 
     async function poll() {
       if (busy || document.hidden) return;
       busy = true;
       try {
-        const query = new URLSearchParams({ known: known.join(" ") });
+        // The pages shown (page, fills_page) stay as the address bar has them.
+        const query = new URLSearchParams(window.location.search);
+        query.set("since", since);
         const response = await fetch(`${url}?${query}`, {
           credentials: "same-origin",
           headers: { Accept: "text/html", "X-Requested-With": "fetch" },
@@ -33,7 +35,7 @@
         const html = await response.text();
         const fresh = document.createElement("div");
         fresh.innerHTML = html;
-        const list = fresh.querySelector("[data-keys]");
+        const list = fresh.querySelector("[data-rendered-at]");
         if (!list) return;
         // Do not pull the list from under the keyboard: wait until focus leaves it.
         if (container.contains(document.activeElement) && document.activeElement !== document.body) {
@@ -41,7 +43,7 @@
         }
         container.replaceChildren(...fresh.childNodes);
         document.dispatchEvent(new Event("alem:content-replaced"));
-        known = keysOf(container);
+        since = renderedAt(container);
         const message = list.getAttribute("data-new-message");
         if (message) {
           announce.textContent = message;
