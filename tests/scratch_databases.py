@@ -43,9 +43,14 @@ def server_sql(sql: str) -> None:
         db.execute(sql)
 
 
-def count(name: str, sql: str) -> int:
+def rows(name: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """What ``sql`` selects in database ``name``."""
     with psycopg.connect(**connection_params(name)) as db:
-        return db.execute(sql).fetchone()[0]
+        return db.execute(sql, params).fetchall()
+
+
+def count(name: str, sql: str) -> int:
+    return rows(name, sql)[0][0]
 
 
 @contextmanager
