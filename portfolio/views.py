@@ -8,6 +8,7 @@ Reads only: every number comes from ``portfolio.selectors`` and is shown through
 import datetime as dt
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import pairwise
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import get_object_or_404, render
@@ -25,6 +26,10 @@ from portfolio.templatetags.alem_format import share as share_percent
 # The NAV history periods offered, by their ``?days=`` value; None is the whole history.
 PERIODS = {"30": 30, "90": 90, "365": 365, "all": None}
 DEFAULT_PERIOD = "90"
+# A NAV history spanning at most this many days is drawn day by day; a longer one (all of a
+# fund's years) by the end of each month, which is all a chart's width and a table read aloud
+# can carry.
+DAILY_SPAN_DAYS = 366
 PERIOD_LABELS = {
     "30": gettext_lazy("30 days"),
     "90": gettext_lazy("90 days"),
@@ -98,6 +103,16 @@ def _allocation_chart(valuation) -> Chart:
     )
 
 
+def _month_ends(snapshots: list) -> list:
+    """The last snapshot of each month (oldest first), the newest one included."""
+    ends = [
+        snapshot
+        for snapshot, following in pairwise(snapshots)
+        if (snapshot.date.year, snapshot.date.month) != (following.date.year, following.date.month)
+    ]
+    return [*ends, snapshots[-1]]
+
+
 def _nav_chart(
     snapshots, *, attribute: str, unit: str, element_id: str, name: str, label: str
 ) -> Chart:
@@ -117,27 +132,17 @@ def _nav_chart(
     )
 
 
-def _nav_charts_shown() -> list[tuple[str, str, dict]]:
+def _nav_charts_shown(*, monthly: bool) -> list[tuple[str, str, dict]]:
     """The NAV histories drawn, in order: (snapshot attribute, unit, ``_nav_chart`` texts)."""
+    if monthly:
+        usd = _("Net asset value in US dollars at the end of each month of the period.")
+        kzt = _("Net asset value in tenge at the end of each month of the period.")
+    else:
+        usd = _("Net asset value in US dollars at the end of each day of the period.")
+        kzt = _("Net asset value in tenge at the end of each day of the period.")
     return [
-        (
-            "nav_usd",
-            "USD",
-            {
-                "element_id": "nav-usd-data",
-                "name": _("NAV (USD)"),
-                "label": _("Net asset value in US dollars at the end of each day of the period."),
-            },
-        ),
-        (
-            "nav_kzt",
-            "KZT",
-            {
-                "element_id": "nav-kzt-data",
-                "name": _("NAV (KZT)"),
-                "label": _("Net asset value in tenge at the end of each day of the period."),
-            },
-        ),
+        ("nav_usd", "USD", {"element_id": "nav-usd-data", "name": _("NAV (USD)"), "label": usd}),
+        ("nav_kzt", "KZT", {"element_id": "nav-kzt-data", "name": _("NAV (KZT)"), "label": kzt}),
     ]
 
 
@@ -156,7 +161,10 @@ def portfolio(request, pk: int):
 
     days = PERIODS[period]
     start = None if days is None else timezone.localdate() - dt.timedelta(days=days - 1)
-    snapshots = list(selectors.nav_history(fund, start=start))
+    snapshots = list(selectors.nav_history(fund, start=start).only("date", "nav_usd", "nav_kzt"))
+    monthly = bool(snapshots) and (snapshots[-1].date - snapshots[0].date).days > DAILY_SPAN_DAYS
+    if monthly:
+        snapshots = _month_ends(snapshots)
 
     positions = [
         PositionRow(
@@ -170,7 +178,7 @@ def portfolio(request, pk: int):
     ]
     nav_charts = [
         _nav_chart(snapshots, attribute=attribute, unit=unit, **texts)
-        for attribute, unit, texts in _nav_charts_shown()
+        for attribute, unit, texts in _nav_charts_shown(monthly=monthly)
     ]
     context = {
         "nav_section": "portfolio",

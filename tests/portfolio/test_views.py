@@ -5,6 +5,7 @@ import datetime as dt
 import json
 import re
 from decimal import Decimal
+from itertools import pairwise
 
 import pytest
 from django.db import connection
@@ -308,7 +309,7 @@ def test_nav_history_charts_carry_dollars_and_tenge_of_each_day(client, alem):
 
 
 def test_nav_history_period_limits_the_days_shown(client, alem):
-    for n in (0, 29, 30, 89, 90, 364, 365, 400):
+    for n in (0, 29, 30, 89, 90, 364, 365, 366):
         snapshot(alem.fund, days_back(n), f"{1000 + n}")
 
     def days_shown(**query):
@@ -320,8 +321,30 @@ def test_nav_history_period_limits_the_days_shown(client, alem):
     assert days_shown(days="30") == [29, 0]
     assert days_shown(days="90") == [89, 30, 29, 0]
     assert days_shown(days="365") == [364, 90, 89, 30, 29, 0]
-    assert days_shown(days="all") == [400, 365, 364, 90, 89, 30, 29, 0]
+    assert days_shown(days="all") == [366, 365, 364, 90, 89, 30, 29, 0]
     assert days_shown() == [89, 30, 29, 0]
+
+
+def test_a_history_longer_than_a_year_is_shown_by_the_end_of_each_month(client, alem):
+    today = timezone.localdate()
+    days = [today - dt.timedelta(days=n) for n in range(800, -1, -1)]
+    for day in days:
+        snapshot(alem.fund, day, str(day.toordinal()))
+    month_ends = [day for day, after in pairwise(days) if day.month != after.month]
+
+    response = get_page(client, alem.users["auditor"], alem.fund, days="all")
+    points = chart_data(response, "nav-usd-data")["series"][0]["points"]
+    year = get_page(client, alem.users["auditor"], alem.fund, days="365")
+
+    assert [day for day, _value, _shown in points] == [
+        day.isoformat() for day in [*month_ends, today]
+    ]
+    assert [D(value) for _day, value, _shown in points] == [
+        D(day.toordinal()) for day in [*month_ends, today]
+    ]
+    assert len(response.context["nav_charts"][0].rows) == len(month_ends) + 1
+    assert "at the end of each month of the period" in response.content.decode()
+    assert len(chart_data(year, "nav-usd-data")["series"][0]["points"]) == 365
 
 
 @pytest.mark.parametrize("days", ["7", "abc", "-1", "0", "99999999999999999999", "all%00"])
