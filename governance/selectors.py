@@ -176,26 +176,36 @@ def compliance_facts(
 
 
 def roles_by_fund(user) -> dict[int, set[str]]:
-    """Every fund role ``user`` holds, directly or through a group, keyed by fund id.
+    """Every fund role ``user`` holds, directly or through a group, keyed by fund id (a fund
+    they may only view, through ``view_fund``, maps to an empty set).
 
-    Two queries whatever the number of funds (``roles.roles_on_fund`` costs two per fund).
+    One query whatever the number of funds (``roles.roles_on_fund`` costs two per fund).
     """
     if not user.is_authenticated or not user.is_active:
         return {}
     fund_type = ContentType.objects.get_for_model(Fund)
-    wanted = {"content_type": fund_type, "permission__codename__in": FundRole.values}
-    rows = list(
-        UserObjectPermission.objects.filter(user=user, **wanted).values_list(
-            "object_pk", "permission__codename"
-        )
+    wanted = {
+        "content_type": fund_type,
+        "permission__codename__in": [*FundRole.values, "view_fund"],
+    }
+    direct = UserObjectPermission.objects.filter(user=user, **wanted).values_list(
+        "object_pk", "permission__codename"
     )
-    rows += GroupObjectPermission.objects.filter(group__user=user, **wanted).values_list(
+    through_groups = GroupObjectPermission.objects.filter(group__user=user, **wanted).values_list(
         "object_pk", "permission__codename"
     )
     roles: dict[int, set[str]] = defaultdict(set)
-    for fund_pk, codename in rows:
-        roles[int(fund_pk)].add(codename)
+    for fund_pk, codename in direct.union(through_groups, all=True):
+        roles[int(fund_pk)].update({codename} & set(FundRole.values))
     return dict(roles)
+
+
+def request_roles(request) -> dict[int, set[str]]:
+    """``roles_by_fund`` of the request's user, read once per request (the page and its
+    navigation share it)."""
+    if not hasattr(request, "_alem_roles_by_fund"):
+        request._alem_roles_by_fund = roles_by_fund(request.user)
+    return request._alem_roles_by_fund
 
 
 def _funds_with(roles: dict[int, set[str]], wanted: set[str]) -> dict[int, set[str]]:

@@ -28,7 +28,6 @@ from django.views.decorators.http import require_GET, require_POST
 from governance import compliance, permissions, selectors, services, wording
 from governance.exceptions import GovernanceError, NotPermitted
 from governance.models import Decision, Proposal, ProposalState
-from governance.roles import roles_on_fund
 from governance.vocabulary import DECISION_NOTES, FILL_NOTES
 from governance.web_forms import (
     DecisionForm,
@@ -135,7 +134,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     """What waits for the user: decisions, fills, their own proposals and their funds, each
     list a page at a time."""
     user = request.user
-    roles = selectors.roles_by_fund(user)
+    roles = selectors.request_roles(request)
     funds = selectors.fund_summaries(user, roles=roles)
     authored = _pager(request, selectors.proposals_authored(user), "mine_page", AUTHORED_PAGE_SIZE)
     context = {
@@ -159,7 +158,7 @@ def queue_updates(request: HttpRequest) -> HttpResponse:
     ``?since=`` is when the shown part was rendered; the answer says how many items came in
     after it.
     """
-    context = _waiting_context(request, selectors.roles_by_fund(request.user))
+    context = _waiting_context(request, selectors.request_roles(request))
     response = render(request, "governance/_queue_waiting.html", context)
     response["X-Queue-Count"] = str(context["waiting_count"])
     response["X-Queue-New"] = str(context.get("new_count", 0))
@@ -219,7 +218,7 @@ def _detail_context(
 ) -> dict:
     user = request.user
     asset = proposal.asset.symbol
-    roles = roles_on_fund(user, proposal.fund)
+    roles = selectors.request_roles(request).get(proposal.fund_id, set())
     decision_refusal = permissions.decide_refusal(user, proposal, roles=roles)
     fill_refusal = permissions.fill_refusal(user, proposal, roles=roles)
     stage_reviews = selectors.proposal_stage_reviews(proposal)
