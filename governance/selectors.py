@@ -7,7 +7,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.timesince import timesince
@@ -16,6 +16,7 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 from governance import compliance, permissions, policies
 from governance.models import (
     DECIDING_ROLES,
+    REMAINING_USD,
     ApprovalPolicy,
     AuditEvent,
     Decision,
@@ -101,6 +102,19 @@ def reserved_notional_usd(
     return approved.remaining_usd_total()
 
 
+def _reserved_in_all_and_for_asset(proposal: Proposal) -> tuple[Decimal, Decimal]:
+    """``reserved_notional_usd`` of the other proposals of ``proposal``'s fund, in all and for
+    its asset alone, in one query."""
+    totals = (
+        Proposal.objects.filter(fund_id=proposal.fund_id, state=ProposalState.APPROVED)
+        .exclude(pk=proposal.pk)
+        .aggregate(
+            all=Sum(REMAINING_USD), asset=Sum(REMAINING_USD, filter=Q(asset_id=proposal.asset_id))
+        )
+    )
+    return totals["all"] or Decimal("0"), totals["asset"] or Decimal("0")
+
+
 def compliance_prices(proposal: Proposal) -> dict[int, Consensus]:
     """The consensus prices compliance values ``proposal``'s fund at: its asset's and each held
     asset's, keyed by asset id.
@@ -147,6 +161,7 @@ def compliance_facts(
         if holding.asset_id == proposal.asset_id:
             asset_value = value
     market = consensus[proposal.asset_id]
+    reserved, reserved_for_asset = _reserved_in_all_and_for_asset(proposal)
     facts = compliance.ComplianceFacts(
         asset_symbol=proposal.asset.symbol,
         notional_usd=proposal.notional_usd,
@@ -154,10 +169,8 @@ def compliance_facts(
         max_proposal_notional_usd=fund.max_proposal_notional_usd,
         max_asset_share=fund.max_asset_share,
         cash_usd=books.fund_cash_usd(fund),
-        reserved_usd=reserved_notional_usd(fund, excluding=proposal),
-        reserved_asset_usd=reserved_notional_usd(
-            fund, excluding=proposal, asset_id=proposal.asset_id
-        ),
+        reserved_usd=reserved,
+        reserved_asset_usd=reserved_for_asset,
         asset_value_usd=asset_value,
         holdings_value_usd=holdings_value,
         unpriced_symbols=tuple(unpriced),
@@ -360,12 +373,15 @@ def proposal_stage_reviews(proposal: Proposal) -> list[StageReview]:
     ]
 
 
-def proposal_compliance_preview(proposal: Proposal) -> compliance.ComplianceReport:
+def proposal_compliance_preview(
+    proposal: Proposal, *, prices: dict[int, Consensus] | None = None
+) -> compliance.ComplianceReport:
     """Pre-trade compliance of ``proposal`` judged now, as its next step would be judged: as the
-    final approval when its current stage is the last applicable one."""
+    final approval when its current stage is the last applicable one. ``prices``: consensus
+    prices the page has read already (``compliance_facts`` reads the others)."""
     final_approval = False
     if proposal.state == ProposalState.IN_REVIEW and proposal.policy is not None:
         applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
         final_approval = policies.is_final_stage(applicable, proposal.current_stage)
-    facts, _price = compliance_facts(proposal, final_approval=final_approval)
+    facts, _price = compliance_facts(proposal, final_approval=final_approval, prices=prices)
     return compliance.evaluate(facts)

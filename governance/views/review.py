@@ -223,12 +223,14 @@ def _detail_context(
     fill_refusal = permissions.fill_refusal(user, proposal, roles=roles)
     stage_reviews = selectors.proposal_stage_reviews(proposal)
 
+    consensus = consensus_for(proposal.asset)
     preview = None
     if proposal.state in PREVIEW_STATES:
-        preview = selectors.proposal_compliance_preview(proposal).as_json()
+        preview = selectors.proposal_compliance_preview(
+            proposal, prices={proposal.asset_id: consensus}
+        ).as_json()
     stored = proposal.compliance or {}
 
-    consensus = consensus_for(proposal.asset)
     source_names = dict(Price.Source.choices)
     freshest = consensus.at - consensus.age if consensus.age is not None else None
 
