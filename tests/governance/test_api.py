@@ -7,7 +7,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from governance import services
+from governance import selectors, services
+from governance.api.serializers import ProposalSerializer, StageStatusSerializer
 from governance.models import AuditEvent, Decision, Proposal, ProposalState
 from tests.api import client_for
 from tests.factories import FundBuilder, UserFactory
@@ -687,3 +688,15 @@ def test_proposal_list_costs_the_same_queries_for_5_and_50_proposals(alem):
     approvals = [a for p in body["results"] for s in p["stages"] for a in s["approvals"]]
     assert len(approvals) == 80
     assert queries_for_50 == queries_for_5
+
+
+def test_the_stages_field_matches_its_documented_serializer(alem):
+    proposal = alem.proposal(submit=True)
+    alem.decide(proposal, "risk")
+    proposal = selectors.proposal_list_for_user(alem.users["risk"]).get(pk=proposal.pk)
+
+    shown = ProposalSerializer(proposal).data["stages"]
+    documented = StageStatusSerializer(selectors.proposal_stage_statuses(proposal), many=True).data
+
+    assert shown == documented
+    assert shown[0]["approvals"] == ["risk"]
