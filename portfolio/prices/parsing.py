@@ -19,6 +19,7 @@ from email.utils import parsedate_to_datetime
 
 # Enough digits that the division of two prices is exact to far below a price's last place.
 DIVISION_DIGITS = 50
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 class MalformedBody(ValueError):
@@ -76,9 +77,7 @@ def _epoch_time(value, what: str, *, per_second: int = 1000) -> dt.datetime:
     ):
         raise MalformedBody(f"{what}: expected a time since the epoch, got {value!r}")
     try:
-        return dt.datetime.fromtimestamp(0, tz=dt.UTC) + dt.timedelta(
-            milliseconds=int(value) * (1000 // per_second)
-        )
+        return EPOCH + dt.timedelta(milliseconds=int(value) * (1000 // per_second))
     except (OverflowError, OSError, ValueError) as exc:
         raise MalformedBody(f"{what}: {value!r} is out of range") from exc
 

@@ -2,7 +2,9 @@
 
 ``prices_store`` is the one writer of ``Price`` rows, with one idempotency rule: an observation
 (asset, source, quote currency, time) is stored once, and storing it again adds nothing. The
-fetches, the backfills, the import of daily closes and manual entry all store through it.
+fetches, the backfills, the import of daily closes and manual entry all store through it. It
+streams a batch with COPY into a temporary staging table and merges it with one ``INSERT ...
+ON CONFLICT DO NOTHING``, so a five-year backfill costs little more than the COPY itself.
 
 Each fetch is one ``PriceFetch`` row, run by one skeleton (``_fetch_run``). It is created
 ``running`` before the first request and holds the lock of its provider and kind (a unique
@@ -18,14 +20,15 @@ import csv
 import datetime as dt
 import logging
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
-from operator import attrgetter
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
+from typing import NamedTuple
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Model
 from django.utils import timezone
 
 from portfolio.exceptions import PriceImportError
@@ -44,7 +47,9 @@ Kind = PriceFetch.Kind
 # Not a stored outcome: another fetch of the same provider and kind was running, so this one
 # did nothing at all.
 BUSY = "busy"
-Progress = Callable[[int, int, str], None]
+# progress(done, total, label, stored): after each step of a backfill, with the rows it has
+# stored so far.
+Progress = Callable[[int, int, str, int], None]
 # Days of official rates stored per transaction by a backfill.
 OFFICIAL_RATES_BATCH = 100
 
@@ -101,70 +106,132 @@ class FetchReport:
 # ---------------------------------------------------------------------------------------------
 
 
+# The precision of stored prices, read once: a backfill rounds every one of its values.
+_PRICE_FIELD = PriceField()
+PRICE_DIGITS, PRICE_PLACES = _PRICE_FIELD.max_digits, _PRICE_FIELD.decimal_places
+PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_PLACES)
+# Rounding to the last place happens in a context wide enough that nothing else is rounded.
+_ROUNDING = Context(prec=DIVISION_DIGITS, rounding=ROUND_HALF_EVEN)
+
+
 def storable_price(value: Decimal) -> Decimal | None:
     """``value`` at the stored precision (half-even beyond the last place), or None when it
     does not fit the column or rounds to nothing."""
-    field_ = PriceField()
-    places, max_digits = field_.decimal_places, field_.max_digits
-    with localcontext() as ctx:
-        ctx.prec = DIVISION_DIGITS
-        stored = value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
-    if stored <= 0 or stored.adjusted() >= max_digits - places:
+    stored = value.quantize(PRICE_QUANTUM, context=_ROUNDING)
+    if stored <= 0 or stored.adjusted() >= PRICE_DIGITS - PRICE_PLACES:
         return None
     return stored
 
 
-def _not_stored(rows: list, stored: set, *, key) -> list:
-    """The idempotency rule of every market-data write: the ``rows`` whose ``key`` is neither
-    ``stored`` already nor taken by an earlier row of the same batch (``stored`` grows)."""
-    new = []
-    for row in rows:
-        if key(row) not in stored:
-            stored.add(key(row))
-            new.append(row)
+class PriceRow(NamedTuple):
+    """An observation to store, for ``prices_store``: what a ``Price`` row holds, without the
+    cost of a model instance (a backfill makes tens of thousands)."""
+
+    asset_id: int
+    source: str
+    quote_currency: str
+    price: Decimal
+    observed_at: dt.datetime
+    entered_by_id: int | None = None
+
+
+def _copy_merge(
+    model: type[Model],
+    columns: Sequence[str],
+    rows: Iterable[tuple],
+    *,
+    unique: Sequence[str],
+    constants: dict[str, object] | None = None,
+) -> int:
+    """Insert the ``rows`` (values of ``columns``) whose ``unique`` columns match no stored
+    row; returns how many were inserted. ``constants`` are the same in every row.
+
+    The rows are streamed with COPY into a temporary staging table with the columns' types,
+    then merged with one ``INSERT ... SELECT ... ON CONFLICT (unique) DO NOTHING``: a key
+    stored already, or by a concurrent transaction (the merge waits for it to end), is left
+    as it is, and so is the second row of a key within ``rows``. The table's constraints
+    apply to the merge: one refused row refuses the whole batch (the savepoint is rolled
+    back, nothing of it is stored). The staging table lives until the transaction ends and
+    is emptied after each merge.
+    """
+    quote = connection.ops.quote_name
+    table = quote(model._meta.db_table)
+    staging = quote(f"{model._meta.db_table}_staging")
+    copied = ", ".join(quote(name) for name in columns)
+    constants = constants or {}
+    inserted = ", ".join([copied, *(quote(name) for name in constants)])
+    selected = ", ".join([copied, *(["%s"] * len(constants))])
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {staging} ON COMMIT DROP AS "
+            f"SELECT {copied} FROM {table} WITH NO DATA"
+        )
+        with (
+            connection.wrap_database_errors,
+            cursor.copy(f"COPY {staging} ({copied}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"INSERT INTO {table} ({inserted}) SELECT {selected} FROM {staging} "
+            f"ON CONFLICT ({', '.join(quote(name) for name in unique)}) DO NOTHING",
+            list(constants.values()),
+        )
+        new = cursor.rowcount
+        cursor.execute(f"TRUNCATE {staging}")
     return new
 
 
-def prices_store(rows: list[Price]) -> int:
+_PRICE_COLUMNS = ("asset_id", "source", "quote_currency", "price", "observed_at", "entered_by_id")
+_PRICE_KEY = ("asset_id", "source", "quote_currency", "observed_at")
+
+
+def prices_store(rows: Sequence[Price | PriceRow]) -> int:
     """Store the observations not stored yet (same asset, source, quote currency and time);
     returns how many were new. Safe to repeat, and to race: a concurrent writer's row wins.
+    Within ``rows`` the first row of an observation is the one stored.
 
-    The one writer of ``Price`` rows. Preconditions: each row's price fits the column
-    (``storable_price``). Runs in the caller's transaction when there is one."""
-    groups = defaultdict(list)
-    for row in rows:
-        groups[(row.asset_id, row.source, row.quote_currency)].append(row)
-    new = []
-    for (asset_id, source, quote), group in groups.items():
-        times = [row.observed_at for row in group]
-        seen = set(
-            Price.objects.filter(
-                asset_id=asset_id,
-                source=source,
-                quote_currency=quote,
-                observed_at__gte=min(times),
-                observed_at__lte=max(times),
-            ).values_list("observed_at", flat=True)
-        )
-        new += _not_stored(group, seen, key=attrgetter("observed_at"))
-    Price.objects.bulk_create(new, batch_size=1000, ignore_conflicts=True)
-    return len(new)
+    The one writer of ``Price`` rows; ``rows`` are ``Price`` instances (unsaved) or
+    ``PriceRow``s. Preconditions: each row's price fits the column (``storable_price``).
+    Runs in the caller's transaction when there is one, in a savepoint: a row the table's
+    constraints refuse (a price not positive) raises ``IntegrityError`` and stores nothing of
+    the batch. ``fetched_at`` is now for every row; ``entered_by`` is kept.
+    """
+    if not rows:
+        return 0
+    seen = set()
+
+    def first_of_each_observation():
+        for row in rows:
+            key = (row.asset_id, row.source, row.quote_currency, row.observed_at)
+            if key not in seen:
+                seen.add(key)
+                yield (*key[:3], row.price, row.observed_at, row.entered_by_id)
+
+    return _copy_merge(
+        Price,
+        _PRICE_COLUMNS,
+        first_of_each_observation(),
+        unique=_PRICE_KEY,
+        constants={"fetched_at": timezone.now()},
+    )
 
 
-def _store_fx_rates(rates: list[FxRate]) -> int:
-    """Insert the USD/KZT rates of days not stored yet; returns how many were new. A stored
-    rate is never overwritten."""
+def _store_fx_rates(rates: Sequence[FxRate]) -> int:
+    """Insert the rates of days not stored yet; returns how many were new. A stored rate is
+    never overwritten; within ``rates`` the first rate of a day is the one stored."""
     if not rates:
         return 0
-    days = {rate.date for rate in rates}
-    seen = set(
-        FxRate.objects.filter(base_currency="USD", quote_currency="KZT", date__in=days).values_list(
-            "date", flat=True
-        )
+    columns = ("base_currency", "quote_currency", "date", "rate", "source")
+    first = {}
+    for rate in rates:
+        first.setdefault((rate.base_currency, rate.quote_currency, rate.date), rate)
+    return _copy_merge(
+        FxRate,
+        columns,
+        ((r.base_currency, r.quote_currency, r.date, r.rate, r.source) for r in first.values()),
+        unique=columns[:3],
     )
-    new = _not_stored(rates, seen, key=attrgetter("date"))
-    FxRate.objects.bulk_create(new, ignore_conflicts=True)
-    return len(new)
 
 
 def _begin(provider: str, kind: str, requested: list[str], now: dt.datetime) -> PriceFetch | None:
@@ -197,8 +264,8 @@ def _finish(
     failures: list[FailureNote],
     requests: int,
     priced: int,
-    rows: list[Price] = (),
-    fx_rates: list[FxRate] = (),
+    rows: Sequence[PriceRow] = (),
+    fx_rates: Sequence[FxRate] = (),
     stored_already: int = 0,
     detail: str = "",
 ) -> tuple[int, dt.datetime | None]:
@@ -208,7 +275,7 @@ def _finish(
     pauses = [now + dt.timedelta(seconds=f.pause_seconds) for f in failures if f.pause_seconds]
     paused_until = max(pauses) if pauses else None
     with transaction.atomic():
-        stored = stored_already + prices_store(list(rows)) + _store_fx_rates(list(fx_rates))
+        stored = stored_already + prices_store(rows) + _store_fx_rates(fx_rates)
         FetchFailure.objects.bulk_create(
             FetchFailure(
                 fetch=fetch,
@@ -310,9 +377,10 @@ def _price_rows(
     observations,
     quote_currency: str,
     failures: list[FailureNote],
-) -> list[Price]:
+) -> list[PriceRow]:
     rows = []
     for asset in listed[key]:
+        asset_id = asset.pk
         for observed in observations:
             price = storable_price(observed.price)
             if price is None:
@@ -324,21 +392,13 @@ def _price_rows(
                     )
                 )
                 continue
-            rows.append(
-                Price(
-                    asset=asset,
-                    source=provider,
-                    quote_currency=quote_currency,
-                    price=price,
-                    observed_at=observed.observed_at,
-                )
-            )
+            rows.append(PriceRow(asset_id, provider, quote_currency, price, observed.observed_at))
     return rows
 
 
 def _peg_rows(
     rates: dict[str, Decimal], day: dt.date, pegged: list[Asset], failures: list[FailureNote]
-) -> list[Price]:
+) -> list[PriceRow]:
     """Prices in USD of assets pegged to a currency, through the National Bank's tenge rates:
     a KZT-pegged asset is worth 1 / (tenge per dollar). Observed at the start of the rate's day
     in Almaty, when the official rate takes effect."""
@@ -359,15 +419,7 @@ def _peg_rows(
         if price is None:
             failures.append(FailureNote(Reason.MALFORMED, f"{peg} peg out of range", asset))
             continue
-        rows.append(
-            Price(
-                asset=asset,
-                source=Price.Source.NBK,
-                quote_currency="USD",
-                price=price,
-                observed_at=observed_at,
-            )
-        )
+        rows.append(PriceRow(asset.pk, Price.Source.NBK, "USD", price, observed_at))
     return rows
 
 
@@ -394,7 +446,7 @@ def _official_rates(client: NbkClient, day: dt.date, pegged: list[Asset], failur
 class _Brought:
     """What a fetch's work brought: rows to store when it finishes, or what it stored already."""
 
-    rows: list[Price] = field(default_factory=list)
+    rows: list[PriceRow] = field(default_factory=list)
     fx_rates: list[FxRate] = field(default_factory=list)
     stored: int = 0
     priced: int = 0
@@ -474,7 +526,7 @@ def prices_fetch_latest(*, provider: str, client: ProviderClient | None = None) 
                 return brought
             brought.fx_rates.append(fx_rate)
             report.prices.append(("USD/KZT", fx_rate.rate, "KZT"))
-            return _priced(brought, report)
+            return _priced(brought, report, pegged)
 
     else:
         listed = _listed_assets(provider)
@@ -499,13 +551,16 @@ def prices_fetch_latest(*, provider: str, client: ProviderClient | None = None) 
                     FailureNote(Reason.UNKNOWN_SYMBOL, f"{key}: {why}", asset)
                     for asset in listed[key]
                 )
-            return _priced(brought, report)
+            return _priced(brought, report, [a for assets in listed.values() for a in assets])
 
     return _fetch_run(provider, Kind.LATEST, requested=requested, client=client, work=work)
 
 
-def _priced(brought: _Brought, report: FetchReport) -> _Brought:
-    report.prices += [(row.asset.symbol, row.price, row.quote_currency) for row in brought.rows]
+def _priced(brought: _Brought, report: FetchReport, assets: list[Asset]) -> _Brought:
+    symbols = {asset.pk: asset.symbol for asset in assets}
+    report.prices += [
+        (symbols[row.asset_id], row.price, row.quote_currency) for row in brought.rows
+    ]
     brought.priced = len(brought.rows) + len(brought.fx_rates)
     return brought
 
@@ -547,9 +602,10 @@ def prices_backfill(
     charts, or the National Bank's rate of each day (and the prices of pegged assets).
 
     Idempotent: observations already stored are skipped, and for the National Bank days
-    whose rate is stored are not asked again. Each asset (or day) is stored as soon as it
-    arrives, so an interrupted backfill keeps what it got. A pause (429/418) stops the
-    provider's backfill there. ``progress(done, total, label)`` is called after each step.
+    whose rate is stored are not asked again. Each asset (or batch of days) is stored as soon
+    as it arrives, so an interrupted backfill keeps what it got. A pause (429/418) stops the
+    provider's backfill there. ``progress(done, total, label, stored)`` is called after each
+    step with the rows stored so far; the management command draws it, the tasks pass none.
     """
     _check_provider(provider)
     if days < 1:
@@ -583,20 +639,20 @@ def _backfill_market(provider, client, listed, days, now, failures, progress) ->
     )
     stored = priced = 0
     for done, key in enumerate(sorted(listed), start=1):
+        paused = False
         try:
             observed = client.history(key, start=start, days=days)
         except FetchError as error:
             failures.extend(FailureNote.from_error(error, asset) for asset in listed[key])
-            if error.pause_seconds:
-                break
-            continue
-        finally:
-            if progress:
-                progress(done, len(listed), key)
-        rows = _price_rows(provider, listed, key, observed, client.quote_currency, failures)
-        priced += len(rows)
-        with transaction.atomic():
+            paused = bool(error.pause_seconds)
+        else:
+            rows = _price_rows(provider, listed, key, observed, client.quote_currency, failures)
+            priced += len(rows)
             stored += prices_store(rows)
+        if progress:
+            progress(done, len(listed), key, stored)
+        if paused:
+            break
     return stored, priced
 
 
@@ -635,7 +691,7 @@ def _backfill_official_rates(client, days, pegged, failures, progress) -> tuple[
             continue
         finally:
             if progress:
-                progress(done, len(wanted), f"{day:%d.%m.%Y}")
+                progress(done, len(wanted), f"{day:%d.%m.%Y}", stored)
         priced += 1 + len(day_rows)
         have.add(fx_rate.date)
         fx_rates.append(fx_rate)
@@ -682,8 +738,7 @@ def price_record_manual(
     stored = storable_price(price)
     if stored is None or stored != price:
         raise ManualPriceInvalid(
-            f"The price must fit {PriceField().max_digits} digits with at most "
-            f"{PriceField().decimal_places} decimal places."
+            f"The price must fit {PRICE_DIGITS} digits with at most {PRICE_PLACES} decimal places."
         )
     row = Price(
         asset=asset,
@@ -746,16 +801,16 @@ def price_history_import(
 
     Idempotent: days already stored for this asset and source are left as they are.
     """
-    quantum = Decimal(1).scaleb(-PriceField().decimal_places)
-    rows = [
-        Price(
-            asset=asset,
-            source=source,
-            quote_currency="USD",
-            price=close.close.quantize(quantum),
-            observed_at=dt.datetime.combine(close.day, dt.time(23, 59, 59), tzinfo=dt.UTC),
-        )
-        for close in closes
-    ]
-    with transaction.atomic():
-        return prices_store(rows)
+    end_of_day = dt.time(23, 59, 59, tzinfo=dt.UTC)
+    return prices_store(
+        [
+            PriceRow(
+                asset.pk,
+                source,
+                "USD",
+                close.close.quantize(PRICE_QUANTUM),
+                dt.datetime.combine(close.day, end_of_day),
+            )
+            for close in closes
+        ]
+    )

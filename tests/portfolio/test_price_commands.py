@@ -1,13 +1,17 @@
 """The price commands: fetch_prices, backfill_prices, import_prices, install_schedules."""
 
 import datetime as dt
+import re
 from decimal import Decimal
+from io import StringIO
 
 import pytest
-from django.core.management import CommandError
+from django.core.management import CommandError, call_command
+from django.core.management.base import OutputWrapper
 from django.utils import timezone
 from django_celery_beat.models import PeriodicTask
 
+from portfolio.management.commands.backfill_prices import ProgressBar
 from portfolio.models import FetchFailure, Price, PriceFetch
 from tests.commands import run_command as run
 from tests.factories import AssetFactory
@@ -80,13 +84,45 @@ def test_backfill_prices_shows_progress_and_stores_each_day_once(market, bnb):
     first = run("backfill_prices", "--days", "7", "--provider", "binance")
     second = run("backfill_prices", "--days", "7", "--provider", "binance")
 
-    assert first.splitlines() == [
-        "binance: 1/2 (50%) BNBUSDT",
-        "binance: 2/2 (100%) BTCUSDT",
-        "binance: ok, 14 stored (2 requests)",
-    ]
+    # Not a terminal: a plain line per tenth of the way, with the rows stored and the rate
+    lines = first.splitlines()
+    assert len(lines) == 3
+    assert re.fullmatch(r"binance: 1/2 \(50%\) BNBUSDT, 7 stored, [\d,]+ rows/s", lines[0])
+    assert re.fullmatch(r"binance: 2/2 \(100%\) BTCUSDT, 14 stored, [\d,]+ rows/s", lines[1])
+    assert lines[2] == "binance: ok, 14 stored (2 requests)"
     assert second.splitlines()[-1] == "binance: ok, 0 stored (2 requests)"
     assert Price.objects.filter(source="binance").count() == 14
+
+
+class Terminal(StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_backfill_prices_on_a_terminal_redraws_one_progress_line(market, bnb):
+    AssetFactory(symbol="BTC", binance_symbol="BTCUSDT", coingecko_id="")
+    market.binance.update({"BNBUSDT": "612.34", "BTCUSDT": "97000.01"})
+    out = Terminal()
+
+    call_command("backfill_prices", "--days", "7", "--provider", "binance", stdout=out)
+
+    bar, summary = out.getvalue().split("\n")[:2]
+    steps = bar.split("\r")[1:]
+    assert len(steps) == 2
+    assert re.fullmatch(r"binance \[#{15}\.{15}\] 1/2 BNBUSDT +7 stored, [\d,]+ rows/s *", steps[0])
+    assert re.fullmatch(r"binance \[#{30}\] 2/2 BTCUSDT +14 stored, [\d,]+ rows/s *", steps[1])
+    assert summary == "binance: ok, 14 stored (2 requests)"
+
+
+def test_the_progress_bar_rate_is_of_rows_stored_since_it_started():
+    out, now = StringIO(), [100.0]
+    bar = ProgressBar(OutputWrapper(out), "coingecko", clock=lambda: now[0])
+
+    now[0] = 102.0
+    bar(1, 40, "bitcoin", 3652)
+    bar(2, 40, "solana", 7304)  # the same tenth of the way: no line
+
+    assert out.getvalue() == "coingecko: 1/40 (0%) bitcoin, 3,652 stored, 1,826 rows/s\n"
 
 
 def test_backfill_prices_of_one_asset(market, bnb):

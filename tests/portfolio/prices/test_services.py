@@ -12,6 +12,7 @@ from portfolio.prices import services as price_services
 from portfolio.prices.clients import (
     CLIENTS,
     BinanceClient,
+    FetchError,
     LatestQuotes,
     Observed,
     ProviderClient,
@@ -347,7 +348,7 @@ def test_binance_backfill_stores_finished_daily_closes_and_is_idempotent(market,
     second = price_services.prices_backfill(provider="binance", days=30)
 
     assert (first.outcome, first.stored, second.outcome, second.stored) == ("ok", 60, "ok", 0)
-    assert steps == [(1, 2, "BNBUSDT"), (2, 2, "BTCUSDT")]
+    assert steps == [(1, 2, "BNBUSDT", 30), (2, 2, "BTCUSDT", 60)]
     closes = Price.objects.filter(asset=assets["BNB"], source="binance").order_by("observed_at")
     assert closes.count() == 30
     first_day = timezone.now().astimezone(dt.UTC).date() - dt.timedelta(days=30)
@@ -384,6 +385,50 @@ def test_a_ban_stops_the_backfill_of_that_provider_at_once(market, assets):
     assert len(market.requests_to("coingecko")) == 1
     assert Price.objects.count() == 0
     assert FetchFailure.objects.get().reason == Reason.RATE_LIMITED
+
+
+class HistoryClient(ProviderClient):
+    """Daily history from memory, failing as told per key; records what it was asked."""
+
+    provider = MarketDataProvider.COINGECKO
+    quote_currency = "USD"
+
+    def __init__(self, failing: dict[str, FetchError]):
+        super().__init__()
+        self.failing = failing
+        self.asked = []
+
+    def history(self, key, *, start, days):
+        self.asked.append(key)
+        if key in self.failing:
+            raise self.failing[key]
+        return [Observed(D("100"), start + dt.timedelta(days=n)) for n in range(days)]
+
+
+def test_a_market_backfill_asks_in_order_goes_on_after_a_failure_and_stops_at_a_pause(assets):
+    # Given BTC's history fails for a while and SOL's provider then asks us to stay away
+    client = HistoryClient(
+        {
+            "bitcoin": FetchError(Reason.SERVER_ERROR, "HTTP 503", http_status=503),
+            "solana": FetchError(Reason.RATE_LIMITED, "HTTP 429", pause_seconds=600),
+        }
+    )
+    AssetFactory(symbol="ZZZ", binance_symbol="", coingecko_id="zcash")
+    steps = []
+
+    report = price_services.prices_backfill(
+        provider="coingecko", days=3, client=client, progress=lambda *step: steps.append(step)
+    )
+
+    # Then BNB is stored, BTC's failure does not stop the rest, and nothing is asked after SOL
+    assert client.asked == ["binancecoin", "bitcoin", "solana"]
+    assert steps == [(1, 4, "binancecoin", 3), (2, 4, "bitcoin", 3), (3, 4, "solana", 3)]
+    assert (report.outcome, report.stored) == (Outcome.PARTIAL, 3)
+    assert set(Price.objects.values_list("asset__symbol", flat=True)) == {"BNB"}
+    assert [(f.reason, f.asset.symbol) for f in FetchFailure.objects.order_by("id")] == [
+        (Reason.SERVER_ERROR, "BTC"),
+        (Reason.RATE_LIMITED, "SOL"),
+    ]
 
 
 def test_official_rate_backfill_asks_only_missing_days_and_sums_up_days_without_rates(
