@@ -9,6 +9,7 @@ proposal is looked up through ``proposal_list_for_user``, so one outside the cal
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
+from rest_framework.generics import get_object_or_404
 from rest_framework.response import Response
 
 from governance import selectors, services
@@ -46,10 +47,10 @@ def _proposal_action(name: str, service, *, summary: str, description=None, body
     ``body`` serializer if the action takes one, and answers with the proposal as it is now."""
 
     def view(self, request, pk=None):
-        proposal = self.get_object()
+        proposal_id = self._scoped_pk()
         fields = self._validated(body) if body is not None else {}
-        service(proposal_id=proposal.pk, actor=request.user, **fields)
-        return self._respond(proposal.pk)
+        service(proposal_id=proposal_id, actor=request.user, **fields)
+        return self._respond(proposal_id)
 
     view.__name__ = name  # the router maps the HTTP method to the attribute of this name
     documented = extend_schema(
@@ -75,6 +76,15 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         if getattr(self, "swagger_fake_view", False):
             return Proposal.objects.none()
         return selectors.proposal_list_for_user(self.request.user)
+
+    def _scoped_pk(self) -> int:
+        """The proposal's id if it belongs to one of the caller's funds, 404 otherwise: what a
+        write needs before its service locks and reads the proposal itself (``get_object``
+        would load everything the proposal's representation shows)."""
+        return get_object_or_404(
+            selectors.proposal_list_for_user(self.request.user).values_list("pk", flat=True),
+            pk=self.kwargs["pk"],
+        )
 
     def _respond(self, proposal_id: int, status_code: int = status.HTTP_200_OK) -> Response:
         """The proposal as it is now, read back through the caller's scoped selector."""
@@ -132,12 +142,13 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     )
     @action(detail=True, methods=["get", "post"])
     def decisions(self, request, pk=None):
-        proposal = self.get_object()
         if request.method == "GET":
             # Prefetched with users and stages by proposal_list_for_user.
-            return self._page(list(proposal.decisions.all()), DecisionSerializer)
+            return self._page(list(self.get_object().decisions.all()), DecisionSerializer)
         decision = services.decision_record(
-            proposal_id=proposal.pk, user=request.user, **self._validated(DecisionCreateSerializer)
+            proposal_id=self._scoped_pk(),
+            user=request.user,
+            **self._validated(DecisionCreateSerializer),
         )
         return Response(DecisionSerializer(decision).data, status=status.HTTP_201_CREATED)
 
@@ -170,13 +181,14 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     )
     @action(detail=True, methods=["get", "post"])
     def executions(self, request, pk=None):
-        proposal = self.get_object()
         if request.method == "GET":
             # A read of the proposal's own fills; the proposal is already scoped to the caller.
+            proposal = self.get_object()
             return self._page(selectors.proposal_executions(proposal), ExecutionSerializer)
+        proposal_id = self._scoped_pk()
         fill = self._validated(ExecutionCreateSerializer)
         execution, created = services.execution_record(
-            proposal_id=proposal.pk, actor=request.user, **fill
+            proposal_id=proposal_id, actor=request.user, **fill
         )
         return Response(
             ExecutionSerializer(execution).data,

@@ -9,7 +9,8 @@ from decimal import Decimal
 from statistics import median
 
 from django.conf import settings
-from django.db.models import Max, OuterRef, Subquery
+from django.db import connection
+from django.db.models import Max
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
@@ -41,34 +42,57 @@ def latest_quotes(asset: Asset, *, at: dt.datetime) -> list[Quote]:
     return latest_quotes_for_assets([asset], at=at)[asset.pk]
 
 
+# The newest USD quote of each (asset, source) pair at a moment: one probe of the
+# price_newest_by_source index per pair (LATERAL), whatever the length of the price history.
+# Written in SQL because the ORM's equivalent, a correlated subquery per source and column,
+# took longer to compile than to run.
+_LATEST_QUOTES_SQL = """
+SELECT wanted.asset_id, newest.source, newest.price, newest.observed_at, newest.quote_currency
+FROM unnest(%(assets)s::bigint[]) AS wanted(asset_id)
+CROSS JOIN unnest(%(sources)s::varchar[]) AS source(name)
+CROSS JOIN LATERAL (
+    SELECT price.source, price.price, price.observed_at, price.quote_currency
+    FROM portfolio_price AS price
+    WHERE price.asset_id = wanted.asset_id
+      AND price.source = source.name
+      AND price.quote_currency = ANY(%(quotes)s::varchar[])
+      AND price.observed_at <= %(at)s
+    ORDER BY price.observed_at DESC, price.id DESC
+    LIMIT 1
+) AS newest
+ORDER BY wanted.asset_id, array_position(%(sources)s::varchar[], newest.source)
+"""
+
+
 def latest_quotes_for_assets(assets: list[Asset], *, at: dt.datetime) -> dict[int, list[Quote]]:
     """The latest quote of each source observed no later than ``at``, for each of ``assets``,
-    keyed by asset id.
+    keyed by asset id (sources in ``Price.Source`` order).
 
-    One query whatever the number of assets: per source, correlated subqueries read the newest
-    row through the (asset, source, quote, observed_at) index, so the cost does not grow with
-    the length of the price history either.
+    One query whatever the number of assets, and its cost does not grow with the length of the
+    price history (``_LATEST_QUOTES_SQL``).
     """
-    columns = {}
-    for source in Price.Source.values:
-        newest = Price.objects.filter(
-            asset=OuterRef("pk"), source=source, quote_currency__in=USD_QUOTES, observed_at__lte=at
-        ).order_by("-observed_at", "-id")
-        for column in ("price", "observed_at", "quote_currency"):
-            columns[f"{source}__{column}"] = Subquery(newest.values(column)[:1])
-    rows = Asset.objects.filter(pk__in=[asset.pk for asset in assets]).annotate(**columns)
     quotes: dict[int, list[Quote]] = {asset.pk: [] for asset in assets}
-    for row in rows.values("pk", *columns):
-        for source in Price.Source.values:
-            if row[f"{source}__price"] is not None:
-                quotes[row["pk"]].append(
-                    Quote(
-                        source=source,
-                        price=row[f"{source}__price"],
-                        observed_at=row[f"{source}__observed_at"],
-                        quote_currency=row[f"{source}__quote_currency"],
-                    )
+    if not quotes:
+        return quotes
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _LATEST_QUOTES_SQL,
+            {
+                "assets": list(quotes),
+                "sources": list(Price.Source.values),
+                "quotes": list(USD_QUOTES),
+                "at": at,
+            },
+        )
+        for asset_id, source, price, observed_at, quote_currency in cursor.fetchall():
+            quotes[asset_id].append(
+                Quote(
+                    source=source,
+                    price=price,
+                    observed_at=observed_at,
+                    quote_currency=quote_currency,
                 )
+            )
     return quotes
 
 
