@@ -60,10 +60,12 @@ def fund_cash_usd(fund: Fund, *, at: dt.datetime | None = None) -> Decimal:
 
 def fund_holdings(fund: Fund, *, at: dt.datetime | None = None) -> list[Holding]:
     """Non-zero holdings per asset summed from the ledger (booked by ``at``), by symbol."""
+    return _holdings(_ledger(fund, at).filter(asset__isnull=False))
+
+
+def _holdings(entries) -> list[Holding]:
     rows = (
-        _ledger(fund, at)
-        .filter(asset__isnull=False)
-        .values("asset_id", "asset__symbol")
+        entries.values("asset_id", "asset__symbol")
         .annotate(quantity=Sum("quantity"), cost=Sum("value_usd"))
         .order_by("asset__symbol")
     )
@@ -72,6 +74,17 @@ def fund_holdings(fund: Fund, *, at: dt.datetime | None = None) -> list[Holding]
         for row in rows
         if row["quantity"] != 0
     ]
+
+
+def fund_holdings_and_cash(fund: Fund, *, at: dt.datetime | None = None):
+    """``fund_holdings`` and ``fund_cash_usd`` together, from one query of the ledger."""
+    holdings, cash = [], ZERO
+    for holding in _holdings(_ledger(fund, at)):
+        if holding.asset_id is None:
+            cash = holding.quantity
+        else:
+            holdings.append(holding)
+    return holdings, cash
 
 
 @dataclass(frozen=True)
@@ -98,17 +111,17 @@ def fund_valuation(fund: Fund, *, at: dt.datetime | None = None) -> FundValuatio
     """Positions, cash and NAV of ``fund`` at ``at`` (now by default).
 
     Holdings are the ledger booked by ``at``; each is valued at its consensus price at ``at``
-    (shown even when flagged; the flags travel with it). Queries: two for the ledger and a few
-    per held asset, whatever the number of ledger entries.
+    (shown even when flagged; the flags travel with it). Queries: one for the ledger, two for the
+    held assets' prices and one for the rate, whatever the number of ledger entries or assets.
     """
     from portfolio.prices.selectors import consensus_for_assets
 
     at = at or timezone.now()
-    holdings = fund_holdings(fund, at=at)
+    holdings, cash = fund_holdings_and_cash(fund, at=at)
     assets = Asset.objects.in_bulk([h.asset_id for h in holdings])
     consensus = consensus_for_assets(list(assets.values()), at=at)
     prices = {asset_id: c.price for asset_id, c in consensus.items()}
-    valuation = value_positions(holdings, prices, fund_cash_usd(fund, at=at))
+    valuation = value_positions(holdings, prices, cash)
     rate = official_rate(timezone.localdate(at))
     return FundValuation(at=at, valuation=valuation, consensus=consensus, rate=rate)
 
