@@ -4,8 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install lock run migrate seed dbshell test lint check format messages bench clean audit \
-	collectstatic
+.PHONY: install lock run migrate seed dbshell test lint check format messages bench bench-parts \
+	clean audit collectstatic
 
 # requirements*.txt pin every package, transitive ones included, with their hashes: pip refuses
 # anything else (--require-hashes). Edit requirements*.in and run `make lock` to change them.
@@ -98,9 +98,20 @@ messages: install
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
 
-# Throughput of a 5-year backfill for 20 assets against a local fake market, the time to verify
-# an audit chain of 100,000 events, and the officials' pages of a busy fund (figures, not tests).
+# Alem at the fund's real size, side by side with bare DRF / Django yardsticks on the same server
+# (figures, not tests): the dataset (bench/dataset.py; 10,000 proposals, ~1,000,000 prices and
+# five years of NAV at BENCH_SIZE=1; built once, reused while its migrations match), then the
+# table of the issue's rows with their goals (bench/real_size.py; gunicorn, DEBUG off). A quick
+# run: `make bench BENCH_SIZE=0.01`; more options: BENCH_ARGS="--rounds 3 --profile".
+BENCH_SIZE ?= 1
+BENCH_ARGS ?=
 bench: install
+	$(WITH_DB) $(BIN)/python bench/dataset.py --size $(BENCH_SIZE)
+	$(WITH_DB) $(BIN)/python bench/real_size.py --size $(BENCH_SIZE) $(BENCH_ARGS)
+
+# The focused benchmarks on small scratch data: a 5-year backfill for 20 assets against a local
+# fake market, verifying an audit chain of 100,000 events, the pages of a fund of 200 proposals.
+bench-parts: install
 	DEBUG=1 $(WITH_DB) $(BIN)/python bench/backfill.py
 	DEBUG=1 $(WITH_DB) $(BIN)/python bench/audit_chain.py
 	DEBUG=1 $(WITH_DB) $(BIN)/python bench/pages.py
