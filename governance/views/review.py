@@ -200,7 +200,8 @@ def _price_chart(proposal: Proposal) -> dict:
 
 def _proposal_for(request: HttpRequest, pk: int) -> Proposal:
     """The proposal if it belongs to one of the user's funds; 404 otherwise (never 403)."""
-    return get_object_or_404(selectors.proposal_list_for_user(request.user), pk=pk)
+    funds = selectors.request_roles(request)
+    return get_object_or_404(selectors.proposal_list_for_user(request.user, fund_ids=funds), pk=pk)
 
 
 def _note(notes: dict, refusal: GovernanceError | None) -> str:
