@@ -1129,6 +1129,7 @@ class Life:
         self.row["updated_at"] = self.t
         if self.state == "in_review":
             self.row["current_stage_id"] = self.b.stages[self.stage].pk
+            self.row["stage_opened_at"] = self.t
         self.plan.proposals.append(self.row)
 
 

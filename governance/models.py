@@ -157,6 +157,10 @@ class Proposal(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     submitted_at = models.DateTimeField(null=True, blank=True)
+    # When the current stage opened (submission, the previous stage's completion or a reopening,
+    # as the audit log records it): what the deciders' queue sorts by, kept on the row so the
+    # queue does not search the log for each waiting proposal.
+    stage_opened_at = models.DateTimeField(null=True, blank=True)
     decided_at = models.DateTimeField(null=True, blank=True)
     approval_expires_at = models.DateTimeField(null=True, blank=True)
 

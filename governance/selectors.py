@@ -25,7 +25,6 @@ from governance.models import (
     ProposalState,
 )
 from governance.roles import funds_for_user
-from governance.vocabulary import STAGE_OPENED
 from portfolio import selectors as books
 from portfolio.models import Asset, Fund, FundRole, LedgerEntry
 from portfolio.prices.consensus import Consensus
@@ -262,21 +261,17 @@ def decisions_awaiting_proposals(user, *, roles: dict[int, set[str]] | None = No
     annotated with ``waiting_since`` (a lazy queryset, for a page of it).
 
     Those ``permissions.decide_refusal`` allows, filtered in SQL
-    (``permissions.awaiting_decision_q``). A proposal waits since its current stage opened (its
-    submission or the previous stage's completion, as the audit log records it). ``roles``:
+    (``permissions.awaiting_decision_q``). A proposal waits since its current stage opened
+    (``Proposal.stage_opened_at``: its submission, the previous stage's completion or a
+    reopening). ``roles``:
     ``roles_by_fund(user)`` when the caller has it already.
     """
     deciding = _funds_with(roles_by_fund(user) if roles is None else roles, set(DECIDING_ROLES))
     if not deciding:
         return Proposal.objects.none()
-    stage_opened = (
-        AuditEvent.objects.filter(proposal=OuterRef("pk"), action__in=STAGE_OPENED)
-        .order_by("-sequence")
-        .values("created_at")[:1]
-    )
     return (
         Proposal.objects.filter(permissions.awaiting_decision_q(user, deciding))
-        .annotate(waiting_since=Coalesce(Subquery(stage_opened), F("updated_at")))
+        .annotate(waiting_since=Coalesce(F("stage_opened_at"), F("updated_at")))
         .select_related("fund", "asset", "author", "current_stage")
         .order_by("waiting_since", "id")
     )
@@ -344,9 +339,14 @@ def fund_summaries(user, *, roles: dict[int, set[str]] | None = None) -> list[Fu
     the number of proposals.
     """
     roles = roles_by_fund(user) if roles is None else roles
-    funds = books.funds_for_user(user).annotate(
-        in_review_count=Count("proposals", filter=Q(proposals__state=ProposalState.IN_REVIEW))
+    # A subquery on the (fund, state) index, not a join of every proposal of the fund.
+    in_review = (
+        Proposal.objects.filter(fund=OuterRef("pk"), state=ProposalState.IN_REVIEW)
+        .values("fund")
+        .annotate(count=Count("pk"))
+        .values("count")
     )
+    funds = books.funds_for_user(user).annotate(in_review_count=Coalesce(Subquery(in_review), 0))
     return [
         FundSummary(
             fund=fund,

@@ -140,6 +140,7 @@ def _apply_outcome(
         proposal.current_stage = None
     if outcome.next_stage is not None:
         proposal.current_stage = outcome.next_stage
+        proposal.stage_opened_at = now
         events.proposal_stage_completed_event(
             actor=user, proposal=proposal, stage=stage, next_stage=outcome.next_stage
         )
@@ -160,6 +161,7 @@ def _apply_outcome(
         update_fields=[
             "state",
             "current_stage",
+            "stage_opened_at",
             "decided_at",
             "approval_expires_at",
             "compliance",
@@ -221,7 +223,8 @@ def approvals_void(*, actor, user, reason: str, fund=None, role: str | None = No
             voided.append(decision.pk)
         if reopened.order < proposal.current_stage.order:
             proposal.current_stage = reopened
-            proposal.save(update_fields=["current_stage", "updated_at"])
+            proposal.stage_opened_at = timezone.now()
+            proposal.save(update_fields=["current_stage", "stage_opened_at", "updated_at"])
             events.proposal_stage_reopened_event(actor=actor, proposal=proposal, stage=reopened)
             stage_opened_notify_on_commit(proposal)
     return voided

@@ -137,7 +137,7 @@ def proposal_submit(*, proposal_id: int, actor) -> Proposal:
             proposal.policy = policy
             proposal.current_stage = stages[0]
             proposal.compliance = stored
-            proposal.submitted_at = timezone.now()
+            proposal.submitted_at = proposal.stage_opened_at = timezone.now()
             proposal.save(
                 update_fields=[
                     "state",
@@ -146,6 +146,7 @@ def proposal_submit(*, proposal_id: int, actor) -> Proposal:
                     "current_stage",
                     "compliance",
                     "submitted_at",
+                    "stage_opened_at",
                     "updated_at",
                 ]
             )

@@ -1705,3 +1705,25 @@ def test_a_withdrawal_reason_with_hidden_characters_withdraws_nothing(alem):
         )
 
     assert Proposal.objects.get(pk=proposal.pk).state == S.IN_REVIEW
+
+
+def test_the_proposal_keeps_when_its_current_stage_opened(alem):
+    proposal = alem.proposal(submit=True)
+    proposal.refresh_from_db()
+    submitted = proposal.stage_opened_at
+
+    alem.decide(proposal, "risk")  # completes stage 1: stage 2 opens
+    proposal.refresh_from_db()
+    stage_two = proposal.stage_opened_at
+    alem.decide(proposal, "committee1")  # one of two approvals: the stage stays open
+    proposal.refresh_from_db()
+
+    assert submitted is not None and stage_two > submitted
+    assert proposal.stage_opened_at == stage_two
+    opened = AuditEvent.objects.filter(
+        proposal=proposal, action__in=["proposal.submitted", "proposal.stage_completed"]
+    ).order_by("sequence")
+    assert [
+        abs(e.created_at - t).total_seconds() < 1
+        for e, t in zip(opened, [submitted, stage_two], strict=True)
+    ] == [True, True]

@@ -174,7 +174,10 @@ def test_queue_rows_show_fund_asset_notional_stage_and_due_date(client, alem, se
     settings.ALEM_DECISION_DUE_DAYS = 3
     proposal = alem.proposal(submit=True, notional_usd=D("1234567.89"))
     submitted = AuditEvent.objects.get(proposal=proposal, action="proposal.submitted")
-    due = timezone.localtime(submitted.created_at + dt.timedelta(days=3))
+    proposal.refresh_from_db()
+    # The stage opened with the submission, in the same transaction as its audit event.
+    assert abs(proposal.stage_opened_at - submitted.created_at) < dt.timedelta(seconds=1)
+    due = timezone.localtime(proposal.stage_opened_at + dt.timedelta(days=3))
 
     signed_in(client, alem.users["risk"])
     html = get_page(client, reverse("queue"))
