@@ -36,15 +36,13 @@ from django.db import connection
 
 from tests import scratch_databases
 from tests.e2e.browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     PageLog,
     browser_missing,
     expect,
+    launch_chromium,
     screenshot,
     sign_in_with_form,
-    sync_playwright,
 )
 from tests.portfolio.fake_market import FakeMarket
 from tests.production_stack import (
@@ -294,8 +292,8 @@ def stack(tmp_path):
         manage(
             {**process_env, "DEBUG": "1"},
             "seed_demo",
-            "--password",
-            password,
+            # One word: a random password may start with "-", which would read as an option.
+            f"--password={password}",
             "--nav-days",
             "2",
             "--verbosity",
@@ -463,18 +461,6 @@ def outbox_rows(stack: Stack, pk: int) -> list[tuple]:
     )
 
 
-@contextlib.contextmanager
-def chromium():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
 # ---------------------------------------------------------------------------------------------
 # The test
 # ---------------------------------------------------------------------------------------------
@@ -488,7 +474,7 @@ def test_the_procfile_stack_behind_nginx_records_decisions_and_mails_them_throug
     first, second = stack.proposals
     page_log = PageLog(stack.origin)
 
-    with chromium() as browser, stack.diagnosed("production-smoke"):
+    with launch_chromium() as browser, stack.diagnosed("production-smoke"):
         # Given the stack just started: the health endpoints answer anyone, and say nothing
         live = stack.get("/health/live")
         assert (live.status, json.loads(live.body)) == (200, {"status": "ok"})

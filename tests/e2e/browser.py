@@ -1,6 +1,7 @@
 """Helpers of the end-to-end tests: the chromium to drive, what a page logged, screenshots,
 signing in by cookie or by the form."""
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -49,6 +50,19 @@ def browser_missing() -> str | None:
     if CHROMIUM is None:
         return "needs Debian's chromium on PATH (apt-get install chromium)"
     return None
+
+
+@contextlib.contextmanager
+def launch_chromium():
+    """Debian's chromium, headless, launched by Playwright and closed after the block."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 class PageLog:

@@ -24,17 +24,15 @@ from django.utils import timezone
 
 from governance import services
 from tests.e2e.browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     DESKTOP,
     PASSWORD,
     SCREENSHOTS,
     STEP_TIMEOUT_MS,
     PageLog,
     browser_missing,
+    launch_chromium,
     screenshot,
     signed_in_cookie,
-    sync_playwright,
 )
 from tests.factories import FundBuilder, otp_code, otp_device
 
@@ -80,14 +78,8 @@ def chromium():
         pytest.skip(reason)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
-            )
-            try:
-                yield browser
-            finally:
-                browser.close()
+        with launch_chromium() as browser:
+            yield browser
 
 
 @pytest.fixture(autouse=True)

@@ -532,47 +532,42 @@ def test_a_revocation_racing_the_deciders_approval_never_leaves_it_counting(fund
     assert_chain_is_one_contiguous_line()
 
 
-def hold_the_funds_lock(fund: Fund, held: threading.Event, release: threading.Event):
-    """A transaction that holds ``fund``'s row lock until ``release`` (another proposal's
-    final approval or submission, caught in the middle)."""
+def decide_while_the_fund_is_locked(fund: FundBuilder, proposal: Proposal, username: str):
+    """``username`` approves ``proposal`` while another transaction holds the fund's row lock
+    (another proposal's final approval or submission, caught in the middle); the decision's
+    transaction gives up on any lock after 2 s. Returns ``run_together``'s (outcome, result)."""
+    held, release = threading.Event(), threading.Event()
 
     def hold():
         try:
             with transaction.atomic():
-                lock_fund(fund)
+                lock_fund(fund.fund)
                 held.set()
                 release.wait(timeout=60)
         finally:
             connections.close_all()
 
-    return hold
-
-
-def decide_without_waiting(call):
-    """``call`` in a transaction that fails at once on any lock another transaction holds."""
-
-    def run():
+    def decide():
         with transaction.atomic():
             with connection.cursor() as cursor:
                 cursor.execute("SET LOCAL lock_timeout = '2s'")
-            return call()
+            return decide_call(fund, proposal, username)()
 
-    return run
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(timeout=30)
+        [answer] = run_together([decide])
+    finally:
+        release.set()
+        holder.join(timeout=60)
+    return answer
 
 
 def test_a_decision_short_of_final_approval_does_not_wait_for_the_funds_lock(fund):
     proposal = at_committee_stage(fund)
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_the_funds_lock(fund.fund, held, release))
-    holder.start()
-    try:
-        assert held.wait(timeout=30)
-        [(outcome, result)] = run_together(
-            [decide_without_waiting(decide_call(fund, proposal, "committee1"))]
-        )
-    finally:
-        release.set()
-        holder.join(timeout=60)
+
+    outcome, result = decide_while_the_fund_is_locked(fund, proposal, "committee1")
 
     assert outcome == "ok", result
     assert result.stage.order == 2
@@ -585,17 +580,8 @@ def test_the_final_approval_waits_for_the_funds_lock(fund):
     proposal = at_committee_stage(fund)
     fund.decide(proposal, "committee1")
     fund.decide(proposal, "committee2")
-    held, release = threading.Event(), threading.Event()
-    holder = threading.Thread(target=hold_the_funds_lock(fund.fund, held, release))
-    holder.start()
-    try:
-        assert held.wait(timeout=30)
-        [(outcome, result)] = run_together(
-            [decide_without_waiting(decide_call(fund, proposal, "ministry"))]
-        )
-    finally:
-        release.set()
-        holder.join(timeout=60)
+
+    outcome, result = decide_while_the_fund_is_locked(fund, proposal, "ministry")
 
     assert outcome == "error"
     assert isinstance(result, OperationalError) and "lock timeout" in str(result)
