@@ -249,7 +249,7 @@ class AuthenticatorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 
 @admin.register(ApiToken)
-class ApiTokenAdmin(admin.ModelAdmin):
+class ApiTokenAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Who holds which API token, for which device, until when; never the token or its digest.
     Tokens are issued through the API with both factors; a site administrator may revoke them
     (narrowing, so one is enough)."""
@@ -264,15 +264,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     fields += ("revoked_at", "revoked_reason")
     readonly_fields = fields
     actions = ["revoke_selected"]
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
     def has_revoke_permission(self, request):
         return request.user.is_active and request.user.is_superuser
