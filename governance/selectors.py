@@ -95,28 +95,22 @@ def proposal_executions(proposal: Proposal) -> QuerySet[Execution]:
     return proposal.executions.select_related("recorded_by").order_by("executed_at", "id")
 
 
-def reserved_notional_usd(
-    fund: Fund, *, excluding: Proposal | None = None, asset_id: int | None = None
-) -> Decimal:
-    """Notional approved but not yet executed: cash already promised to other proposals
-    (only to those buying ``asset_id``, when given)."""
-    approved = Proposal.objects.filter(fund=fund, state=ProposalState.APPROVED)
-    if asset_id is not None:
-        approved = approved.filter(asset_id=asset_id)
-    if excluding is not None:
-        approved = approved.exclude(pk=excluding.pk)
-    return approved.remaining_usd_total()
+def _reserved(fund_id: int, *, excluding: Proposal | None) -> QuerySet[Proposal]:
+    """Approved proposals of the fund that may still spend (other than ``excluding``)."""
+    approved = Proposal.objects.filter(fund_id=fund_id, state=ProposalState.APPROVED)
+    return approved if excluding is None else approved.exclude(pk=excluding.pk)
+
+
+def reserved_notional_usd(fund: Fund, *, excluding: Proposal | None = None) -> Decimal:
+    """Notional approved but not yet executed: cash already promised to other proposals."""
+    return _reserved(fund.pk, excluding=excluding).remaining_usd_total()
 
 
 def _reserved_in_all_and_for_asset(proposal: Proposal) -> tuple[Decimal, Decimal]:
     """``reserved_notional_usd`` of the other proposals of ``proposal``'s fund, in all and for
     its asset alone, in one query."""
-    totals = (
-        Proposal.objects.filter(fund_id=proposal.fund_id, state=ProposalState.APPROVED)
-        .exclude(pk=proposal.pk)
-        .aggregate(
-            all=Sum(REMAINING_USD), asset=Sum(REMAINING_USD, filter=Q(asset_id=proposal.asset_id))
-        )
+    totals = _reserved(proposal.fund_id, excluding=proposal).aggregate(
+        all=Sum(REMAINING_USD), asset=Sum(REMAINING_USD, filter=Q(asset_id=proposal.asset_id))
     )
     return totals["all"] or Decimal("0"), totals["asset"] or Decimal("0")
 
