@@ -15,6 +15,7 @@ import pytest
 from django.db import transaction
 from hypothesis import settings as hypothesis_settings
 
+from alem.celery import app
 from tests.factories import FundBuilder
 from tests.profiles import PROFILE
 
@@ -114,3 +115,13 @@ def alem(alem_module, db):
     another's rows or in-memory changes. A test that needs committed data (``transaction=True``)
     builds its own fund, in a module that does not use this fixture."""
     return alem_module.reloaded()
+
+
+@pytest.fixture
+def eager():
+    """Celery tasks queued with ``delay`` run at once, in the test, and raise what they raise."""
+    before = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.task_always_eager = True
+    app.conf.task_eager_propagates = True
+    yield
+    app.conf.task_always_eager, app.conf.task_eager_propagates = before

@@ -30,16 +30,6 @@ def site(settings):
     settings.DEFAULT_FROM_EMAIL = "Alem <no-reply@alem.example>"
 
 
-@pytest.fixture
-def eager():
-    """Tasks queued with ``delay`` run at once, in the test, and raise what they raise."""
-    before = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager = True
-    app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = before
-
-
 def recipients(outbox) -> list[str]:
     return sorted(address for message in outbox for address in message.to)
 

@@ -33,16 +33,6 @@ def site(settings):
     settings.LANGUAGE_CODE = "en"
 
 
-@pytest.fixture
-def eager():
-    """Tasks run at once, in the test, and raise what they raise."""
-    before = (app.conf.task_always_eager, app.conf.task_eager_propagates)
-    app.conf.task_always_eager = True
-    app.conf.task_eager_propagates = True
-    yield
-    app.conf.task_always_eager, app.conf.task_eager_propagates = before
-
-
 class Broker:
     """The e-mail task's broker, switched down and up; records what it accepted."""
 
