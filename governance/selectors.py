@@ -7,8 +7,18 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Count, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import (
+    BigIntegerField,
+    Count,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+)
+from django.db.models.functions import Cast, Coalesce
 from django.utils import timezone
 from django.utils.timesince import timesince
 from guardian.models import GroupObjectPermission, UserObjectPermission
@@ -144,7 +154,7 @@ def compliance_facts(
     approval.
     """
     fund = proposal.fund
-    holdings = books.fund_holdings(fund)
+    holdings, cash_usd = books.fund_holdings_and_cash(fund)
     consensus = dict(prices or {})
     unread = {h.asset_id for h in holdings} | {proposal.asset_id}
     unread -= consensus.keys()
@@ -170,7 +180,7 @@ def compliance_facts(
         whitelisted=fund.whitelisted_assets.filter(pk=proposal.asset_id).exists(),
         max_proposal_notional_usd=fund.max_proposal_notional_usd,
         max_asset_share=fund.max_asset_share,
-        cash_usd=books.fund_cash_usd(fund),
+        cash_usd=cash_usd,
         reserved_usd=reserved,
         reserved_asset_usd=reserved_for_asset,
         asset_value_usd=asset_value,
@@ -196,31 +206,54 @@ def roles_by_fund(user) -> dict[int, set[str]]:
 
     One query whatever the number of funds (``roles.roles_on_fund`` costs two per fund).
     """
+    return _roles_and_fund_names(user)[0]
+
+
+def _roles_and_fund_names(user) -> tuple[dict[int, set[str]], dict[int, str]]:
+    """``roles_by_fund`` and the name of each of those funds, from one query."""
     if not user.is_authenticated or not user.is_active:
-        return {}
+        return {}, {}
     fund_type = ContentType.objects.get_for_model(Fund)
     wanted = {
         "content_type": fund_type,
         "permission__codename__in": [*FundRole.values, "view_fund"],
     }
-    direct = UserObjectPermission.objects.filter(user=user, **wanted).values_list(
-        "object_pk", "permission__codename"
+    fund_name = Subquery(
+        Fund.objects.filter(pk=Cast(OuterRef("object_pk"), BigIntegerField())).values("name")
     )
-    through_groups = GroupObjectPermission.objects.filter(group__user=user, **wanted).values_list(
-        "object_pk", "permission__codename"
+    direct = (
+        UserObjectPermission.objects.filter(user=user, **wanted)
+        .annotate(fund_name=fund_name)
+        .values_list("object_pk", "permission__codename", "fund_name")
+    )
+    through_groups = (
+        GroupObjectPermission.objects.filter(group__user=user, **wanted)
+        .annotate(fund_name=fund_name)
+        .values_list("object_pk", "permission__codename", "fund_name")
     )
     roles: dict[int, set[str]] = defaultdict(set)
-    for fund_pk, codename in direct.union(through_groups, all=True):
+    names: dict[int, str] = {}
+    for fund_pk, codename, name in direct.union(through_groups, all=True):
         roles[int(fund_pk)].update({codename} & set(FundRole.values))
-    return dict(roles)
+        names[int(fund_pk)] = name
+    return dict(roles), names
+
+
+def _request_roles_and_fund_names(request) -> tuple[dict[int, set[str]], dict[int, str]]:
+    if not hasattr(request, "_alem_roles_and_fund_names"):
+        request._alem_roles_and_fund_names = _roles_and_fund_names(request.user)
+    return request._alem_roles_and_fund_names
 
 
 def request_roles(request) -> dict[int, set[str]]:
     """``roles_by_fund`` of the request's user, read once per request (the page and its
     navigation share it)."""
-    if not hasattr(request, "_alem_roles_by_fund"):
-        request._alem_roles_by_fund = roles_by_fund(request.user)
-    return request._alem_roles_by_fund
+    return _request_roles_and_fund_names(request)[0]
+
+
+def request_fund_names(request) -> dict[int, str]:
+    """The names of the funds in ``request_roles``, read by the same query."""
+    return _request_roles_and_fund_names(request)[1]
 
 
 def _funds_with(roles: dict[int, set[str]], wanted: set[str]) -> dict[int, set[str]]:

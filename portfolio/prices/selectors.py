@@ -167,7 +167,7 @@ def daily_price_closes(
     """One US dollar price per UTC day of the last ``days`` days, oldest first, for charts.
 
     A day's price is the median of the sources' quotes at the last moment any source priced
-    the asset that day (daily closes are stamped at one instant for every source). Two queries,
+    the asset that day (daily closes are stamped at one instant for every source). One query,
     whatever the number of days or quotes.
     """
     now = now or timezone.now()
@@ -181,7 +181,7 @@ def daily_price_closes(
         .values_list("last", flat=True)
     )
     by_day: dict[dt.date, list[Decimal]] = {}
-    for observed_at, price in rows.filter(observed_at__in=list(last_of_day)).values_list(
+    for observed_at, price in rows.filter(observed_at__in=last_of_day).values_list(
         "observed_at", "price"
     ):
         by_day.setdefault(observed_at.astimezone(dt.UTC).date(), []).append(price)
