@@ -84,10 +84,11 @@ def _app_name(label: str) -> str:
 def database_figures(*, at: dt.datetime) -> dict:
     """Row counts, the audit chain's head and each fund's books, read from the default database
     (in the caller's transaction, if any). Cash and positions are the whole ledger; NAV is
-    valued at ``at``, so recomputing it later from the same rows gives the same amount."""
+    valued at ``at``, so recomputing it later from the same rows gives the same amount. Both are
+    summed from the ledger's entries themselves, never read from the running positions."""
     from governance.models import AuditChain
     from portfolio.models import Fund, NavSnapshot
-    from portfolio.selectors import fund_cash_usd, fund_holdings, fund_valuation
+    from portfolio.selectors import fund_holdings_and_cash, fund_valuation
 
     counts = {model._meta.label: model._base_manager.count() for model in counted_models()}
     head = AuditChain.objects.filter(pk=1).first()
@@ -99,11 +100,12 @@ def database_figures(*, at: dt.datetime) -> dict:
     funds = {}
     for fund in Fund.objects.order_by("pk"):
         latest = NavSnapshot.objects.filter(fund=fund).order_by("-date").first()
+        holdings, cash = fund_holdings_and_cash(fund, at=at)
         funds[fund.slug] = {
-            "cash_usd": _amount(fund_cash_usd(fund)),
+            "cash_usd": _amount(cash),
             "positions": {
                 h.symbol: {"quantity": _amount(h.quantity), "cost_usd": _amount(h.cost_usd)}
-                for h in fund_holdings(fund)
+                for h in holdings
             },
             "nav_usd": _amount(fund_valuation(fund, at=at).valuation.nav_usd),
             "latest_nav_snapshot": (

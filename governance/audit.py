@@ -25,14 +25,14 @@ from django.conf import settings
 from django.contrib.contenttypes.models import ContentType
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, transaction
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from governance.models import AuditChain, AuditEvent, AuditVerification
 from governance.records import RECORDED, recorded_models, snapshot
 from governance.vocabulary import AuditAction
-from portfolio.models import Fund, FundRole
+from portfolio.models import Fund, FundRole, LedgerEntry, Position
 from portfolio.selectors import funds_for_user
 
 logger = logging.getLogger(__name__)
@@ -268,7 +268,40 @@ def _record_problems(replay: _Replay) -> list[str]:
         "group__name", "object_pk", "permission__codename"
     ):
         problems.append(f"group {group!r} holds {role} on fund {fund_pk} without an audited grant")
+    return problems + _position_problems()
+
+
+def _position_problems() -> list[str]:
+    """Every running position that differs from the sums of its ledger entries (the trigger
+    keeps them equal; only SQL that went around it can part them)."""
+    sums = {
+        (row["fund_id"], row["asset_id"]): (row["quantity"], row["cost"])
+        for row in LedgerEntry.objects.values("fund_id", "asset_id").annotate(
+            quantity=Sum("quantity"), cost=Sum("value_usd")
+        )
+    }
+    held = {
+        (fund_id, asset_id): (quantity, cost)
+        for fund_id, asset_id, quantity, cost in Position.objects.values_list(
+            "fund_id", "asset_id", "quantity", "cost_usd"
+        )
+    }
+    problems = []
+    for fund_id, asset_id in sorted(sums.keys() | held.keys(), key=str):
+        kept = held.get((fund_id, asset_id), (None, None))
+        summed = sums.get((fund_id, asset_id), (None, None))
+        if kept != summed:
+            what = f"asset {asset_id}" if asset_id is not None else "cash"
+            kept_quantity, kept_cost, quantity, cost = map(_plain, (*kept, *summed))
+            problems.append(
+                f"the position of fund {fund_id} in {what} is {kept_quantity} at a cost of "
+                f"{kept_cost}, but its ledger entries sum to {quantity} at {cost}"
+            )
     return problems
+
+
+def _plain(amount) -> str:
+    return "none" if amount is None else format(amount.normalize(), "f")
 
 
 def audit_verify() -> ChainVerification:

@@ -36,7 +36,7 @@ from governance.models import (
 )
 from governance.roles import funds_for_user
 from portfolio import selectors as books
-from portfolio.models import Asset, Fund, FundRole, LedgerEntry
+from portfolio.models import Asset, Fund, FundRole, Position
 from portfolio.prices.consensus import Consensus
 from portfolio.prices.selectors import consensus_for_assets
 
@@ -133,10 +133,8 @@ def compliance_prices(proposal: Proposal) -> dict[int, Consensus]:
     price queries never hold up another decision; ``compliance_facts`` prices whatever asset the
     fund came to hold meanwhile.
     """
-    held = LedgerEntry.objects.filter(fund_id=proposal.fund_id, asset__isnull=False)
-    assets = Asset.objects.filter(
-        Q(pk=proposal.asset_id) | Q(pk__in=held.values("asset_id").distinct())
-    )
+    held = Position.objects.filter(fund_id=proposal.fund_id, asset__isnull=False)
+    assets = Asset.objects.filter(Q(pk=proposal.asset_id) | Q(pk__in=held.values("asset_id")))
     return consensus_for_assets(list(assets))
 
 

@@ -156,7 +156,8 @@ class FundingSource(models.Model):
 class LedgerEntry(models.Model):
     """One immutable change of a fund's cash (``asset`` empty, in USD) or of one holding.
 
-    Positions and cash are sums over these rows; nothing updates or deletes them.
+    Positions and cash are sums over these rows, kept running in ``Position``; nothing updates
+    or deletes them.
     """
 
     class Kind(models.TextChoices):
@@ -207,6 +208,38 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.quantity} {self.asset or 'USD'}"
+
+
+class Position(models.Model):
+    """A fund's running balance of one asset, or of US dollar cash (``asset`` empty): the sums of
+    its ledger entries.
+
+    Kept by the database itself: a trigger on ``portfolio_ledgerentry`` adds each entry booked
+    to its position in the same statement (migration ``portfolio 0007``), and ledger entries are
+    only ever inserted, so a position always equals the sums of its entries, however the entry
+    was written. Reading the books then costs one row per asset, not one per entry ever booked.
+    Never written by the application.
+    """
+
+    fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="positions")
+    asset = models.ForeignKey(
+        Asset, null=True, blank=True, on_delete=models.PROTECT, related_name="positions"
+    )
+    quantity = AmountField(help_text=_("Sum of the entries' quantities."))
+    cost_usd = AmountField(help_text=_("Sum of the entries' USD values."))
+    entries = models.PositiveIntegerField(help_text=_("How many ledger entries it sums."))
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["fund", "asset"],
+                nulls_distinct=False,
+                name="portfolio_position_one_per_fund_and_asset",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} {self.asset or 'USD'}"
 
 
 class NavSnapshot(models.Model):

@@ -18,6 +18,7 @@ from portfolio.models import (
     FxRate,
     LedgerEntry,
     NavSnapshot,
+    Position,
 )
 
 ZERO = Decimal("0")
@@ -47,43 +48,47 @@ class Holding:
     cost_usd: Decimal
 
 
-def _ledger(fund: Fund, at: dt.datetime | None):
-    entries = LedgerEntry.objects.filter(fund=fund)
-    return entries if at is None else entries.filter(booked_at__lte=at)
+def _ledger(fund: Fund, at: dt.datetime):
+    return LedgerEntry.objects.filter(fund=fund, booked_at__lte=at)
 
 
 def fund_cash_usd(fund: Fund, *, at: dt.datetime | None = None) -> Decimal:
-    """US dollar cash: the sum of the fund's cash ledger entries (booked by ``at``, if given)."""
-    total = _ledger(fund, at).filter(asset__isnull=True).aggregate(s=Sum("quantity"))
+    """US dollar cash: the fund's cash position, or the sum of its cash ledger entries booked by
+    ``at`` when given."""
+    if at is None:
+        total = Position.objects.filter(fund=fund, asset__isnull=True).aggregate(s=Sum("quantity"))
+    else:
+        total = _ledger(fund, at).filter(asset__isnull=True).aggregate(s=Sum("quantity"))
     return total["s"] or ZERO
 
 
 def fund_holdings(fund: Fund, *, at: dt.datetime | None = None) -> list[Holding]:
-    """Non-zero holdings per asset summed from the ledger (booked by ``at``), by symbol."""
-    return _holdings(_ledger(fund, at).filter(asset__isnull=False))
+    """Non-zero holdings per asset (booked by ``at``), by symbol."""
+    return fund_holdings_and_cash(fund, at=at)[0]
 
 
-def _holdings(entries) -> list[Holding]:
-    rows = (
-        entries.values("asset_id", "asset__symbol")
-        .annotate(quantity=Sum("quantity"), cost=Sum("value_usd"))
-        .order_by("asset__symbol")
-    )
-    return [
-        Holding(row["asset_id"], row["asset__symbol"], row["quantity"], row["cost"])
-        for row in rows
-        if row["quantity"] != 0
-    ]
-
-
-def fund_holdings_and_cash(fund: Fund, *, at: dt.datetime | None = None):
-    """``fund_holdings`` and ``fund_cash_usd`` together, from one query of the ledger."""
+def fund_holdings_and_cash(
+    fund: Fund, *, at: dt.datetime | None = None
+) -> tuple[list[Holding], Decimal]:
+    """``fund_holdings`` and ``fund_cash_usd`` together, from one query: of the running
+    positions now, of the ledger's entries booked by ``at`` when given."""
+    if at is None:
+        rows = Position.objects.filter(fund=fund).values_list(
+            "asset_id", "asset__symbol", "quantity", "cost_usd"
+        )
+    else:
+        rows = (
+            _ledger(fund, at)
+            .values("asset_id", "asset__symbol")
+            .annotate(quantity=Sum("quantity"), cost=Sum("value_usd"))
+            .values_list("asset_id", "asset__symbol", "quantity", "cost")
+        )
     holdings, cash = [], ZERO
-    for holding in _holdings(_ledger(fund, at)):
-        if holding.asset_id is None:
-            cash = holding.quantity
-        else:
-            holdings.append(holding)
+    for asset_id, symbol, quantity, cost in rows.order_by("asset__symbol"):
+        if asset_id is None:
+            cash = quantity
+        elif quantity != 0:
+            holdings.append(Holding(asset_id, symbol, quantity, cost))
     return holdings, cash
 
 
@@ -110,14 +115,15 @@ class FundValuation:
 def fund_valuation(fund: Fund, *, at: dt.datetime | None = None) -> FundValuation:
     """Positions, cash and NAV of ``fund`` at ``at`` (now by default).
 
-    Holdings are the ledger booked by ``at``; each is valued at its consensus price at ``at``
-    (shown even when flagged; the flags travel with it). Queries: one for the ledger, two for the
-    held assets' prices and one for the rate, whatever the number of ledger entries or assets.
+    Holdings are the running positions (now) or the ledger booked by ``at``; each is valued at its
+    consensus price at ``at`` (shown even when flagged; the flags travel with it). Queries: one
+    for the holdings, two for the held assets' prices and one for the rate, whatever the number of
+    ledger entries or assets.
     """
     from portfolio.prices.selectors import consensus_for_assets
 
-    at = at or timezone.now()
     holdings, cash = fund_holdings_and_cash(fund, at=at)
+    at = at or timezone.now()
     assets = Asset.objects.in_bulk([h.asset_id for h in holdings])
     consensus = consensus_for_assets(list(assets.values()), at=at)
     prices = {asset_id: c.price for asset_id, c in consensus.items()}

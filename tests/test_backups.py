@@ -219,7 +219,7 @@ def test_drill_names_a_ledger_row_altered_in_the_restored_copy_and_keeps_it(back
     assert not result.ok
     assert result.differences[0] == (
         f"verify_audit fails on the restored copy: ledger entry {purchase} differs from event "
-        f"#{recorded_by}: quantity is '400', recorded '500'"
+        f"#{recorded_by}: quantity is '400', recorded '500' (and 1 more)"
     )
     assert f'funds/{slug}/positions/BNB/quantity: "500" in the manifest, "400" restored' in (
         result.differences

@@ -285,6 +285,21 @@ def test_a_cash_ledger_entry_multiplied_by_100_is_named(alem):
     assert "quantity is '2500000000', recorded '25000000'" in result.reason
 
 
+def test_a_running_position_altered_in_sql_is_named(alem):
+    from portfolio.models import Position
+
+    Position.objects.filter(fund=alem.fund, asset__isnull=True).update(quantity=1)
+
+    result = audit_verify()
+
+    assert result.ok is False
+    assert result.first_bad_sequence is None
+    assert result.reason.startswith(
+        f"the position of fund {alem.fund.pk} in cash is 1 at a cost of 25000000"
+    )
+    assert "but its ledger entries sum to 25000000" in result.reason
+
+
 def test_a_quorum_lowered_from_2_to_1_is_named(alem):
     from governance.models import PolicyStage
 

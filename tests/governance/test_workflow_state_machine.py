@@ -36,6 +36,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Sum
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -70,7 +71,7 @@ from governance.models import (
 )
 from governance.policies import StageSpec
 from governance.selectors import policy_in_force
-from portfolio.models import Asset, Fund, FundingSource, FundRole, Price
+from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, Position, Price
 from tests.factories import AssetFactory, FundFactory, FundingSourceFactory, PriceFactory, otp_code
 
 R = FundRole
@@ -868,6 +869,18 @@ class WorkflowMachine(RuleBasedStateMachine):
     @invariant()
     def policy_in_force_is_the_latest_published(self):
         assert policy_in_force(self.fund).pk == self.in_force_id
+
+    @invariant()
+    def positions_equal_the_ledgers_sums_and_never_go_negative(self):
+        sums = {
+            (r["fund_id"], r["asset_id"]): (r["quantity"], r["cost"])
+            for r in LedgerEntry.objects.values("fund_id", "asset_id").annotate(
+                quantity=Sum("quantity"), cost=Sum("value_usd")
+            )
+        }
+        held = {(p.fund_id, p.asset_id): (p.quantity, p.cost_usd) for p in Position.objects.all()}
+        assert held == sums
+        assert all(quantity >= 0 for quantity, _cost in held.values())
 
     @invariant()
     def audit_chain_verifies(self):

@@ -4,8 +4,10 @@ import datetime as dt
 from decimal import Decimal
 
 import pytest
+from django.db import connection
+from django.db.models import Count, Sum
 
-from portfolio.models import LedgerEntry
+from portfolio.models import LedgerEntry, Position
 from portfolio.selectors import (
     Holding,
     fund_cash_usd,
@@ -105,6 +107,80 @@ def test_holdings_of_another_fund_are_not_ours(fund):
     units(FundFactory(), AssetFactory(symbol="BTC"), "1", "60000.00")
 
     assert fund_holdings(fund) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Running positions: the database keeps them equal to the ledger's sums
+# ---------------------------------------------------------------------------------------------
+
+
+def ledger_sums(fund) -> dict:
+    rows = (
+        LedgerEntry.objects.filter(fund=fund)
+        .values("asset_id")
+        .annotate(quantity=Sum("quantity"), cost=Sum("value_usd"), entries=Count("id"))
+    )
+    return {r["asset_id"]: (r["quantity"], r["cost"], r["entries"]) for r in rows}
+
+
+def positions(fund) -> dict:
+    rows = Position.objects.filter(fund=fund).values_list(
+        "asset_id", "quantity", "cost_usd", "entries"
+    )
+    return {asset_id: (quantity, cost, entries) for asset_id, quantity, cost, entries in rows}
+
+
+def test_each_entry_booked_is_added_to_its_position_exactly(fund):
+    bnb = AssetFactory(symbol="BNB")
+    cash(fund, "25000000.00")
+    cash(fund, "-0.000000000000000000000000001", kind=K.FEE)
+    units(fund, bnb, "10.500000000000000001", "6300.00")
+    units(fund, bnb, "-10.500000000000000001", "-6300.00", kind=K.SELL)
+    cash(FundFactory(), "999.00")
+
+    assert positions(fund) == ledger_sums(fund)
+    assert positions(fund)[bnb.pk][:2] == (D("0"), D("0"))
+    assert positions(fund)[None][0] == D("24999999.999999999999999999999999999")
+
+
+def test_entries_written_around_the_service_still_move_the_positions(fund):
+    """The trigger sees every insert: bulk_create and raw SQL as well as the service."""
+    bnb = AssetFactory(symbol="BNB")
+    now = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(
+            fund=fund, kind=K.BUY, asset=bnb, quantity=D("2"), value_usd=D("1200"), booked_at=now
+        )
+        for _ in range(3)
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO portfolio_ledgerentry (fund_id, kind, asset_id, quantity, value_usd,"
+            " reference, memo, booked_at) VALUES (%s, 'contribution', NULL, 5, 5, '', '', %s)",
+            [fund.pk, now],
+        )
+
+    assert (
+        positions(fund)
+        == ledger_sums(fund)
+        == {
+            bnb.pk: (D("6"), D("3600"), 3),
+            None: (D("5"), D("5"), 1),
+        }
+    )
+
+
+def test_the_books_now_read_the_positions_and_the_books_at_a_moment_read_the_ledger(fund):
+    bnb = AssetFactory(symbol="BNB")
+    ledger_entry_book(
+        fund=fund, kind=K.BUY, asset=bnb, quantity=D("1"), value_usd=D("600"), booked_at=at(1)
+    )
+    ledger_entry_book(
+        fund=fund, kind=K.BUY, asset=bnb, quantity=D("2"), value_usd=D("1300"), booked_at=at(3)
+    )
+
+    assert fund_holdings(fund) == [Holding(bnb.pk, "BNB", D("3"), D("1900"))]
+    assert fund_holdings(fund, at=at(2)) == [Holding(bnb.pk, "BNB", D("1"), D("600"))]
 
 
 # ---------------------------------------------------------------------------------------------
