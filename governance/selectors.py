@@ -59,18 +59,24 @@ def proposal_list_for_user(user, *, fund_ids=None) -> QuerySet[Proposal]:
     subquery."""
     if fund_ids is None:
         fund_ids = funds_for_user(user).values_list("pk", flat=True)
-    return (
-        Proposal.objects.filter(fund_id__in=list(fund_ids))
-        .select_related("fund", "asset", "author", "funding_source", "policy", "current_stage")
-        .prefetch_related(
-            "policy__stages",
-            Prefetch(
-                "decisions",
-                queryset=Decision.objects.select_related("user", "stage").order_by(
-                    "created_at", "id"
-                ),
-            ),
-        )
+    return _as_shown(Proposal.objects.filter(fund_id__in=list(fund_ids)))
+
+
+def proposals_of_user(user) -> QuerySet[Proposal]:
+    """The proposals of ``proposal_list_for_user``, scoped by a subquery of the user's funds: for
+    reading one by id, where a query of its own for the funds would cost more than it saves."""
+    return _as_shown(Proposal.objects.filter(fund__in=funds_for_user(user).values("pk")))
+
+
+def _as_shown(proposals: QuerySet[Proposal]) -> QuerySet[Proposal]:
+    return proposals.select_related(
+        "fund", "asset", "author", "funding_source", "policy", "current_stage"
+    ).prefetch_related(
+        "policy__stages",
+        Prefetch(
+            "decisions",
+            queryset=Decision.objects.select_related("user", "stage").order_by("created_at", "id"),
+        ),
     )
 
 

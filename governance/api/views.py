@@ -2,8 +2,8 @@
 
 Thin: serializers parse, one service or selector acts, and ``alem.api.exception_handler`` turns
 domain errors into 403 (no role for the action) or 409 (a rule, with its ``code``). Every
-proposal is looked up through ``proposal_list_for_user``, so one outside the caller's funds is a
-404 whatever the method.
+proposal is looked up among the caller's funds (``proposal_list_for_user`` for the list,
+``proposals_of_user`` for one), so one outside them is a 404 whatever the method.
 """
 
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
@@ -75,14 +75,16 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Proposal.objects.none()
-        return selectors.proposal_list_for_user(self.request.user)
+        if self.action == "list":
+            return selectors.proposal_list_for_user(self.request.user)
+        return selectors.proposals_of_user(self.request.user)
 
     def _scoped_pk(self) -> int:
         """The proposal's id if it belongs to one of the caller's funds, 404 otherwise: what a
         write needs before its service locks and reads the proposal itself (``get_object``
         would load everything the proposal's representation shows)."""
         return get_object_or_404(
-            selectors.proposal_list_for_user(self.request.user).values_list("pk", flat=True),
+            selectors.proposals_of_user(self.request.user).values_list("pk", flat=True),
             pk=self.kwargs["pk"],
         )
 
@@ -143,7 +145,7 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @action(detail=True, methods=["get", "post"])
     def decisions(self, request, pk=None):
         if request.method == "GET":
-            # Prefetched with users and stages by proposal_list_for_user.
+            # Prefetched with users and stages by proposals_of_user.
             return self._page(list(self.get_object().decisions.all()), DecisionSerializer)
         decision = services.decision_record(
             proposal_id=self._scoped_pk(),
