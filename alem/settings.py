@@ -537,6 +537,23 @@ ALEM_QUEUE_POLL_SECONDS = int(os.environ.get("ALEM_QUEUE_POLL_SECONDS", "30"))
 ALEM_COMPLIANCE_WARN_AT = "0.90"
 
 # ---------------------------------------------------------------------------------------------
+# Anchoring audit checkpoints on chain (governance.anchoring): off unless the RPC URL is set
+# ---------------------------------------------------------------------------------------------
+
+# A JSON-RPC node of the chain (BNB Smart Chain mainnet is chain 56), the anchoring account's hex
+# private key in a file readable by the worker only (never in the database; the account needs a
+# little BNB for gas), how many blocks make an anchor confirmed, and the explorer page of a
+# transaction shown beside each checkpoint.
+ALEM_ANCHOR_RPC_URL = os.environ.get("ALEM_ANCHOR_RPC_URL", "")
+ALEM_ANCHOR_ACCOUNT_KEY_FILE = os.environ.get("ALEM_ANCHOR_ACCOUNT_KEY_FILE", "")
+ALEM_ANCHOR_ACCOUNT_KEY = ""  # tests only: the key itself, never from the environment
+ALEM_ANCHOR_CHAIN_ID = int(os.environ.get("ALEM_ANCHOR_CHAIN_ID", "56")) or None
+ALEM_ANCHOR_CONFIRMATIONS = int(os.environ.get("ALEM_ANCHOR_CONFIRMATIONS", "15"))
+ALEM_ANCHOR_EXPLORER_TX_URL = os.environ.get(
+    "ALEM_ANCHOR_EXPLORER_TX_URL", "https://bscscan.com/tx/{tx_hash}"
+)
+
+# ---------------------------------------------------------------------------------------------
 # Logs and health (alem.observability, alem.health)
 # ---------------------------------------------------------------------------------------------
 
