@@ -107,7 +107,10 @@ def proposal_stage_statuses(proposal: Proposal) -> list[policies.StageStatus]:
 
 
 def proposal_executions(proposal: Proposal) -> QuerySet[Execution]:
-    """The proposal's fills, oldest first."""
+    """The proposal's fills, oldest first; no query while nothing is executed (every fill adds
+    its cost, always above zero, to ``executed_notional_usd``)."""
+    if proposal.executed_notional_usd == 0:
+        return Execution.objects.none()
     return proposal.executions.select_related("recorded_by").order_by("executed_at", "id")
 
 
