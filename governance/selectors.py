@@ -368,9 +368,9 @@ def fund_summaries(user, *, roles: dict[int, set[str]] | None = None) -> list[Fu
     """Each fund ``user`` can see: its valuation now (NAV in USD and KZT, cash), how many of its
     proposals are in review, and whether ``user`` may propose there.
 
-    Queries: the funds with their counts (and two for the roles unless ``roles`` is given),
-    then ``portfolio.selectors.fund_valuation`` per fund (a few per held asset); none depend on
-    the number of proposals.
+    Queries: the funds with their counts (and one for the roles unless ``roles`` is given), then
+    the three of ``portfolio.selectors.fund_valuations``; none depend on the number of funds,
+    assets or proposals.
     """
     roles = roles_by_fund(user) if roles is None else roles
     # A subquery on the (fund, state) index, not a join of every proposal of the fund.
@@ -380,15 +380,20 @@ def fund_summaries(user, *, roles: dict[int, set[str]] | None = None) -> list[Fu
         .annotate(count=Count("pk"))
         .values("count")
     )
-    funds = books.funds_for_user(user).annotate(in_review_count=Coalesce(Subquery(in_review), 0))
+    funds = list(
+        Fund.objects.filter(pk__in=list(roles))
+        .annotate(in_review_count=Coalesce(Subquery(in_review), 0))
+        .order_by("name")
+    )
+    valuations = books.fund_valuations(funds)
     return [
         FundSummary(
             fund=fund,
-            valuation=books.fund_valuation(fund),
+            valuation=valuations[fund.pk],
             in_review=fund.in_review_count,
-            can_propose=FundRole.PROPOSE in roles.get(fund.pk, set()),
+            can_propose=FundRole.PROPOSE in roles[fund.pk],
         )
-        for fund in funds.order_by("name")
+        for fund in funds
     ]
 
 

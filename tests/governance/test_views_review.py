@@ -785,6 +785,37 @@ def test_queue_queries_do_not_grow_with_the_number_of_proposals(
         client.get(reverse("queue"))
 
 
+def test_queue_queries_do_not_grow_with_the_number_of_funds(
+    client, alem, django_assert_max_num_queries
+):
+    from guardian.shortcuts import assign_perm
+
+    from portfolio.services import ledger_entry_book
+    from tests.factories import FundFactory
+
+    def holding(fund):
+        ledger_entry_book(
+            fund=fund,
+            kind=LedgerEntry.Kind.BUY,
+            asset=alem.asset,
+            quantity=D("2"),
+            value_usd=D("1200"),
+        )
+
+    holding(alem.fund)
+    signed_in(client, alem.users["risk"])
+    few = count_queries(client, reverse("queue"))
+
+    for _ in range(3):
+        other = FundFactory()
+        holding(other)
+        assign_perm("portfolio.view_fund", alem.users["risk"], other)
+
+    with django_assert_max_num_queries(few):
+        response = client.get(reverse("queue"))
+    assert response.content.decode().count('class="card fund-summary"') == 4
+
+
 def test_treasury_queue_queries_do_not_grow_with_the_number_of_approved_proposals(
     client, alem, django_assert_max_num_queries
 ):

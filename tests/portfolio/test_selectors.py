@@ -183,6 +183,31 @@ def test_the_books_now_read_the_positions_and_the_books_at_a_moment_read_the_led
     assert fund_holdings(fund, at=at(2)) == [Holding(bnb.pk, "BNB", D("1"), D("600"))]
 
 
+def test_valuations_now_from_the_positions_equal_valuations_from_the_ledger(fund):
+    from django.utils import timezone
+
+    from portfolio.selectors import fund_valuation, fund_valuations
+    from tests.factories import PriceFactory
+
+    bnb, btc = AssetFactory(symbol="BNB"), AssetFactory(symbol="BTC")
+    other = FundFactory()
+    for asset, price in ((bnb, "600"), (btc, "60000")):
+        for source in ("binance", "coingecko", "yahoo"):
+            PriceFactory(asset=asset, source=source, price=D(price))
+    cash(fund, "1000000")
+    units(fund, bnb, "10", "5000")
+    units(other, btc, "0.5", "25000")
+    units(other, bnb, "1", "550")
+    moment = timezone.now() + dt.timedelta(seconds=1)
+
+    now = fund_valuations([fund, other, FundFactory()])
+
+    for each in (fund, other):
+        assert now[each.pk].valuation == fund_valuation(each, at=moment).valuation
+    assert now[fund.pk].valuation.nav_usd == D("1006000")
+    assert set(now[other.pk].consensus) == {bnb.pk, btc.pk}
+
+
 # ---------------------------------------------------------------------------------------------
 # Latest prices
 # ---------------------------------------------------------------------------------------------
