@@ -127,11 +127,11 @@ def checkpoint_sign() -> AuditCheckpoint | None:
         .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
         .hex()
     )
-    if connection.in_atomic_block:
-        raise RuntimeError("checkpoint_sign needs its own snapshot; call it outside a transaction.")
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         head = AuditChain.objects.filter(pk=1).first()
         if head is None or head.length == 0:
             return None

@@ -82,7 +82,7 @@ def _target(out_dir: Path) -> None:
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise ExportRefused(f"{out_dir} already exists and is not an empty directory.")
     if not out_dir.parent.is_dir():
-        raise ExportRefused(f"{out_dir.parent} does not exist.")
+        raise ExportRefused(f"{out_dir.parent} is not a directory.")
 
 
 def _archive(out_dir: Path, kind: str) -> Path:
@@ -138,11 +138,11 @@ def audit_export(out_dir: Path | str, *, archive: str | None = None) -> dict:
 
 def _write_bundle(directory: Path) -> dict:
     public_key = checkpoint_public_key()
-    if connection.in_atomic_block:
-        raise RuntimeError("audit_export needs its own snapshot; call it outside a transaction.")
+    outermost = not connection.in_atomic_block
     with transaction.atomic():
-        with connection.cursor() as cursor:
-            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         created_at = timezone.now()
         head = AuditChain.objects.filter(pk=1).first()
         length = head.length if head else 0
