@@ -140,9 +140,10 @@ def checkpoint_sign() -> AuditCheckpoint | None:
             return last
         found = audit_verify()
         if not found.ok:
+            where = f"event #{found.first_bad_sequence}: " if found.first_bad_sequence else ""
             raise ChainBroken(
-                f"The audit chain does not verify (event #{found.first_bad_sequence}: "
-                f"{found.reason}); no checkpoint was signed."
+                f"The audit chain does not verify ({where}{found.reason}); "
+                "no checkpoint was signed."
             )
         signed_at = timezone.now()
         signature = key.sign(checkpoint_message(head.length, head.head_digest, signed_at))
