@@ -98,7 +98,7 @@ if not DEBUG:
         checkpoint_key_file and os.path.isfile(checkpoint_key_file)
     ):
         refused["ALEM_CHECKPOINT_KEY"] = (
-            "the Ed25519 private key (PEM) that signs audit checkpoints, or "
+            "the Ed25519 private key that signs audit checkpoints (64 hex characters or a PEM), or "
             "ALEM_CHECKPOINT_KEY_FILE naming a readable PEM file"
         )
     if refused:
@@ -283,8 +283,9 @@ ALEM_SECRETS_KEY = os.environ.get("ALEM_SECRETS_KEY", "")
 # event fail verification: keep it for the chain's life.
 ALEM_AUDIT_KEY = os.environ.get("ALEM_AUDIT_KEY", "")
 # Checkpoints of the public audit chain are signed with this Ed25519 private key (PEM, PKCS#8),
-# which never enters the database (governance.checkpoints): either the PEM itself in
-# ALEM_CHECKPOINT_KEY (newlines may be written as \n) or a path in ALEM_CHECKPOINT_KEY_FILE.
+# which never enters the database (governance.checkpoints): in ALEM_CHECKPOINT_KEY either 64 hex
+# characters (the raw 32-byte key) or the PEM (newlines may be written as \n), or else the path
+# of a PEM file in ALEM_CHECKPOINT_KEY_FILE.
 # Development without either generates one under var/ on first use; with DEBUG off one must be
 # given (the Security section refuses to start without it). Keep it for the chain's life: the
 # public pages publish its public key, against which outsiders check every checkpoint.

@@ -74,10 +74,19 @@ def _development_key() -> bytes:
 
 
 def signing_key() -> Ed25519PrivateKey:
-    """The checkpoint signing key: ``ALEM_CHECKPOINT_KEY`` (PEM, ``\\n`` escapes allowed), else
-    the PEM file ``ALEM_CHECKPOINT_KEY_FILE``, else (DEBUG only) a development key under var/."""
-    if settings.ALEM_CHECKPOINT_KEY:
-        pem = settings.ALEM_CHECKPOINT_KEY.replace("\\n", "\n").encode()
+    """The checkpoint signing key: ``ALEM_CHECKPOINT_KEY`` (a PEM, ``\\n`` escapes allowed, or
+    the raw 32-byte private key as 64 hex characters), else the PEM file
+    ``ALEM_CHECKPOINT_KEY_FILE``, else (DEBUG only) a development key under var/."""
+    value = settings.ALEM_CHECKPOINT_KEY.strip()
+    if value and not value.startswith("-----"):
+        try:
+            return Ed25519PrivateKey.from_private_bytes(bytes.fromhex(value))
+        except ValueError as error:
+            raise ImproperlyConfigured(
+                "ALEM_CHECKPOINT_KEY is neither a PEM nor 64 hex characters."
+            ) from error
+    if value:
+        pem = value.replace("\\n", "\n").encode()
     elif settings.ALEM_CHECKPOINT_KEY_FILE:
         pem = Path(settings.ALEM_CHECKPOINT_KEY_FILE).read_bytes()
     elif settings.DEBUG:

@@ -11,7 +11,8 @@ from decimal import Decimal
 import pytest
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import CommandError
 from django.db import transaction
 
@@ -276,3 +277,20 @@ def test_checkpoint_times_are_signed_in_utc(alem):
         .decode()
         .endswith(checkpoint.signed_at.astimezone(UTC).isoformat())
     )
+
+
+def test_the_key_may_be_given_as_64_hex_characters(db, settings):
+    raw = "11" * 32
+    settings.ALEM_CHECKPOINT_KEY = raw
+    expected = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(raw)).public_key()
+
+    assert checkpoint_public_key().hex == (
+        expected.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+    )
+
+
+def test_a_key_that_is_neither_pem_nor_hex_is_a_configuration_error(db, settings):
+    settings.ALEM_CHECKPOINT_KEY = "not-a-key"
+
+    with pytest.raises(ImproperlyConfigured, match="neither a PEM nor 64 hex characters"):
+        checkpoint_public_key()
