@@ -414,3 +414,11 @@ def test_the_verifier_checks_a_published_key_given_as_a_file(bundle, tmp_path):
     result = run_verifier(bundle, "--public-key", published, cwd=tmp_path)
 
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_malformed_checkpoint_is_unusable_input(bundle):
+    (checkpoint,) = lines(bundle / "checkpoints.jsonl")
+    write_lines(bundle / "checkpoints.jsonl", [{**checkpoint, "sequence": "14"}])
+
+    with pytest.raises(alem_verify.Unusable, match=r"checkpoints\.jsonl line 1"):
+        verify(bundle)

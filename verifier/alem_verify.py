@@ -179,6 +179,8 @@ def verify_bundle(root: Path, *, expected_key: str | bytes | None = None) -> str
             ("sequence", "digest", "signed_at", "public_key", "signature"),
             f"checkpoints.jsonl line {number}",
         )
+        if not isinstance(record["sequence"], int) or not isinstance(record["signature"], str):
+            raise Unusable(f"checkpoints.jsonl line {number}: sequence or signature malformed.")
         checkpoints.append((number, record))
     wanted = {record["sequence"] for _number, record in checkpoints}
 
