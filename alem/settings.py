@@ -93,6 +93,14 @@ if not DEBUG:
         refused["ALEM_AUDIT_KEY"] = (
             "the key of the audit chain's HMAC, at least 32 characters, never changed once used"
         )
+    checkpoint_key_file = os.environ.get("ALEM_CHECKPOINT_KEY_FILE", "")
+    if not os.environ.get("ALEM_CHECKPOINT_KEY") and not (
+        checkpoint_key_file and os.path.isfile(checkpoint_key_file)
+    ):
+        refused["ALEM_CHECKPOINT_KEY"] = (
+            "the Ed25519 private key that signs audit checkpoints (64 hex characters or a PEM), or "
+            "ALEM_CHECKPOINT_KEY_FILE naming a readable PEM file"
+        )
     if refused:
         raise ImproperlyConfigured(
             f"Refusing to start with DEBUG off without {', '.join(refused)}:\n"
@@ -274,6 +282,15 @@ ALEM_SECRETS_KEY = os.environ.get("ALEM_SECRETS_KEY", "")
 # given (the Security section refuses to start without it). Changing it makes every existing
 # event fail verification: keep it for the chain's life.
 ALEM_AUDIT_KEY = os.environ.get("ALEM_AUDIT_KEY", "")
+# Checkpoints of the public audit chain are signed with this Ed25519 private key (PEM, PKCS#8),
+# which never enters the database (governance.checkpoints): in ALEM_CHECKPOINT_KEY either 64 hex
+# characters (the raw 32-byte key) or the PEM (newlines may be written as \n), or else the path
+# of a PEM file in ALEM_CHECKPOINT_KEY_FILE.
+# Development without either generates one under var/ on first use; with DEBUG off one must be
+# given (the Security section refuses to start without it). Keep it for the chain's life: the
+# public pages publish its public key, against which outsiders check every checkpoint.
+ALEM_CHECKPOINT_KEY = os.environ.get("ALEM_CHECKPOINT_KEY", "")
+ALEM_CHECKPOINT_KEY_FILE = os.environ.get("ALEM_CHECKPOINT_KEY_FILE", "")
 
 # Four eyes on the back office: a newly granted deciding role becomes usable only this many
 # hours after a second site administrator confirmed it (governance.services.admin_changes).

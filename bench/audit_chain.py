@@ -33,28 +33,32 @@ def child(count: int) -> None:
         GENESIS_HASH,
         audit_verification_run,
         audit_verify,
+        event_digest,
         event_hash,
         head_seal,
     )
+    from governance.checkpoints import checkpoint_sign
+    from governance.export import audit_export
     from governance.models import AuditChain, AuditEvent
     from governance.views.audit import _chain_context
 
     call_command("migrate", verbosity=0, interactive=False)
     now = timezone.now()
-    previous, batch = GENESIS_HASH, []
+    previous, previous_digest, batch = GENESIS_HASH, GENESIS_HASH, []
     started = time.perf_counter()
     for sequence in range(1, count + 1):
         payload = {"proposal": sequence, "verdict": "approve", "comment": "Within the mandate."}
-        digest = event_hash(
-            previous_hash=previous,
-            sequence=sequence,
-            created_at=now,
-            actor_id=None,
-            action="decision.recorded",
-            fund_id=None,
-            proposal_id=None,
-            payload=payload,
-        )
+        content = {
+            "sequence": sequence,
+            "created_at": now,
+            "actor_id": None,
+            "action": "decision.recorded",
+            "fund_id": None,
+            "proposal_id": None,
+            "payload": payload,
+        }
+        digest = event_hash(previous_hash=previous, **content)
+        public = event_digest(previous_digest=previous_digest, **content)
         batch.append(
             AuditEvent(
                 sequence=sequence,
@@ -63,15 +67,21 @@ def child(count: int) -> None:
                 payload=payload,
                 previous_hash=previous,
                 hash=digest,
+                previous_digest=previous_digest,
+                digest=public,
             )
         )
-        previous = digest
+        previous, previous_digest = digest, public
         if len(batch) == 5000:
             AuditEvent.objects.bulk_create(batch)
             batch = []
     AuditEvent.objects.bulk_create(batch)
     AuditChain.objects.create(
-        pk=1, length=count, head_hash=previous, seal=head_seal(count, previous)
+        pk=1,
+        length=count,
+        head_hash=previous,
+        head_digest=previous_digest,
+        seal=head_seal(count, previous),
     )
     build_seconds = time.perf_counter() - started
 
@@ -84,6 +94,22 @@ def child(count: int) -> None:
     for _ in range(100):
         _chain_context()
     status_ms = (time.perf_counter() - started) * 1000 / 100
+    started = time.perf_counter()
+    checkpoint_sign()
+    sign_seconds = time.perf_counter() - started
+    import tempfile
+
+    sys.path.insert(0, str(BASE_DIR / "verifier"))
+    import alem_verify
+
+    with tempfile.TemporaryDirectory() as scratch:
+        started = time.perf_counter()
+        audit_export(Path(scratch) / "bundle", archive="tar.gz")
+        export_seconds = time.perf_counter() - started
+        bundle_mb = (Path(scratch) / "bundle.tar.gz").stat().st_size / 1e6
+        started = time.perf_counter()
+        alem_verify.verify_path(Path(scratch) / "bundle.tar.gz")
+        standalone_seconds = time.perf_counter() - started
     print(
         json.dumps(
             {
@@ -91,6 +117,10 @@ def child(count: int) -> None:
                 "verify_seconds": round(verify_seconds, 2),
                 "events_per_second": round(count / verify_seconds),
                 "page_status_ms": round(status_ms, 2),
+                "checkpoint_sign_seconds": round(sign_seconds, 2),
+                "export_tar_gz_seconds": round(export_seconds, 2),
+                "export_tar_gz_mb": round(bundle_mb, 1),
+                "standalone_verify_seconds": round(standalone_seconds, 2),
             }
         )
     )
@@ -113,6 +143,12 @@ def main() -> None:
         f"  verify {result['verify_seconds']} s ({result['events_per_second']:,} events/s); "
         f"page status line {result['page_status_ms']} ms; building the chain took "
         f"{result['build_seconds']} s"
+    )
+    print(
+        f"  sign a checkpoint {result['checkpoint_sign_seconds']} s (verification included); "
+        f"export as .tar.gz {result['export_tar_gz_seconds']} s "
+        f"({result['export_tar_gz_mb']} MB); standalone verifier on it "
+        f"{result['standalone_verify_seconds']} s"
     )
 
 

@@ -34,6 +34,7 @@ from governance.models import (
     AdminChange,
     ApprovalPolicy,
     AuditChain,
+    AuditCheckpoint,
     AuditEvent,
     AuditVerification,
     Decision,
@@ -761,8 +762,17 @@ class AuditEventAdmin(ExtraPagesMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
 
 @admin.register(AuditChain)
 class AuditChainAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ("id", "length", "head_hash")
-    fields = ("length", "head_hash")
+    list_display = ("id", "length", "head_hash", "head_digest")
+    fields = ("length", "head_hash", "head_digest")
+    readonly_fields = fields
+
+
+@admin.register(AuditCheckpoint)
+class AuditCheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Signed checkpoints of the public chain's head (``governance.checkpoints``), newest first."""
+
+    list_display = ("sequence", "signed_at", "digest", "public_key")
+    fields = ("sequence", "digest", "signed_at", "public_key", "signature")
     readonly_fields = fields
 
 

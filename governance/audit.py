@@ -7,6 +7,14 @@ cannot recompute the chain after an edit, and the chain head carries a seal unde
 so it cannot be wound back to a shorter chain either. Writers lock the single ``AuditChain``
 row, which keeps the chain linear when requests run concurrently.
 
+Beside the keyed chain runs a public one: each event's ``digest`` is a plain SHA-256 of the
+previous event's digest and the same canonical content, so anyone holding an export can
+recompute it without any key. On its own it proves nothing against the operator, who could
+recompute it after an edit; signed checkpoints of its head (``governance.checkpoints``) pin it,
+so a rewrite of any event at or before a checkpoint is caught by the standalone verifier
+(``verifier/alem_verify.py``), which mirrors ``event_content`` and ``event_digest`` byte for
+byte.
+
 The chain also vouches for the records it describes (``governance.records``): verification
 replays the row snapshots the events carry and the role grants, and compares them with the
 database.
@@ -59,10 +67,8 @@ def head_seal(length: int, head_hash: str, *, key: bytes | None = None) -> str:
     return _mac(f"head\n{length}\n{head_hash}", key)
 
 
-def event_hash(
+def event_content(
     *,
-    key: bytes | None = None,
-    previous_hash: str,
     sequence: int,
     created_at,
     actor_id: int | None,
@@ -71,9 +77,12 @@ def event_hash(
     proposal_id: int | None,
     payload: dict,
 ) -> str:
-    """HMAC-SHA-256, under the audit key, of the previous hash and a canonical JSON form of the
-    event's content."""
-    content = json.dumps(
+    """The canonical JSON form of an event's content that both its hash and its digest cover.
+
+    Keys sorted, compact separators, non-ASCII kept as UTF-8, time in UTC ISO 8601. The
+    standalone verifier (``verifier/alem_verify.py``) builds the same string from an export.
+    """
+    return json.dumps(
         {
             "sequence": sequence,
             "created_at": created_at.astimezone(UTC).isoformat(),
@@ -87,7 +96,17 @@ def event_hash(
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return _mac(f"{previous_hash}\n{content}", key)
+
+
+def event_hash(*, key: bytes | None = None, previous_hash: str, **content) -> str:
+    """HMAC-SHA-256, under the audit key, of the previous hash and ``event_content``."""
+    return _mac(f"{previous_hash}\n{event_content(**content)}", key)
+
+
+def event_digest(*, previous_digest: str, **content) -> str:
+    """Plain SHA-256 of the previous event's digest, a newline and ``event_content``: the public
+    chain that anyone can recompute from an export (rule 11)."""
+    return hashlib.sha256(f"{previous_digest}\n{event_content(**content)}".encode()).hexdigest()
 
 
 def _locked_chain() -> AuditChain:
@@ -100,7 +119,11 @@ def _locked_chain() -> AuditChain:
         try:
             with transaction.atomic():
                 AuditChain.objects.create(
-                    pk=1, length=0, head_hash=GENESIS_HASH, seal=head_seal(0, GENESIS_HASH)
+                    pk=1,
+                    length=0,
+                    head_hash=GENESIS_HASH,
+                    head_digest=GENESIS_HASH,
+                    seal=head_seal(0, GENESIS_HASH),
                 )
         except IntegrityError:
             pass  # another writer created it first
@@ -128,12 +151,20 @@ def audit_record(
         "proposal_id": proposal.pk if proposal is not None else None,
         "payload": normalise_payload(payload),
     }
-    digest = event_hash(previous_hash=chain.head_hash, **content)
-    event = AuditEvent.objects.create(**content, previous_hash=chain.head_hash, hash=digest)
+    keyed = event_hash(previous_hash=chain.head_hash, **content)
+    public = event_digest(previous_digest=chain.head_digest, **content)
+    event = AuditEvent.objects.create(
+        **content,
+        previous_hash=chain.head_hash,
+        hash=keyed,
+        previous_digest=chain.head_digest,
+        digest=public,
+    )
     chain.length = sequence
-    chain.head_hash = digest
-    chain.seal = head_seal(sequence, digest)
-    chain.save(update_fields=["length", "head_hash", "seal"])
+    chain.head_hash = keyed
+    chain.head_digest = public
+    chain.seal = head_seal(sequence, keyed)
+    chain.save(update_fields=["length", "head_hash", "head_digest", "seal"])
     return event
 
 
@@ -171,7 +202,7 @@ def verify_events(
 ) -> ChainVerification:
     """Replay ``events`` (in stored order) and compare them with the chain head and its seal."""
     key = audit_key()
-    previous_hash = GENESIS_HASH
+    previous_hash = previous_digest = GENESIS_HASH
     expected_sequence = 1
     count = 0
     for event in events:
@@ -180,27 +211,33 @@ def verify_events(
             problem = f"sequence {event.sequence} where {expected_sequence} was expected"
         elif event.previous_hash != previous_hash:
             problem = "its previous hash does not match the row before it"
-        elif event.hash != event_hash(
-            key=key,
-            previous_hash=event.previous_hash,
-            sequence=event.sequence,
-            created_at=event.created_at,
-            actor_id=event.actor_id,
-            action=event.action,
-            fund_id=event.fund_id,
-            proposal_id=event.proposal_id,
-            payload=event.payload,
-        ):
-            problem = "its content does not match its hash"
+        elif event.previous_digest != previous_digest:
+            problem = "its previous digest does not match the row before it"
+        else:
+            content = {
+                "sequence": event.sequence,
+                "created_at": event.created_at,
+                "actor_id": event.actor_id,
+                "action": event.action,
+                "fund_id": event.fund_id,
+                "proposal_id": event.proposal_id,
+                "payload": event.payload,
+            }
+            if event.hash != event_hash(key=key, previous_hash=event.previous_hash, **content):
+                problem = "its content does not match its hash"
+            elif event.digest != event_digest(previous_digest=previous_digest, **content):
+                problem = "its content does not match its digest"
         if problem:
             return ChainVerification(False, count, event.sequence, event.pk, problem)
         if replay is not None:
             replay.take(event)
         previous_hash = event.hash
+        previous_digest = event.digest
         expected_sequence += 1
         count += 1
     head_length = head.length if head else 0
     head_hash = head.head_hash if head else GENESIS_HASH
+    head_digest = head.head_digest if head else GENESIS_HASH
     if head_length != count or head_hash != previous_hash:
         return ChainVerification(
             False,
@@ -217,6 +254,15 @@ def verify_events(
             None,
             None,
             "the chain head's seal does not match its length and hash (the head was rewritten)",
+        )
+    if head_digest != previous_digest:
+        return ChainVerification(
+            False,
+            count,
+            None,
+            None,
+            f"the chain head's digest {head_digest[:12]}… is not the last event's "
+            f"{previous_digest[:12]}…",
         )
     return ChainVerification(True, count)
 

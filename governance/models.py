@@ -373,6 +373,8 @@ class AuditChain(models.Model):
     # HMAC of (length, head_hash) under ALEM_AUDIT_KEY: the head cannot be wound back to a
     # shorter chain by someone who holds only the database.
     seal = models.CharField(max_length=64, blank=True)
+    # The last event's public digest (rule 11): what a checkpoint signs.
+    head_digest = models.CharField(max_length=64, default="0" * 64)
 
     class Meta:
         constraints = [check(Q(id=1), what="single_row")]
@@ -403,13 +405,48 @@ class AuditEvent(models.Model):
     payload = models.JSONField(default=dict)
     previous_hash = models.CharField(max_length=64, unique=True)
     hash = models.CharField(max_length=64, unique=True)
+    # The public chain (rule 11): plain SHA-256 of the previous digest and the same content,
+    # which anyone can recompute from an export; signed checkpoints pin its head.
+    previous_digest = models.CharField(max_length=64, unique=True)
+    digest = models.CharField(max_length=64, unique=True)
 
     class Meta:
         ordering = ["sequence"]
-        constraints = [check(Q(sequence__gte=1), what="sequence_positive")]
+        constraints = [
+            check(Q(sequence__gte=1), what="sequence_positive"),
+            check(Q(digest__regex=r"^[0-9a-f]{64}$"), what="digest_hex"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.sequence} {self.action}"
+
+
+class AuditCheckpoint(models.Model):
+    """A signed statement of the public chain's head: "event #sequence has this digest".
+
+    Written by ``governance.checkpoints.checkpoint_sign`` only, never changed. The Ed25519
+    signature covers ``checkpoint_message`` under the key named by ``public_key``; the private
+    key is in the settings, never in the database. Whoever kept a copy of a checkpoint can prove
+    a later rewrite of any event up to ``sequence`` (``verifier/alem_verify.py``).
+    """
+
+    sequence = models.PositiveBigIntegerField(unique=True)
+    digest = models.CharField(max_length=64, unique=True)
+    signed_at = models.DateTimeField()
+    public_key = models.CharField(max_length=64, help_text="Raw Ed25519 public key, hex.")
+    signature = models.CharField(max_length=128, help_text="Ed25519 signature, hex.")
+
+    class Meta:
+        ordering = ["-sequence"]
+        constraints = [
+            check(Q(sequence__gte=1), what="sequence_positive"),
+            check(Q(digest__regex=r"^[0-9a-f]{64}$"), what="digest_hex"),
+            check(Q(public_key__regex=r"^[0-9a-f]{64}$"), what="public_key_hex"),
+            check(Q(signature__regex=r"^[0-9a-f]{128}$"), what="signature_hex"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Checkpoint of event #{self.sequence}"
 
 
 class AuditVerification(models.Model):

@@ -50,6 +50,14 @@ SCHEDULES = (
         "Recompute every audit event's hash from the first to the last; the auditors' page "
         "shows the latest result, and a broken chain is logged as an error.",
     ),
+    Schedule(
+        "Sign a checkpoint of the audit chain",
+        "governance.tasks.audit_checkpoint_sign",
+        dt.timedelta(hours=1),
+        (),
+        "Sign the public digest chain's head with the checkpoint key if it moved since the last "
+        "checkpoint; a chain that does not verify is logged as an error and not signed.",
+    ),
 )
 
 

@@ -12,7 +12,7 @@ import logging
 from celery import shared_task
 from django.contrib.auth import get_user_model
 
-from governance import audit, notifications, outbox, services
+from governance import audit, checkpoints, notifications, outbox, services
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,20 @@ def audit_chain_verify(requested_by_id: int | None = None) -> bool:
     if requested_by_id is not None:
         requested_by = get_user_model().objects.filter(pk=requested_by_id).first()
     return audit.audit_verification_run(requested_by=requested_by).ok
+
+
+@shared_task(name="governance.tasks.audit_checkpoint_sign", ignore_result=True)
+def audit_checkpoint_sign() -> int | None:
+    """Sign a checkpoint of the audit chain's head if it moved (hourly); the sequence signed.
+
+    A chain that does not verify is logged as an error and left unsigned (rule 11).
+    """
+    try:
+        checkpoint = checkpoints.checkpoint_sign()
+    except checkpoints.ChainBroken as broken:
+        logger.error("%s", broken)
+        return None
+    return checkpoint.sequence if checkpoint else None
 
 
 @shared_task(name="governance.tasks.outbox_relay", ignore_result=True)

@@ -23,6 +23,13 @@ os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECURE_COOKIES", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "testserver,localhost,127.0.0.1")
 os.environ.setdefault("ALEM_AUDIT_KEY", "tests-only-audit-key-0123456789abcdef0123456789")
+# A tests-only Ed25519 key that signs audit checkpoints (never used anywhere else).
+os.environ.setdefault(
+    "ALEM_CHECKPOINT_KEY",
+    "-----BEGIN PRIVATE KEY-----\\n"
+    "MC4CAQAwBQYDK2VwBCIEIOlobvVyHlD7IFNnzd8KDZyvUUEAk6ve7lt5RQtvf5y4\\n"
+    "-----END PRIVATE KEY-----\\n",
+)
 os.environ.setdefault("ALEM_SECRETS_KEY", "dGVzdHMtb25seS1zZWNyZXRzLWtleS0wMTIzNDU2Nzg=")
 # With DEBUG off the settings require DATABASE_URL (given by `make test`, which starts the
 # embedded PostgreSQL, or by CI), REDIS_URL and an e-mail server. CI's first pass and a laptop

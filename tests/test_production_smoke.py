@@ -218,6 +218,7 @@ def production_env(**variables: str) -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALEM_SECRETS_KEY": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "ALEM_AUDIT_KEY": secrets.token_urlsafe(40),
+        "ALEM_CHECKPOINT_KEY": secrets.token_hex(32),
         "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto",
         "ALEM_TRUSTED_PROXIES": "1",
         "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",

@@ -29,6 +29,8 @@ SETTINGS_VARIABLES = (
     "SECURE_PROXY_SSL_HEADER",
     "ALEM_SECRETS_KEY",
     "ALEM_AUDIT_KEY",
+    "ALEM_CHECKPOINT_KEY",
+    "ALEM_CHECKPOINT_KEY_FILE",
     "EMAIL_HOST",
     "EMAIL_BACKEND",
     "EMAIL_FILE_PATH",
@@ -47,6 +49,9 @@ PRODUCTION = {
     "EMAIL_HOST": "smtp.alem.example",
     "ALEM_SECRETS_KEY": "c2VjcmV0cy1rZXktZm9yLXNldHRpbmdzLXRlc3RzLTA=",
     "ALEM_AUDIT_KEY": "audit-key-for-settings-tests-0123456789",
+    "ALEM_CHECKPOINT_KEY": "-----BEGIN PRIVATE KEY-----\\n"
+    "MC4CAQAwBQYDK2VwBCIEIMXMYqM9Gwy69P/CCyYREvcuJM0GvAWcI+d76YVDgOf0\\n"
+    "-----END PRIVATE KEY-----\\n",
 }
 # Every variable production cannot start without, in the order the refusal names them.
 REQUIRED = [
@@ -57,6 +62,7 @@ REQUIRED = [
     "EMAIL_HOST",
     "ALEM_SECRETS_KEY",
     "ALEM_AUDIT_KEY",
+    "ALEM_CHECKPOINT_KEY",
 ]
 # The production environment README.md documents behind its TLS proxy (one nginx).
 DOCUMENTED_PRODUCTION = {
@@ -480,6 +486,7 @@ def test_the_tests_only_switch_allows_the_embedded_services_and_nothing_else(tmp
         "DATABASE_URL",
         "ALEM_SECRETS_KEY",
         "ALEM_AUDIT_KEY",
+        "ALEM_CHECKPOINT_KEY",
     ]
 
 

@@ -13,6 +13,7 @@ from django.utils import timezone
 from governance import services
 from governance.api_tokens import api_token_issue
 from governance.audit import audit_verification_run
+from governance.checkpoints import checkpoint_sign
 from governance.models import (
     AdminChange,
     ApprovalPolicy,
@@ -86,6 +87,7 @@ def test_every_governance_changelist_and_object_page_opens_for_a_superuser(
         actor=site_admin, kind="staff_grant", user=alem.users["auditor"], reason="Audit support"
     )
     proposal = alem.approve_fully(alem.proposal(submit=True))
+    checkpoint_sign()  # before the fill written directly below, which no event records
     # A fill as the execution service books it; written directly, only to have a row to show.
     Execution.objects.create(
         proposal=proposal,

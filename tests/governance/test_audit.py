@@ -14,6 +14,7 @@ from governance.audit import (
     audit_verification_latest,
     audit_verification_run,
     audit_verify,
+    event_digest,
     event_hash,
 )
 from governance.exceptions import SegregationOfDuties
@@ -134,7 +135,19 @@ def test_altering_a_row_and_recomputing_its_hash_is_caught_at_the_next_row(alem)
         proposal_id=target.proposal_id,
         payload=forged_payload,
     )
-    AuditEvent.objects.filter(pk=target.pk).update(payload=forged_payload, hash=forged_hash)
+    forged_digest = event_digest(
+        previous_digest=target.previous_digest,
+        sequence=5,
+        created_at=target.created_at,
+        actor_id=target.actor_id,
+        action=target.action,
+        fund_id=target.fund_id,
+        proposal_id=target.proposal_id,
+        payload=forged_payload,
+    )
+    AuditEvent.objects.filter(pk=target.pk).update(
+        payload=forged_payload, hash=forged_hash, digest=forged_digest
+    )
     following = AuditEvent.objects.get(sequence=6)
 
     result = audit_verify()
@@ -361,22 +374,21 @@ def test_events_written_while_the_chain_streams_wait_for_the_next_verification(a
     head = AuditChain.objects.get()
     payload = {"note": "written meanwhile"}
     created_at = dt.datetime.now(dt.UTC)
+    content = {
+        "sequence": 15,
+        "created_at": created_at,
+        "actor_id": None,
+        "action": "proposal.created",
+        "fund_id": None,
+        "proposal_id": None,
+        "payload": payload,
+    }
     AuditEvent.objects.create(
-        sequence=15,
-        created_at=created_at,
-        action="proposal.created",
-        payload=payload,
+        **content,
         previous_hash=head.head_hash,
-        hash=event_hash(
-            previous_hash=head.head_hash,
-            sequence=15,
-            created_at=created_at,
-            actor_id=None,
-            action="proposal.created",
-            fund_id=None,
-            proposal_id=None,
-            payload=payload,
-        ),
+        hash=event_hash(previous_hash=head.head_hash, **content),
+        previous_digest=head.head_digest,
+        digest=event_digest(previous_digest=head.head_digest, **content),
     )
 
     result = audit_verify()
@@ -578,12 +590,24 @@ def _as_before_the_keyed_chain() -> None:
 def _key_the_chain() -> None:
     import importlib
 
+    from django.apps import apps
     from django.db import connection
     from django.db.migrations.loader import MigrationLoader
 
     migration = importlib.import_module("governance.migrations.0011_keyed_audit_chain")
     state = MigrationLoader(connection).project_state(("governance", "0011_keyed_audit_chain"))
+    # 0011 ran before the digest columns existed (0018); here they do, so they are let empty
+    # while it runs, then filled as 0018 fills them (DDL rolls back with the test).
+    columns = "ALTER COLUMN digest {0} NOT NULL, ALTER COLUMN previous_digest {0} NOT NULL"
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # no deferred checks pending on it
+        cursor.execute(f"ALTER TABLE governance_auditevent {columns.format('DROP')}")
     migration.key_the_chain(state.apps, type("Editor", (), {"connection": connection})())
+    digests = importlib.import_module("governance.migrations.0018_audit_public_digests")
+    digests.fill_digests(apps.get_model("governance", "AuditEvent"), AuditChain)
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute(f"ALTER TABLE governance_auditevent {columns.format('SET')}")
 
 
 def test_the_migration_keys_an_intact_chain_and_baselines_the_records(alem):

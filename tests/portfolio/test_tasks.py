@@ -114,6 +114,12 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
             "Asia/Almaty",
         ),
         "Verify the audit chain": ("governance.tasks.audit_chain_verify", [], 3600, "seconds"),
+        "Sign a checkpoint of the audit chain": (
+            "governance.tasks.audit_checkpoint_sign",
+            [],
+            3600,
+            "seconds",
+        ),
     }
 
 
