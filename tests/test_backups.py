@@ -7,6 +7,7 @@ through a fully approved proposal, and the day's NAV snapshot taken. BNB is pric
 """
 
 import json
+import os
 import threading
 from decimal import Decimal
 
@@ -27,6 +28,13 @@ from tests.factories import FundBuilder, otp_code
 
 D = Decimal
 LEDGER_ROWS = 4  # the contribution; the purchase's BNB, its cash and its fee
+
+
+@pytest.fixture(autouse=True)
+def own_scratch_prefix(monkeypatch):
+    """This test process's drills get names of their own, so a drill another xdist worker keeps
+    for a moment is not taken for one of ours left behind."""
+    monkeypatch.setattr(backups, "SCRATCH_PREFIX", f"{backups.SCRATCH_PREFIX}{os.getpid()}_")
 
 
 def seeded_fund() -> FundBuilder:
