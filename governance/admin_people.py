@@ -14,6 +14,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -188,7 +189,9 @@ class UserAdmin(DjangoUserAdmin):
             response = super().user_change_password(request, id, form_url)
             if before is not None and stored.first() != before:
                 target = User.objects.get(pk=unquote(id))
-                events.user_password_set_event(actor=request.user, user=target)
+                events.user_password_set_event(
+                    actor=request.user, user=target, had_password=is_password_usable(before)
+                )
         return response
 
     def _each(self, request, queryset, service, done):

@@ -35,6 +35,7 @@ def user_access_remove(*, actor, user) -> None:
     """
     permissions.raise_if_refused(permissions.site_admin_refusal(actor))
     with transaction.atomic():
+        before = {"is_staff": user.is_staff, "is_superuser": user.is_superuser}
         user.is_staff = user.is_superuser = False
         user.save(update_fields=["is_staff", "is_superuser"])
-        events.user_access_changed_event(actor=actor, user=user)
+        events.user_access_changed_event(actor=actor, user=user, before=before)

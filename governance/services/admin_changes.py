@@ -168,10 +168,11 @@ def _apply(change: AdminChange, now: dt.datetime) -> None:
     if change.kind == Kind.ROLE_GRANT:
         role_grant(user=user, fund=change.fund, role=change.role, admin_change=change)
     elif change.kind in (Kind.STAFF_GRANT, Kind.SUPERUSER_GRANT):
+        before = {"is_staff": user.is_staff, "is_superuser": user.is_superuser}
         user.is_staff = True
         user.is_superuser = user.is_superuser or change.kind == Kind.SUPERUSER_GRANT
         user.save(update_fields=["is_staff", "is_superuser"])
-        events.user_access_changed_event(actor=actor, user=user, admin_change=change)
+        events.user_access_changed_event(actor=actor, user=user, before=before, admin_change=change)
     elif change.kind == Kind.REACTIVATION:
         user.is_active = True
         user.save(update_fields=["is_active"])

@@ -417,7 +417,12 @@ def test_superuser_revokes_a_role_through_the_service(alem, admin_web, site_admi
     event = last_event()
     assert not has_role(risk, alem.fund, R.REVIEW_RISK)
     assert (event.action, event.actor_id) == ("role.revoked", site_admin.pk)
-    assert event.payload == {"user": "risk", "user_id": risk.pk, "role": "review_risk"}
+    assert event.payload == {
+        "user": "risk",
+        "user_id": risk.pk,
+        "role": "review_risk",
+        "changes": {"roles": {"old": ["review_risk"], "new": []}},
+    }
     assert messages_of(response) == [f"risk no longer holds review_risk on {alem.fund}."]
 
 
