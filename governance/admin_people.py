@@ -26,6 +26,7 @@ from django.utils.translation import ngettext
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance import events, services
+from governance.account_record import recorded_by_service
 from governance.api_tokens import api_tokens_revoke
 from governance.exceptions import GovernanceError
 from governance.forms import AdminChangeConfirmForm, AdminChangeRequestForm
@@ -186,7 +187,8 @@ class UserAdmin(DjangoUserAdmin):
         stored = User.objects.filter(pk=unquote(id)).values_list("password", flat=True)
         with transaction.atomic():
             before = stored.first()
-            response = super().user_change_password(request, id, form_url)
+            with recorded_by_service():  # audited here, as user.password_set
+                response = super().user_change_password(request, id, form_url)
             if before is not None and stored.first() != before:
                 target = User.objects.get(pk=unquote(id))
                 events.user_password_set_event(

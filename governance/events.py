@@ -378,6 +378,12 @@ def user_password_set_event(*, actor, user, had_password: bool, via=None) -> Aud
     return _write(Action.USER_PASSWORD_SET, actor=actor, **password)
 
 
+def user_account_changed_event(*, user, created: bool, changes: dict, via: dict) -> AuditEvent:
+    """An account changed outside the services (``governance.account_record``): no actor."""
+    changed = {**_person(user), "created": created, "changes": changes, "via": via}
+    return _write(Action.USER_ACCOUNT_CHANGED, **changed)
+
+
 def user_reactivated_event(*, actor, user, admin_change) -> AuditEvent:
     reactivated = {**_person(user), "admin_change": admin_change.pk, "changes": _REACTIVATED}
     return _write(Action.USER_REACTIVATED, actor=actor, **reactivated)

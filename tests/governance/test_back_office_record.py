@@ -263,3 +263,54 @@ def test_grant_role_from_the_command_line_names_the_command(alem):
     assert granted.payload["via"]["command"] == "grant_role"
     assert granted.payload["changes"] == {"roles": {"old": [], "new": ["audit"]}}
     assert granted.payload["user_id"] == newcomer.pk
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounts changed outside the services: Django's own commands, a shell
+# ---------------------------------------------------------------------------------------------
+
+
+def test_createsuperuser_is_recorded_with_its_command_and_no_password(db, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["manage.py", "createsuperuser"])
+    monkeypatch.setenv("DJANGO_SUPERUSER_PASSWORD", "A-long-new-passphrase-9")
+    before = mark()
+
+    run_command("createsuperuser", "--noinput", username="chief", email="chief@example.org")
+
+    [created] = events_after(before)
+    assert (created.action, created.actor) == ("user.account_changed", None)
+    assert created.payload["created"] is True
+    assert created.payload["via"]["command"] == "createsuperuser"
+    assert created.payload["changes"] == {
+        "is_active": {"old": None, "new": True},
+        "is_staff": {"old": None, "new": True},
+        "is_superuser": {"old": None, "new": True},
+        "password": {"old": "none", "new": "set"},
+    }
+
+
+def test_a_password_or_flag_changed_in_a_shell_is_recorded(db):
+    clerk = UserFactory(username="clerk")
+    before = mark()
+
+    clerk.set_password("A-long-new-passphrase-9")
+    clerk.is_staff = True
+    clerk.save()
+    clerk.save()  # nothing changed: nothing recorded
+
+    [changed] = events_after(before)
+    assert (changed.action, changed.payload["via"]) == ("user.account_changed", {"via": "direct"})
+    assert changed.payload["changes"] == {
+        "is_staff": {"old": False, "new": True},
+        "password": {"old": "set", "new": "set"},
+    }
+
+
+def test_a_sign_in_or_a_service_change_is_not_recorded_twice(alem, root):
+    clerk = UserFactory(username="clerk", is_staff=True)
+    before = mark()
+
+    clerk.save(update_fields=["last_login"])
+    services.user_access_remove(actor=root, user=clerk)
+
+    assert [e.action for e in events_after(before)] == ["user.access_changed"]
