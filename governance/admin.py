@@ -20,8 +20,16 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
+from django_celery_beat import admin as beat_admin
 from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
-from django_celery_beat.models import PeriodicTask, PeriodicTasks
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+    SolarSchedule,
+)
 
 from governance import services
 from governance.admin_audit import OnTheRecordAdminMixin
@@ -282,6 +290,19 @@ class PeriodicTaskAdmin(OnTheRecordAdminMixin, BeatPeriodicTaskAdmin):
             task.enabled = not task.enabled
 
         self._done(request, self._each_on_the_record(request, queryset, toggle), _("toggled"))
+
+
+# The schedules the periodic tasks run on: an interval shortened or a time of day moved changes
+# when every task using it runs, so these are on the record too.
+for _model, _upstream in (
+    (ClockedSchedule, beat_admin.ClockedScheduleAdmin),
+    (CrontabSchedule, beat_admin.CrontabScheduleAdmin),
+    (IntervalSchedule, beat_admin.IntervalScheduleAdmin),
+    (SolarSchedule, beat_admin.SolarScheduleAdmin),
+):
+    admin.site.unregister(_model)
+    _on_the_record = (OnTheRecordAdminMixin, _upstream)
+    admin.site.register(_model, type(_upstream.__name__, _on_the_record, {"__module__": __name__}))
 
 
 admin.site.unregister(Price)

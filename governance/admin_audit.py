@@ -3,8 +3,10 @@
 ``OnTheRecordAdminMixin`` routes a ``ModelAdmin``'s saves and deletes through
 ``governance.services.back_office``: the admin's change form already runs in one transaction,
 so the row, its many-to-many fields and the audit event commit together. Bulk deletes go row by
-row through the same service. Admin actions that change rows must use
-``back_office.on_the_record`` too (see ``PeriodicTaskAdmin``).
+row through the same service. Inline rows are not recorded here: the pages that use this mixin
+have none that can be edited (the tasks listed on a schedule's page are read-only upstream).
+Admin actions that change rows must use ``back_office.on_the_record`` too (see
+``PeriodicTaskAdmin``).
 """
 
 from django.db import transaction

@@ -97,6 +97,11 @@ def record_delete(*, actor, instance, via: dict) -> None:
         before = record_stored(type(instance), instance.pk) or {}
         object_id = instance.pk
         instance.delete()
-        events.record_deleted_event(
-            actor=actor, instance=instance, object_id=object_id, before=before, via=via
-        )
+        record_deleted(actor=actor, instance=instance, object_id=object_id, before=before, via=via)
+
+
+def record_deleted(*, actor, instance, object_id, before: dict, via: dict):
+    """Audit a row already deleted (``before``: its last values), in the deleting transaction."""
+    return events.record_deleted_event(
+        actor=actor, instance=instance, object_id=object_id, before=before, via=via
+    )

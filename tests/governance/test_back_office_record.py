@@ -314,3 +314,26 @@ def test_a_sign_in_or_a_service_change_is_not_recorded_twice(alem, root):
     services.user_access_remove(actor=root, user=clerk)
 
     assert [e.action for e in events_after(before)] == ["user.access_changed"]
+
+
+def test_an_interval_changed_in_the_admin_is_recorded(db, root, admin_web):
+    run_command("install_schedules")
+    interval = PeriodicTask.objects.get(task="governance.tasks.audit_chain_verify").interval
+    before = mark()
+
+    response = admin_web.post(
+        url("django_celery_beat_intervalschedule_change", interval.pk),
+        {
+            "every": 2,
+            "period": interval.period,
+            # the tasks on this interval, listed inline (none changed)
+            "periodictask_set-TOTAL_FORMS": 0,
+            "periodictask_set-INITIAL_FORMS": 0,
+        },
+    )
+
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    [changed] = events_after(before)
+    assert (changed.action, changed.actor) == ("back_office.record_changed", root)
+    assert changed.payload["model"] == "django_celery_beat.intervalschedule"
+    assert changed.payload["changes"] == {"every": {"old": interval.every, "new": 2}}
