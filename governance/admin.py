@@ -12,6 +12,7 @@ import json
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Prefetch
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
@@ -19,8 +20,19 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 from django.utils.translation import gettext_lazy as _
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    PeriodicTasks,
+    SolarSchedule,
+)
 
 from governance import services
+from governance.admin_audit import OnTheRecordAdminMixin
 from governance.audit import audit_verify
 from governance.exceptions import GovernanceError, NotPermitted
 from governance.forms import (
@@ -46,10 +58,11 @@ from governance.models import (
 )
 from governance.roles import direct_grants, users_with_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
+from governance.services import back_office
 from portfolio import admin as portfolio_admin
 from portfolio.admin_mixins import ExtraPagesMixin, ReadOnlyAdminMixin
 from portfolio.exceptions import PortfolioError
-from portfolio.models import Fund, FundRole, Price
+from portfolio.models import Asset, Fund, FundingSource, FundRole, Price
 
 
 def _pretty_json(value) -> str:
@@ -80,8 +93,9 @@ admin.site.unregister(Fund)
 
 
 @admin.register(Fund)
-class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
-    """Portfolio's fund page plus the governance tools: per-fund roles and contributions."""
+class FundAdmin(OnTheRecordAdminMixin, ExtraPagesMixin, portfolio_admin.FundAdmin):
+    """Portfolio's fund page plus the governance tools: per-fund roles and contributions. Every
+    creation and edit is audited with old and new values (``OnTheRecordAdminMixin``)."""
 
     extra_pages = (
         ("<path:object_id>/roles/", "roles_view", "roles"),
@@ -214,6 +228,82 @@ class FundAdmin(ExtraPagesMixin, portfolio_admin.FundAdmin):
             _("Record a contribution to %(fund)s") % {"fund": fund},
             form=form,
         )
+
+
+admin.site.unregister(Asset)
+
+
+@admin.register(Asset)
+class AssetAdmin(OnTheRecordAdminMixin, portfolio_admin.AssetAdmin):
+    """Portfolio's asset page; every creation and edit is audited with old and new values."""
+
+
+admin.site.unregister(FundingSource)
+
+
+@admin.register(FundingSource)
+class FundingSourceAdmin(OnTheRecordAdminMixin, portfolio_admin.FundingSourceAdmin):
+    """Portfolio's funding-source page; every creation and edit is audited, on its fund."""
+
+
+admin.site.unregister(PeriodicTask)
+
+
+@admin.register(PeriodicTask)
+class PeriodicTaskAdmin(OnTheRecordAdminMixin, BeatPeriodicTaskAdmin):
+    """django-celery-beat's schedule page, on the record: form saves, deletes and the enable,
+    disable and toggle actions (which upstream does with one ``queryset.update``) are audited
+    row by row with old and new values."""
+
+    def _each_on_the_record(self, request, queryset, change) -> int:
+        count = 0
+        with transaction.atomic():
+            for task in queryset.select_for_update(of=("self",)):
+                with back_office.on_the_record(
+                    actor=request.user, instance=task, via=back_office.ADMIN
+                ):
+                    change(task)
+                    task.save()
+                count += 1
+        PeriodicTasks.update_changed()
+        return count
+
+    def _done(self, request, count, what):
+        self.message_user(request, _("%(count)d tasks %(what)s.") % {"count": count, "what": what})
+
+    @admin.action(description=_("Enable selected tasks"))
+    def enable_tasks(self, request, queryset):
+        def enable(task):
+            task.enabled = True
+
+        self._done(request, self._each_on_the_record(request, queryset, enable), _("enabled"))
+
+    @admin.action(description=_("Disable selected tasks"))
+    def disable_tasks(self, request, queryset):
+        def disable(task):
+            task.enabled, task.last_run_at = False, None
+
+        self._done(request, self._each_on_the_record(request, queryset, disable), _("disabled"))
+
+    @admin.action(description=_("Toggle activity of selected tasks"))
+    def toggle_tasks(self, request, queryset):
+        def toggle(task):
+            task.enabled = not task.enabled
+
+        self._done(request, self._each_on_the_record(request, queryset, toggle), _("toggled"))
+
+
+# The schedules the periodic tasks run on: an interval shortened or a time of day moved changes
+# when every task using it runs, so these are on the record too.
+for _model, _upstream in (
+    (ClockedSchedule, beat_admin.ClockedScheduleAdmin),
+    (CrontabSchedule, beat_admin.CrontabScheduleAdmin),
+    (IntervalSchedule, beat_admin.IntervalScheduleAdmin),
+    (SolarSchedule, beat_admin.SolarScheduleAdmin),
+):
+    admin.site.unregister(_model)
+    _on_the_record = (OnTheRecordAdminMixin, _upstream)
+    admin.site.register(_model, type(_upstream.__name__, _on_the_record, {"__module__": __name__}))
 
 
 admin.site.unregister(Price)

@@ -14,6 +14,7 @@ from django.contrib.admin.utils import unquote
 from django.contrib.auth import get_user_model
 from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.hashers import is_password_usable
 from django.contrib.auth.models import Group
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
@@ -25,6 +26,7 @@ from django.utils.translation import ngettext
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance import events, services
+from governance.account_record import recorded_by_service
 from governance.api_tokens import api_tokens_revoke
 from governance.exceptions import GovernanceError
 from governance.forms import AdminChangeConfirmForm, AdminChangeRequestForm
@@ -185,10 +187,13 @@ class UserAdmin(DjangoUserAdmin):
         stored = User.objects.filter(pk=unquote(id)).values_list("password", flat=True)
         with transaction.atomic():
             before = stored.first()
-            response = super().user_change_password(request, id, form_url)
+            with recorded_by_service():  # audited here, as user.password_set
+                response = super().user_change_password(request, id, form_url)
             if before is not None and stored.first() != before:
                 target = User.objects.get(pk=unquote(id))
-                events.user_password_set_event(actor=request.user, user=target)
+                events.user_password_set_event(
+                    actor=request.user, user=target, had_password=is_password_usable(before)
+                )
         return response
 
     def _each(self, request, queryset, service, done):

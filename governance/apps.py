@@ -7,6 +7,9 @@ class GovernanceConfig(AppConfig):
 
     def ready(self):
         from alem import encryption
-        from governance import api_tokens  # noqa: F401  (revokes tokens on password change)
+        from governance import (
+            account_record,  # noqa: F401  (audits accounts changed directly)
+            api_tokens,  # noqa: F401  (revokes tokens on password change)
+        )
 
         encryption.install()

@@ -62,15 +62,38 @@ def _person(user) -> dict:
     return {"user": user.username, "user_id": user.pk}
 
 
-def role_granted_event(*, actor, fund, user, role: str, admin_change=None) -> AuditEvent:
-    grant = {**_person(user), "role": role}
+def changes_json(before: dict, after: dict) -> dict:
+    """``{field: {"old": ..., "new": ...}}`` for each field whose value differs (the values as
+    recorded: plain JSON)."""
+    return {
+        name: {"old": before.get(name), "new": after.get(name)}
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    }
+
+
+def _roles_held(before: list[str], after: list[str]) -> dict:
+    return {"changes": {"roles": {"old": sorted(before), "new": sorted(after)}}}
+
+
+def role_granted_event(
+    *, actor, fund, user, role: str, held: list[str], admin_change=None, via=None
+) -> AuditEvent:
+    """``held``: the user's direct roles on the fund before the grant."""
+    grant = {**_person(user), "role": role, **_roles_held(held, [*held, role])}
     if admin_change is not None:
         grant["admin_change"] = admin_change.pk
+    if via:
+        grant["via"] = via
     return _write(Action.ROLE_GRANTED, actor=actor, fund=fund, **grant)
 
 
-def role_revoked_event(*, actor, fund, user, role: str) -> AuditEvent:
-    grant = {**_person(user), "role": role}
+def role_revoked_event(*, actor, fund, user, role: str, held: list[str], via=None) -> AuditEvent:
+    """``held``: the user's direct roles on the fund before the revocation."""
+    after = [r for r in held if r != role]
+    grant = {**_person(user), "role": role, **_roles_held(held, after)}
+    if via:
+        grant["via"] = via
     return _write(Action.ROLE_REVOKED, actor=actor, fund=fund, **grant)
 
 
@@ -328,23 +351,41 @@ def admin_change_cancelled_event(*, change) -> AuditEvent:
     )
 
 
-def user_access_changed_event(*, actor, user, admin_change=None) -> AuditEvent:
-    access = {**_person(user), "is_staff": user.is_staff, "is_superuser": user.is_superuser}
+def user_access_changed_event(*, actor, user, before: dict, admin_change=None) -> AuditEvent:
+    """``before``: ``is_staff`` and ``is_superuser`` as they were."""
+    after = {"is_staff": user.is_staff, "is_superuser": user.is_superuser}
+    access = {**_person(user), **after, "changes": changes_json(before, after)}
     if admin_change is not None:
         access["admin_change"] = admin_change.pk
     return _write(Action.USER_ACCESS_CHANGED, actor=actor, **access)
 
 
+_DEACTIVATED = {"is_active": {"old": True, "new": False}}
+_REACTIVATED = {"is_active": {"old": False, "new": True}}
+
+
 def user_deactivated_event(*, actor, user, voided: list[int]) -> AuditEvent:
-    return _write(Action.USER_DEACTIVATED, actor=actor, **_person(user), voided_decisions=voided)
+    deactivated = {**_person(user), "voided_decisions": voided, "changes": _DEACTIVATED}
+    return _write(Action.USER_DEACTIVATED, actor=actor, **deactivated)
 
 
-def user_password_set_event(*, actor, user) -> AuditEvent:
-    return _write(Action.USER_PASSWORD_SET, actor=actor, **_person(user))
+def user_password_set_event(*, actor, user, had_password: bool, via=None) -> AuditEvent:
+    """Never the hash: whether the account had a usable password before, and that it has one."""
+    old = "set" if had_password else "none"
+    password = {**_person(user), "changes": {"password": {"old": old, "new": "set"}}}
+    if via:
+        password["via"] = via
+    return _write(Action.USER_PASSWORD_SET, actor=actor, **password)
+
+
+def user_account_changed_event(*, user, created: bool, changes: dict, via: dict) -> AuditEvent:
+    """An account changed outside the services (``governance.account_record``): no actor."""
+    changed = {**_person(user), "created": created, "changes": changes, "via": via}
+    return _write(Action.USER_ACCOUNT_CHANGED, **changed)
 
 
 def user_reactivated_event(*, actor, user, admin_change) -> AuditEvent:
-    reactivated = {**_person(user), "admin_change": admin_change.pk}
+    reactivated = {**_person(user), "admin_change": admin_change.pk, "changes": _REACTIVATED}
     return _write(Action.USER_REACTIVATED, actor=actor, **reactivated)
 
 
@@ -363,3 +404,41 @@ def proposal_stage_reopened_event(*, actor, proposal: Proposal, stage: PolicySta
     return _on_version(
         Action.PROPOSAL_STAGE_REOPENED, actor=actor, proposal=proposal, stage=stage.order
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# The back office on the record: funds, assets, funding sources, schedules (issue 14, part 6)
+# ---------------------------------------------------------------------------------------------
+
+
+def _record_json(instance, via: dict) -> dict:
+    return {
+        "model": instance._meta.label_lower,
+        "object_id": instance.pk,
+        "object": str(instance),
+        "via": via,
+    }
+
+
+def _record_fund(instance):
+    from portfolio.models import Fund
+
+    return instance if isinstance(instance, Fund) else getattr(instance, "fund", None)
+
+
+def record_created_event(*, actor, instance, after: dict, via: dict) -> AuditEvent:
+    created = {**_record_json(instance, via), "changes": changes_json({}, after)}
+    return _write(Action.RECORD_CREATED, actor=actor, fund=_record_fund(instance), **created)
+
+
+def record_changed_event(*, actor, instance, before: dict, after: dict, via: dict) -> AuditEvent:
+    changed = {**_record_json(instance, via), "changes": changes_json(before, after)}
+    return _write(Action.RECORD_CHANGED, actor=actor, fund=_record_fund(instance), **changed)
+
+
+def record_deleted_event(*, actor, instance, object_id, before: dict, via: dict) -> AuditEvent:
+    deleted = {**_record_json(instance, via), "object_id": object_id}
+    deleted["changes"] = changes_json(before, {})
+    fund = _record_fund(instance)
+    fund = None if fund is instance else fund  # a deleted fund is no longer there to point at
+    return _write(Action.RECORD_DELETED, actor=actor, fund=fund, **deleted)

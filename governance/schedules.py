@@ -5,6 +5,10 @@ See ``portfolio.schedules`` for how a schedule is declared and installed.
 
 import datetime as dt
 
+from django.db import transaction
+from django_celery_beat.models import PeriodicTask
+
+from governance.services import back_office
 from portfolio import schedules as portfolio_schedules
 from portfolio.schedules import Schedule
 
@@ -61,6 +65,21 @@ SCHEDULES = (
 )
 
 
-def schedules_install(*, reset: bool = False) -> list[tuple[str, str]]:
-    """Install every declared schedule (``portfolio.schedules.schedules_install``)."""
-    return portfolio_schedules.schedules_install(schedules=SCHEDULES, reset=reset)
+def schedules_install(*, reset: bool = False, via: dict | None = None) -> list[tuple[str, str]]:
+    """Install every declared schedule (``portfolio.schedules.schedules_install``), on the
+    record: each periodic task created or put back is audited with its old and new values
+    (``governance.services.back_office``; ``via`` defaults to the ``install_schedules``
+    command)."""
+    via = via or back_office.command_via("install_schedules")
+    names = [schedule.name for schedule in SCHEDULES]
+    with transaction.atomic():
+        before = {
+            task.name: back_office.record_state(task)
+            for task in PeriodicTask.objects.filter(name__in=names)
+        }
+        results = portfolio_schedules.schedules_install(schedules=SCHEDULES, reset=reset)
+        for task in PeriodicTask.objects.filter(name__in=names).order_by("name"):
+            back_office.record_saved(
+                actor=None, instance=task, before=before.get(task.name), via=via
+            )
+    return results

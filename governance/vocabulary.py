@@ -49,6 +49,10 @@ class AuditAction(models.TextChoices):
     DECISION_VOIDED = "decision.voided", _("Approval voided")
     PROPOSAL_STAGE_REOPENED = "proposal.stage_reopened", _("Stage reopened")
     ROWS_BASELINED = "audit.rows_baselined", _("Records taken into the chain")
+    USER_ACCOUNT_CHANGED = "user.account_changed", _("Account changed outside the back office")
+    RECORD_CREATED = "back_office.record_created", _("Created in the back office")
+    RECORD_CHANGED = "back_office.record_changed", _("Changed in the back office")
+    RECORD_DELETED = "back_office.record_deleted", _("Deleted in the back office")
 
 
 # Written once by a migration (governance 0011), never by ``governance.events``: the snapshots of

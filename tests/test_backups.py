@@ -25,6 +25,7 @@ from portfolio.selectors import fund_cash_usd
 from portfolio.services import nav_snapshot_take
 from tests.commands import run_command
 from tests.factories import FundBuilder, otp_code
+from tests.tampering import superuser_sql
 
 D = Decimal
 LEDGER_ROWS = 4  # the contribution; the purchase's BNB, its cash and its fee
@@ -206,9 +207,11 @@ def test_drill_names_a_count_that_differs_from_the_manifest(backed_up):
 @pytest.mark.django_db(transaction=True)
 def test_drill_names_a_ledger_row_altered_in_the_restored_copy_and_keeps_it(backed_up):
     def shrink_the_purchase():
-        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.BUY, asset__isnull=False).update(
-            quantity=D("400")
-        )
+        # The restored copy keeps the append-only triggers; the tamperer lifts them.
+        with superuser_sql():
+            LedgerEntry.objects.filter(kind=LedgerEntry.Kind.BUY, asset__isnull=False).update(
+                quantity=D("400")
+            )
 
     purchase = LedgerEntry.objects.get(kind=LedgerEntry.Kind.BUY, asset__isnull=False).pk
     recorded_by = AuditEvent.objects.get(action=AuditAction.EXECUTION_RECORDED).sequence

@@ -4,6 +4,7 @@ act. Widening (reactivation, back-office access) goes through ``admin_changes``.
 from django.db import transaction
 
 from governance import events, permissions
+from governance.account_record import recorded_by_service
 from governance.services._locks import lock_person
 from governance.services.decisions import approvals_void
 
@@ -22,7 +23,8 @@ def user_deactivate(*, actor, user) -> list[int]:
         lock_person(user)
         voided = approvals_void(actor=actor, user=user, reason="account_deactivated")
         user.is_active = False
-        user.save(update_fields=["is_active"])
+        with recorded_by_service():
+            user.save(update_fields=["is_active"])
         events.user_deactivated_event(actor=actor, user=user, voided=voided)
     return voided
 
@@ -35,6 +37,8 @@ def user_access_remove(*, actor, user) -> None:
     """
     permissions.raise_if_refused(permissions.site_admin_refusal(actor))
     with transaction.atomic():
+        before = {"is_staff": user.is_staff, "is_superuser": user.is_superuser}
         user.is_staff = user.is_superuser = False
-        user.save(update_fields=["is_staff", "is_superuser"])
-        events.user_access_changed_event(actor=actor, user=user)
+        with recorded_by_service():
+            user.save(update_fields=["is_staff", "is_superuser"])
+        events.user_access_changed_event(actor=actor, user=user, before=before)

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from governance import events, permissions
+from governance.account_record import recorded_by_service
 from governance.exceptions import InvalidTransition
 from governance.models import DECIDING_ROLES, AdminChange
 from governance.roles import direct_grants
@@ -168,13 +169,16 @@ def _apply(change: AdminChange, now: dt.datetime) -> None:
     if change.kind == Kind.ROLE_GRANT:
         role_grant(user=user, fund=change.fund, role=change.role, admin_change=change)
     elif change.kind in (Kind.STAFF_GRANT, Kind.SUPERUSER_GRANT):
+        before = {"is_staff": user.is_staff, "is_superuser": user.is_superuser}
         user.is_staff = True
         user.is_superuser = user.is_superuser or change.kind == Kind.SUPERUSER_GRANT
-        user.save(update_fields=["is_staff", "is_superuser"])
-        events.user_access_changed_event(actor=actor, user=user, admin_change=change)
+        with recorded_by_service():
+            user.save(update_fields=["is_staff", "is_superuser"])
+        events.user_access_changed_event(actor=actor, user=user, before=before, admin_change=change)
     elif change.kind == Kind.REACTIVATION:
         user.is_active = True
-        user.save(update_fields=["is_active"])
+        with recorded_by_service():
+            user.save(update_fields=["is_active"])
         events.user_reactivated_event(actor=actor, user=user, admin_change=change)
     elif change.kind == Kind.SECOND_FACTOR_RESET:
         devices = TOTPDevice.objects.filter(user=user).order_by("pk")

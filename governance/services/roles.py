@@ -18,7 +18,11 @@ def _check_role(role: str) -> None:
         raise ValidationError({"role": f"Unknown role {role!r}."})
 
 
-def role_grant(*, user, fund: Fund, role: str, admin_change=None) -> bool:
+def _held(fund: Fund, user) -> list[str]:
+    return sorted(role for _, role in direct_grants(fund, user=user))
+
+
+def role_grant(*, user, fund: Fund, role: str, admin_change=None, via=None) -> bool:
     """Give ``user`` the fund role ``role``; returns False if they already held it.
 
     No person calls this directly: it is the effect of a confirmed ``AdminChange``
@@ -30,17 +34,24 @@ def role_grant(*, user, fund: Fund, role: str, admin_change=None) -> bool:
     _check_role(role)
     with transaction.atomic():
         lock_fund(fund)
-        if (user.pk, role) in direct_grants(fund, user=user):
+        held = _held(fund, user)
+        if role in held:
             return False
         assign_perm(f"portfolio.{role}", user, fund)
         actor = admin_change.confirmed_by if admin_change else None
         events.role_granted_event(
-            actor=actor, fund=fund, user=user, role=role, admin_change=admin_change
+            actor=actor,
+            fund=fund,
+            user=user,
+            role=role,
+            held=held,
+            admin_change=admin_change,
+            via=via,
         )
     return True
 
 
-def role_revoke(*, actor, user, fund: Fund, role: str) -> bool:
+def role_revoke(*, actor, user, fund: Fund, role: str, via=None) -> bool:
     """Take the fund role ``role`` from ``user`` at once; returns False if they did not hold it.
 
     Preconditions: ``actor`` is an active site administrator (or ``None``, the command line); a
@@ -55,12 +66,13 @@ def role_revoke(*, actor, user, fund: Fund, role: str) -> bool:
         lock_person(user)
         approvals_void(actor=actor, user=user, reason="role_revoked", fund=fund, role=role)
         lock_fund(fund)
-        if (user.pk, role) not in direct_grants(fund, user=user):
+        held = _held(fund, user)
+        if role not in held:
             if has_role(user, fund, role):
                 raise InvalidTransition(
                     f"{user.username} holds {role} through a group; remove them from the group."
                 )
             return False
         remove_perm(f"portfolio.{role}", user, fund)
-        events.role_revoked_event(actor=actor, fund=fund, user=user, role=role)
+        events.role_revoked_event(actor=actor, fund=fund, user=user, role=role, held=held, via=via)
     return True

@@ -28,6 +28,7 @@ from governance.preferences import language_preference_set
 from governance.roles import has_role
 from portfolio.models import FundRole, LedgerEntry
 from tests.factories import UserFactory, otp_device
+from tests.tampering import superuser_sql
 from tests.web import signed_in
 
 R = FundRole
@@ -224,7 +225,8 @@ def test_verify_page_reports_an_intact_chain(alem, admin_web):
 
 def test_verify_page_names_the_first_altered_event(alem, admin_web):
     tampered = AuditEvent.objects.get(sequence=3)
-    AuditEvent.objects.filter(pk=tampered.pk).update(payload={"forged": True})
+    with superuser_sql():
+        AuditEvent.objects.filter(pk=tampered.pk).update(payload={"forged": True})
 
     response = admin_web.get(url("governance_auditevent_verify"))
 
@@ -417,7 +419,12 @@ def test_superuser_revokes_a_role_through_the_service(alem, admin_web, site_admi
     event = last_event()
     assert not has_role(risk, alem.fund, R.REVIEW_RISK)
     assert (event.action, event.actor_id) == ("role.revoked", site_admin.pk)
-    assert event.payload == {"user": "risk", "user_id": risk.pk, "role": "review_risk"}
+    assert event.payload == {
+        "user": "risk",
+        "user_id": risk.pk,
+        "role": "review_risk",
+        "changes": {"roles": {"old": ["review_risk"], "new": []}},
+    }
     assert messages_of(response) == [f"risk no longer holds review_risk on {alem.fund}."]
 
 

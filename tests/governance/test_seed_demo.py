@@ -290,7 +290,15 @@ def test_seed_demo_sets_the_default_password_and_password_resets_it(few_prices):
         user = User.objects.get(username=username)
         assert user.check_password("another-demo-pass"), username
         assert not user.check_password(seed_demo.DEFAULT_PASSWORD), username
-    assert counts() == first
+    again = counts()
+    recorded = again.pop("AuditEvent") - first.pop("AuditEvent")
+    assert again == first
+    # each password the command reset is on the record, and nothing else
+    resets = AuditEvent.objects.order_by("-sequence")[:recorded]
+    assert recorded > 0
+    assert {(e.action, tuple(e.payload["changes"])) for e in resets} == {
+        ("user.account_changed", ("password",))
+    }
 
 
 @pytest.mark.django_db

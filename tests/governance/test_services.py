@@ -1154,7 +1154,12 @@ def test_a_role_grant_from_the_command_line_is_audited_and_idempotent(alem):
     assert direct_permissions(newcomer, alem.fund) == ["vote_committee"]
     [event] = events_after(mark)
     assert (event.action, event.actor, event.fund) == ("role.granted", None, alem.fund)
-    assert event.payload == {"user": "committee4", "user_id": newcomer.pk, "role": "vote_committee"}
+    assert event.payload == {
+        "user": "committee4",
+        "user_id": newcomer.pk,
+        "role": "vote_committee",
+        "changes": {"roles": {"old": [], "new": ["vote_committee"]}},
+    }
 
 
 def test_a_role_revocation_is_audited_and_idempotent(alem):

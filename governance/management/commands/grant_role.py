@@ -2,6 +2,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from governance.services import role_grant, role_revoke
+from governance.services.back_office import command_via
 from portfolio.models import Fund, FundRole
 
 
@@ -25,10 +26,12 @@ class Command(BaseCommand):
         fund = Fund.objects.filter(slug=fund_slug).first()
         if fund is None:
             raise CommandError(f"No fund with slug {fund_slug!r}.")
+        # Recorded with no actor: the payload names the command and the operating-system user.
+        via = command_via("grant_role")
         if revoke:
-            changed = role_revoke(actor=None, user=user, fund=fund, role=role)
+            changed = role_revoke(actor=None, user=user, fund=fund, role=role, via=via)
         else:
-            changed = role_grant(user=user, fund=fund, role=role)
+            changed = role_grant(user=user, fund=fund, role=role, via=via)
         verb = "revoked from" if revoke else "granted to"
         if changed:
             self.stdout.write(self.style.SUCCESS(f"{role} on {fund.slug} {verb} {username}."))
