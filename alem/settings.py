@@ -101,6 +101,11 @@ if not DEBUG:
             "the Ed25519 private key that signs audit checkpoints (64 hex characters or a PEM), or "
             "ALEM_CHECKPOINT_KEY_FILE naming a readable PEM file"
         )
+    if os.environ.get("ALEM_ANCHOR_RPC_URL") and not os.environ.get("ALEM_ANCHOR_ACCOUNT_KEY_FILE"):
+        refused["ALEM_ANCHOR_ACCOUNT_KEY_FILE"] = (
+            "the file holding the anchoring account's hex private key, since "
+            "ALEM_ANCHOR_RPC_URL turns anchoring on"
+        )
     if refused:
         raise ImproperlyConfigured(
             f"Refusing to start with DEBUG off without {', '.join(refused)}:\n"

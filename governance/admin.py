@@ -49,6 +49,7 @@ from governance.models import (
     AuditCheckpoint,
     AuditEvent,
     AuditVerification,
+    CheckpointAnchor,
     Decision,
     Execution,
     PolicyStage,
@@ -863,6 +864,29 @@ class AuditCheckpointAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     list_display = ("sequence", "signed_at", "digest", "public_key")
     fields = ("sequence", "digest", "signed_at", "public_key", "signature")
+    readonly_fields = fields
+
+
+@admin.register(CheckpointAnchor)
+class CheckpointAnchorAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Checkpoints written on chain (``governance.checkpoints.checkpoint_anchors_run``): each
+    one's state, transaction, attempts and the last failure's reason, for the auditors."""
+
+    list_display = ("checkpoint", "state", "tx_hash", "block_number", "attempts", "last_error")
+    list_filter = ("state",)
+    list_select_related = ("checkpoint",)
+    fields = (
+        "checkpoint",
+        "state",
+        "chain_id",
+        "tx_hash",
+        "block_number",
+        "attempts",
+        "last_error",
+        "next_attempt_at",
+        "sent_at",
+        "confirmed_at",
+    )
     readonly_fields = fields
 
 

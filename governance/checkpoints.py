@@ -163,3 +163,122 @@ def checkpoint_sign() -> AuditCheckpoint | None:
             public_key=public_hex,
             signature=signature.hex(),
         )
+
+
+# ---------------------------------------------------------------------------------------------
+# Anchoring on chain (governance.anchoring), when ALEM_ANCHOR_RPC_URL is set
+# ---------------------------------------------------------------------------------------------
+
+# A failed send waits this long times 2 ** (attempts - 1), at most ANCHOR_RETRY_MAX.
+ANCHOR_RETRY_FIRST = dt.timedelta(minutes=1)
+ANCHOR_RETRY_MAX = dt.timedelta(hours=1)
+# A sent transaction the node no longer knows after this long is sent again.
+ANCHOR_LOST_AFTER = dt.timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class AnchorRun:
+    sent: int = 0
+    confirmed: int = 0
+    failed: int = 0
+
+
+def checkpoint_anchors_run(*, now: dt.datetime | None = None) -> AnchorRun | None:
+    """Anchor every checkpoint not yet on chain, and confirm those sent; None when anchoring
+    is off.
+
+    Each checkpoint gets one ``CheckpointAnchor``. A pending anchor whose next attempt is due is
+    sent (``anchoring.EvmAnchor.send``): its hash is kept, or the failure is counted, its reason
+    kept for the auditors (admin, public page) and logged as an error, and the next attempt
+    backed off. A sent anchor is read back: confirmed once mined deep enough, sent again when
+    the node lost it or it carries other data. Rows are taken with ``SKIP LOCKED``, so two
+    workers never send the same anchor. Run every five minutes
+    (``governance.tasks.checkpoint_anchors_run``).
+    """
+    from governance import anchoring
+    from governance.models import CheckpointAnchor
+
+    backend = anchoring.anchor_backend()
+    if backend is None:
+        return None
+    now = now or timezone.now()
+    missing = AuditCheckpoint.objects.filter(anchor__isnull=True).order_by("sequence")
+    CheckpointAnchor.objects.bulk_create(
+        [CheckpointAnchor(checkpoint=c, next_attempt_at=now) for c in missing],
+        ignore_conflicts=True,
+    )
+    sent = confirmed = failed = 0
+    due = CheckpointAnchor.objects.filter(
+        state=CheckpointAnchor.State.PENDING, next_attempt_at__lte=now
+    ) | CheckpointAnchor.objects.filter(state=CheckpointAnchor.State.SENT)
+    for anchor_id in due.order_by("checkpoint__sequence").values_list("pk", flat=True):
+        with transaction.atomic():
+            anchor = (
+                CheckpointAnchor.objects.select_for_update(skip_locked=True)
+                .select_related("checkpoint")
+                .filter(pk=anchor_id)
+                .first()
+            )
+            if anchor is None:
+                continue  # another worker has it
+            checkpoint = anchor.checkpoint
+            payload = anchoring.anchor_payload(checkpoint.sequence, checkpoint.digest)
+            try:
+                if anchor.state == CheckpointAnchor.State.PENDING:
+                    _anchor_send(anchor, backend, payload, now)
+                    sent += 1
+                elif (outcome := _anchor_confirm(anchor, backend, payload, now)) == "confirmed":
+                    confirmed += 1
+                elif outcome == "lost":
+                    failed += 1
+            except anchoring.AnchorError as error:
+                _anchor_failed(anchor, str(error), now)
+                failed += 1
+    return AnchorRun(sent=sent, confirmed=confirmed, failed=failed)
+
+
+def _anchor_send(anchor, backend, payload: bytes, now: dt.datetime) -> None:
+    anchor.chain_id = backend.chain_id()
+    anchor.tx_hash = backend.send(payload)
+    anchor.state = anchor.State.SENT
+    anchor.attempts += 1
+    anchor.sent_at = now
+    anchor.last_error = ""
+    anchor.save()
+
+
+def _anchor_confirm(anchor, backend, payload: bytes, now: dt.datetime) -> str:
+    """Read a sent anchor back: "confirmed", "waiting", or "lost" (sent again next run)."""
+    reading = backend.read(anchor.tx_hash, payload)
+    if reading.state == "confirmed":
+        anchor.state = anchor.State.CONFIRMED
+        anchor.block_number = reading.block_number
+        anchor.confirmed_at = now
+        anchor.save()
+        return "confirmed"
+    if reading.state == "pending" or (
+        reading.state == "missing" and now - anchor.sent_at < ANCHOR_LOST_AFTER
+    ):
+        return "waiting"  # not mined deep enough, or not yet seen by this node
+    _anchor_failed(anchor, f"transaction {anchor.tx_hash} is {reading.state}", now)
+    anchor.state = anchor.State.PENDING
+    anchor.tx_hash = ""
+    anchor.block_number = None
+    anchor.next_attempt_at = now
+    anchor.save()
+    return "lost"
+
+
+def _anchor_failed(anchor, reason: str, now: dt.datetime) -> None:
+    if anchor.state == anchor.State.PENDING:
+        anchor.attempts += 1
+        delay = min(ANCHOR_RETRY_FIRST * 2 ** (anchor.attempts - 1), ANCHOR_RETRY_MAX)
+        anchor.next_attempt_at = now + delay
+    anchor.last_error = reason[:300]
+    anchor.save()
+    logger.error(
+        "Anchoring checkpoint #%s failed (attempt %s): %s",
+        anchor.checkpoint.sequence,
+        anchor.attempts,
+        reason,
+    )

@@ -449,6 +449,51 @@ class AuditCheckpoint(models.Model):
         return f"Checkpoint of event #{self.sequence}"
 
 
+class CheckpointAnchor(models.Model):
+    """A checkpoint's digest written on chain (``governance.anchoring``), when anchoring is on.
+
+    The one row per checkpoint follows the attempts: ``pending`` until a transaction is
+    accepted by the node (each failure counted, its reason kept and the next attempt backed
+    off), ``sent`` with its hash until read back deep enough, then ``confirmed``. A transaction
+    the node lost, or one carrying other data, sends the anchor back to ``pending``. The
+    checkpoint itself never changes.
+    """
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting to be sent")
+        SENT = "sent", _("Sent, waiting for confirmations")
+        CONFIRMED = "confirmed", _("Confirmed on chain")
+
+    checkpoint = models.OneToOneField(
+        AuditCheckpoint, on_delete=models.PROTECT, related_name="anchor"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    chain_id = models.PositiveBigIntegerField(null=True, blank=True)
+    tx_hash = models.CharField(max_length=66, blank=True)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.CharField(max_length=300, blank=True)
+    next_attempt_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-checkpoint__sequence"]
+        constraints = [
+            check(
+                Q(state="pending") | Q(tx_hash__regex=r"^0x[0-9a-f]{64}$"),
+                what="sent_has_tx_hash",
+            ),
+            check(
+                ~Q(state="confirmed") | Q(block_number__isnull=False, confirmed_at__isnull=False),
+                what="confirmed_has_block",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Anchor of checkpoint #{self.checkpoint.sequence}: {self.state}"
+
+
 class AuditVerification(models.Model):
     """One verification of the whole audit chain: when it ran, who asked, what it found.
 

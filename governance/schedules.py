@@ -62,6 +62,14 @@ SCHEDULES = (
         "Sign the public digest chain's head with the checkpoint key if it moved since the last "
         "checkpoint; a chain that does not verify is logged as an error and not signed.",
     ),
+    Schedule(
+        "Anchor audit checkpoints on chain",
+        "governance.tasks.checkpoint_anchors_run",
+        dt.timedelta(minutes=5),
+        (),
+        "When ALEM_ANCHOR_RPC_URL is set, write each new checkpoint's digest on chain and "
+        "confirm it; failures are retried with back-off and shown in Admin, Checkpoint anchors.",
+    ),
 )
 
 

@@ -93,6 +93,14 @@ def audit_checkpoint_sign() -> int | None:
     return checkpoint.sequence if checkpoint else None
 
 
+@shared_task(name="governance.tasks.checkpoint_anchors_run", ignore_result=True)
+def checkpoint_anchors_run() -> dict | None:
+    """Anchor new checkpoints on chain and confirm those sent (every five minutes); nothing
+    when anchoring is off (``governance.anchoring``)."""
+    run = checkpoints.checkpoint_anchors_run()
+    return None if run is None else vars(run)
+
+
 @shared_task(name="governance.tasks.outbox_relay", ignore_result=True)
 def outbox_relay() -> dict:
     """Send the queued tasks the broker refused when their change committed (every minute)."""

@@ -390,6 +390,16 @@ def test_production_mode_refuses_to_start_without_the_audit_key(tmp_path):
     assert "the key of the audit chain's HMAC, at least 32 characters" in result.stderr
 
 
+def test_production_mode_refuses_anchoring_without_the_accounts_key(tmp_path):
+    result = run(
+        ["manage.py", "check"], tmp_path, **PRODUCTION, ALEM_ANCHOR_RPC_URL="https://bsc.example"
+    )
+
+    assert result.returncode != 0
+    assert "without ALEM_ANCHOR_ACCOUNT_KEY_FILE:" in result.stderr
+    assert "since ALEM_ANCHOR_RPC_URL turns anchoring on" in result.stderr
+
+
 # ---------------------------------------------------------------------------------------------
 # Fail closed in production: every required variable, named all at once
 # ---------------------------------------------------------------------------------------------

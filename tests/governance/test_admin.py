@@ -18,6 +18,7 @@ from governance.models import (
     AdminChange,
     ApprovalPolicy,
     AuditEvent,
+    CheckpointAnchor,
     Decision,
     Execution,
     Proposal,
@@ -88,7 +89,17 @@ def test_every_governance_changelist_and_object_page_opens_for_a_superuser(
         actor=site_admin, kind="staff_grant", user=alem.users["auditor"], reason="Audit support"
     )
     proposal = alem.approve_fully(alem.proposal(submit=True))
-    checkpoint_sign()  # before the fill written directly below, which no event records
+    checkpoint = checkpoint_sign()  # before the fill written directly below, no event records it
+    CheckpointAnchor.objects.create(
+        checkpoint=checkpoint,
+        state=CheckpointAnchor.State.CONFIRMED,
+        tx_hash="0x" + "ab" * 32,
+        block_number=1,
+        attempts=1,
+        next_attempt_at=timezone.now(),
+        sent_at=timezone.now(),
+        confirmed_at=timezone.now(),
+    )
     # A fill as the execution service books it; written directly, only to have a row to show.
     Execution.objects.create(
         proposal=proposal,

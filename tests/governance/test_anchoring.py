@@ -1,12 +1,18 @@
 """Anchoring checkpoints on an EVM chain, against an in-process EVM (eth-tester, py-evm)."""
 
+import datetime as dt
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
+from django.utils import timezone
 from eth_account import Account
 from web3 import EthereumTesterProvider, Web3
 
-from governance import anchoring
+from governance import anchoring, tasks
 from governance.anchoring import AnchorError, EvmAnchor, anchor_payload
+from governance.checkpoints import AnchorRun as CheckpointAnchorRun
+from governance.checkpoints import checkpoint_anchors_run, checkpoint_sign
+from governance.models import CheckpointAnchor
 
 DIGEST = "ab" * 32
 
@@ -106,3 +112,96 @@ def test_anchoring_is_off_without_an_rpc_url_and_refuses_a_url_without_a_key(set
     settings.ALEM_ANCHOR_ACCOUNT_KEY_FILE = ""
     with pytest.raises(ImproperlyConfigured, match="ALEM_ANCHOR_ACCOUNT_KEY_FILE"):
         anchoring.anchor_backend()
+
+
+# ---------------------------------------------------------------------------------------------
+# Anchoring the checkpoints: governance.checkpoints.checkpoint_anchors_run
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def anchored(settings, chain, monkeypatch):
+    """Anchoring on, against the in-process EVM, with the funded account; confirmed at 1 block."""
+    web3, account = chain
+    settings.ALEM_ANCHOR_RPC_URL = "http://node.invalid:8545"  # never dialled: connect is ours
+    settings.ALEM_ANCHOR_ACCOUNT_KEY = account.key.hex()
+    settings.ALEM_ANCHOR_CHAIN_ID = web3.eth.chain_id
+    settings.ALEM_ANCHOR_CONFIRMATIONS = 1
+    monkeypatch.setattr(anchoring, "connect", lambda url: web3)
+    return web3
+
+
+def test_anchoring_is_off_by_default_and_then_does_nothing(alem, settings):
+    settings.ALEM_ANCHOR_RPC_URL = ""
+    checkpoint_sign()
+
+    assert checkpoint_anchors_run() is None
+    assert tasks.checkpoint_anchors_run() is None
+    assert not CheckpointAnchor.objects.exists()
+
+
+def test_a_checkpoints_digest_is_found_in_the_transactions_data(alem, anchored):
+    checkpoint = checkpoint_sign()
+
+    first = tasks.checkpoint_anchors_run()
+
+    anchor = CheckpointAnchor.objects.get(checkpoint=checkpoint)
+    assert first == {"sent": 1, "confirmed": 0, "failed": 0}
+    assert anchor.state == CheckpointAnchor.State.SENT
+    sent = anchored.eth.get_transaction(anchor.tx_hash)
+    assert checkpoint.digest in bytes(sent["input"]).hex()
+    assert bytes(sent["input"]) == anchor_payload(checkpoint.sequence, checkpoint.digest)
+    assert anchor.chain_id == anchored.eth.chain_id
+
+    assert checkpoint_anchors_run().confirmed == 1
+    anchor.refresh_from_db()
+    assert (anchor.state, anchor.block_number) == ("confirmed", sent["blockNumber"])
+    assert checkpoint_anchors_run() == CheckpointAnchorRun()  # nothing left to do
+
+
+def test_a_failure_is_kept_logged_backed_off_and_retried(alem, anchored, settings, caplog):
+    poor = Account.create()
+    settings.ALEM_ANCHOR_ACCOUNT_KEY = poor.key.hex()
+    checkpoint = checkpoint_sign()
+    now = timezone.now()
+
+    assert checkpoint_anchors_run(now=now).failed == 1
+
+    anchor = CheckpointAnchor.objects.get(checkpoint=checkpoint)
+    assert (anchor.state, anchor.attempts, anchor.tx_hash) == ("pending", 1, "")
+    assert "cannot afford txn gas" in anchor.last_error
+    assert anchor.next_attempt_at == now + dt.timedelta(minutes=1)
+    assert f"Anchoring checkpoint #{checkpoint.sequence} failed (attempt 1)" in caplog.text
+    assert checkpoint_anchors_run(now=now).failed == 0  # not due yet: not tried again
+
+    assert checkpoint_anchors_run(now=now + dt.timedelta(minutes=1)).failed == 1
+    anchor.refresh_from_db()
+    assert anchor.next_attempt_at == now + dt.timedelta(minutes=3)  # 1 + 2 minutes
+
+    funding = anchored.eth.send_transaction(
+        {"from": anchored.eth.accounts[0], "to": poor.address, "value": 10**18}
+    )
+    anchored.eth.wait_for_transaction_receipt(funding)
+    assert checkpoint_anchors_run(now=now + dt.timedelta(minutes=3)).sent == 1
+    anchor.refresh_from_db()
+    assert (anchor.state, anchor.attempts, anchor.last_error) == ("sent", 3, "")
+
+
+def test_a_transaction_the_node_lost_is_sent_again(alem, anchored):
+    checkpoint = checkpoint_sign()
+    checkpoint_anchors_run()
+    anchor = CheckpointAnchor.objects.get(checkpoint=checkpoint)
+    CheckpointAnchor.objects.filter(pk=anchor.pk).update(tx_hash="0x" + "12" * 32)
+    later = timezone.now() + dt.timedelta(hours=2)
+
+    assert checkpoint_anchors_run(now=later) == CheckpointAnchorRun(failed=1)
+    anchor.refresh_from_db()
+    assert (anchor.state, anchor.tx_hash) == ("pending", "")
+    assert anchor.last_error == f"transaction 0x{'12' * 32} is missing"
+
+    assert checkpoint_anchors_run(now=later).sent == 1
+    anchor.refresh_from_db()
+    assert anchor.state == "sent"
+    assert bytes(anchored.eth.get_transaction(anchor.tx_hash)["input"]) == anchor_payload(
+        checkpoint.sequence, checkpoint.digest
+    )

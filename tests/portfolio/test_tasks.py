@@ -107,6 +107,12 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
             60,
             "seconds",
         ),
+        "Anchor audit checkpoints on chain": (
+            "governance.tasks.checkpoint_anchors_run",
+            [],
+            300,
+            "seconds",
+        ),
         "E-mail the daily digest of what waits": (
             "governance.tasks.decision_digest_send",
             [],
