@@ -211,6 +211,7 @@ def test_install_schedules_reports_what_it_did_portfolios_schedules_first():
         "E-mail the daily digest of what waits: created",
         "Verify the audit chain: created",
         "Sign a checkpoint of the audit chain: created",
+        "Anchor audit checkpoints on chain: created",
     ]
     assert run("install_schedules").splitlines()[0] == "Fetch prices from Binance: kept"
     assert PeriodicTask.objects.filter(task="portfolio.tasks.prices_fetch").count() == 3
