@@ -461,6 +461,7 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
                         fund=form.cleaned_data["fund"],
                         stages=stages.stage_specs(),
                         note=form.cleaned_data["note"],
+                        disclosure=form.disclosure(),
                     )
                 except GovernanceError as exc:
                     form.add_error(None, exc.detail)
@@ -477,7 +478,8 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
         else:
             fund = self._fund_from_query(request)
             in_force = policy_in_force(fund) if fund else None
-            form = PolicyDraftForm(initial={"fund": fund})
+            disclosure = {field: getattr(fund, field) for field in Fund.DISCLOSURE} if fund else {}
+            form = PolicyDraftForm(initial={"fund": fund, **disclosure})
             stages = PolicyStageFormSet(
                 prefix="stages",
                 initial=[

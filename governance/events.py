@@ -12,6 +12,7 @@ from governance.exceptions import GovernanceError
 from governance.models import AuditEvent, Decision, Execution, PolicyStage, Proposal
 from governance.records import rows_json
 from governance.vocabulary import AuditAction as Action
+from portfolio.models import Fund
 
 
 def stages_json(stages: Iterable) -> list[dict]:
@@ -99,7 +100,12 @@ def role_revoked_event(*, actor, fund, user, role: str, held: list[str], via=Non
 
 def policy_drafted_event(*, actor, policy) -> AuditEvent:
     stages = list(policy.stages.order_by("order"))
-    described = {"version": policy.version, "note": policy.note, "stages": stages_json(stages)}
+    described = {
+        "version": policy.version,
+        "note": policy.note,
+        "stages": stages_json(stages),
+        "disclosure": {field: getattr(policy, field) for field in Fund.DISCLOSURE},
+    }
     rows = rows_json(policy, *stages)
     return _write(Action.POLICY_DRAFTED, actor=actor, fund=policy.fund, **described, rows=rows)
 
@@ -113,6 +119,7 @@ def policy_published_event(*, actor, policy) -> AuditEvent:
         version=policy.version,
         drafted_by=policy.drafted_by_id,
         stages=stages,
+        disclosure={field: getattr(policy, field) for field in Fund.DISCLOSURE},
         rows=rows_json(policy),
     )
 

@@ -7,6 +7,7 @@ from django.utils.translation import gettext_lazy as _
 
 from governance.models import DECIDING_ROLES, AdminChange
 from governance.policies import StageSpec
+from portfolio.disclosure import Disclosure
 from portfolio.models import Asset, Fund, FundRole
 
 User = get_user_model()
@@ -73,6 +74,20 @@ class PolicyDraftForm(forms.Form):
         required=False,
         help_text=_("Why this version: what changes and on whose decision."),
     )
+    disclose_holdings = forms.BooleanField(
+        label=_("Publish the fund's public pages"),
+        required=False,
+        help_text=_("Holdings, purchases, this policy and decision statistics, after the delay."),
+    )
+    disclosure_delay_days = forms.IntegerField(
+        label=_("Disclosure delay (days)"), min_value=0, max_value=3650, initial=30
+    )
+    disclose_deciders = forms.BooleanField(
+        label=_("Name who decided in the public statistics"), required=False
+    )
+
+    def disclosure(self) -> Disclosure:
+        return Disclosure(*(self.cleaned_data[field] for field in Fund.DISCLOSURE))
 
 
 class PolicyStageForm(forms.Form):

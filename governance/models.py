@@ -3,6 +3,7 @@
 from decimal import Decimal, localcontext
 
 from django.conf import settings
+from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce, Lower
@@ -16,6 +17,10 @@ from portfolio.text import reject_hidden_characters
 
 # The roles that decide at a policy stage.
 DECIDING_ROLES = (FundRole.REVIEW_RISK, FundRole.VOTE_COMMITTEE, FundRole.APPROVE_MINISTRY)
+
+
+# An on-chain transaction's hash: 64 hex digits, 0x first on EVM chains, bare on Bitcoin.
+TX_HASH = r"^(0x)?[0-9a-fA-F]{64}$"
 
 
 class ApprovalPolicy(models.Model):
@@ -36,6 +41,10 @@ class ApprovalPolicy(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     published_at = models.DateTimeField(null=True, blank=True)
+    # The fund's public disclosure as of this version, copied onto the fund when it is published.
+    disclose_holdings = models.BooleanField(default=False)
+    disclosure_delay_days = models.PositiveSmallIntegerField(default=30)
+    disclose_deciders = models.BooleanField(default=False)
 
     class Meta:
         ordering = ["fund", "-version"]
@@ -557,12 +566,21 @@ class Execution(models.Model):
     )
     # The second factor that confirmed it: the persistent id of the operator's TOTP device.
     confirmed_by_device = models.CharField(max_length=100)
+    tx_hash = models.CharField(
+        max_length=66,
+        blank=True,
+        validators=[
+            RegexValidator(TX_HASH, _("A transaction hash is 64 hex digits (0x first on EVM)."))
+        ],
+        help_text=_("The on-chain transaction that delivered the coins, when there is one."),
+    )
 
     class Meta:
         ordering = ["executed_at", "id"]
         constraints = [
             check(Q(quantity__gt=0), what="quantity_positive"),
             check(Q(price_usd__gt=0), what="price_positive"),
+            check(Q(tx_hash="") | Q(tx_hash__regex=TX_HASH), what="tx_hash_format"),
             check(Q(fee_usd__gte=0), what="fee_not_negative"),
             # PostgreSQL's numeric arithmetic is exact, and the amount column has the 28
             # decimals of quantity (18) x price (10): the database holds the cost to the digit.

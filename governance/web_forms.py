@@ -321,6 +321,15 @@ class FillForm(PageForm):
             attrs={"type": "datetime-local", "step": "1"}, format="%Y-%m-%dT%H:%M:%S"
         ),
     )
+    tx_hash = forms.CharField(
+        label=_("On-chain transaction"),
+        max_length=66,
+        required=False,
+        help_text=_(
+            "The hash of the transaction that delivered the coins, if any; published with the "
+            "purchase once the fund's disclosure delay has passed."
+        ),
+    )
     close = forms.BooleanField(
         label=_("Close the proposal with this fill and release the notional that remains"),
         required=False,

@@ -44,7 +44,9 @@ class FundAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
     search_fields = ("name", "slug")
     ordering = ("name",)
     filter_horizontal = ("whitelisted_assets",)
-    readonly_fields = ("base_currency", "created_at", "valuation")
+    # Disclosure is never set here, not even on creation: a fund starts undisclosed, and only a
+    # published policy version (two administrators) changes it.
+    readonly_fields = ("base_currency", "created_at", "valuation", *Fund.DISCLOSURE)
     create_only_fields = ("slug", *MANDATE_FIELDS)
     fieldsets = (
         (None, {"fields": ("name", "slug", "base_currency", "reporting_currency")}),
@@ -58,7 +60,16 @@ class FundAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
                 ),
             },
         ),
-        (_("Disclosure"), {"fields": ("disclose_holdings",)}),
+        (
+            _("Disclosure"),
+            {
+                "fields": Fund.DISCLOSURE,
+                "description": _(
+                    "Changed only by publishing an approval policy version that carries them "
+                    "(two fund administrators)."
+                ),
+            },
+        ),
         (_("Record"), {"fields": ("created_at",)}),
     )
 

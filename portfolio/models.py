@@ -105,8 +105,20 @@ class Fund(models.Model):
             "0 allows no fee)."
         ),
     )
+    # Public disclosure (portfolio.disclosure): set only by publishing an approval policy
+    # version that carries them (four eyes), never edited here.
     disclose_holdings = models.BooleanField(
-        default=False, help_text=_("Publish holdings in the fund's public disclosure.")
+        default=False,
+        help_text=_(
+            "Publish the fund's holdings, purchases, policy and decision statistics on its "
+            "public pages."
+        ),
+    )
+    disclosure_delay_days = models.PositiveSmallIntegerField(
+        default=30, help_text=_("Nothing newer than this many days is ever public.")
+    )
+    disclose_deciders = models.BooleanField(
+        default=False, help_text=_("Name who decided in the public decision statistics.")
     )
     whitelisted_assets = models.ManyToManyField(
         Asset, blank=True, related_name="whitelisting_funds"
@@ -126,7 +138,10 @@ class Fund(models.Model):
             # 0 is a mandate (fees only inside the price); a share of 1 lets the fee match the
             # value bought, which limits nothing.
             check(Q(max_fee_share__gte=0, max_fee_share__lt=1), what="max_fee_share_in_range"),
+            check(Q(disclosure_delay_days__lte=3650), what="disclosure_delay_in_range"),
         ]
+
+    DISCLOSURE = ("disclose_holdings", "disclosure_delay_days", "disclose_deciders")
 
     def __str__(self) -> str:
         return self.name
@@ -267,3 +282,16 @@ class NavSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.fund} NAV on {self.date}: {self.nav_usd} USD"
+
+
+class PublicDisclosure(models.Model):
+    """What a fund's public pages show, built ahead of any visitor (``portfolio.disclosure``):
+    one JSON document per fund that discloses, nothing in it newer than ``cutoff``."""
+
+    fund = models.OneToOneField(Fund, on_delete=models.CASCADE, related_name="disclosure")
+    built_at = models.DateTimeField()
+    cutoff = models.DateTimeField(help_text=_("Nothing after this moment is in the document."))
+    document = models.JSONField()
+
+    def __str__(self) -> str:
+        return f"Disclosure of {self.fund} up to {self.cutoff:%Y-%m-%d %H:%M}"

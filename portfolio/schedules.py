@@ -68,6 +68,13 @@ SCHEDULES = (
         "Every fund's NAV today (updated through the day) and, after midnight Almaty time, the "
         "final NAV of the day before.",
     ),
+    Schedule(
+        "Refresh the public disclosures",
+        "portfolio.tasks.public_disclosures_refresh",
+        dt.timedelta(minutes=15),
+        (),
+        "Rebuild what each disclosing fund's public pages show, up to its disclosure delay.",
+    ),
 )
 
 

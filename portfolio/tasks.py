@@ -43,3 +43,12 @@ def prices_fetch(provider: str) -> dict:
 def nav_snapshots_take() -> int:
     """Every fund's NAV for today so far and the final NAV of yesterday."""
     return nav_snapshots_take_due()
+
+
+@shared_task(name="portfolio.tasks.public_disclosures_refresh", ignore_result=True)
+def public_disclosures_refresh() -> int:
+    """Rebuild every disclosing fund's public document (every 15 minutes, and after a policy
+    publication); how many were built."""
+    from portfolio.disclosure import disclosures_refresh
+
+    return disclosures_refresh()

@@ -205,7 +205,7 @@ class ExecutionSerializer(serializers.ModelSerializer):
         model = Execution
         fields = ["id", "proposal", "quantity", "price_usd", "fee_usd", "cost_usd", "venue"]
         fields += ["external_ref", "executed_at", "recorded_by", "recorded_at", "evidence"]
-        fields += ["confirmed_by_device"]
+        fields += ["confirmed_by_device", "tx_hash"]
         read_only_fields = fields
 
 
@@ -224,7 +224,7 @@ class ExecutionCreateSerializer(serializers.ModelSerializer):
     class Meta:
         model = Execution
         fields = ["quantity", "price_usd", "fee_usd", "venue", "external_ref", "executed_at"]
-        fields += ["close", "otp_token"]
+        fields += ["tx_hash", "close", "otp_token"]
         extra_kwargs = {
             "quantity": {"validators": [greater_than_zero]},
             "price_usd": {"validators": [greater_than_zero]},

@@ -1,6 +1,7 @@
 """Executions: the fills a treasury operator records against an approved proposal (rule 10)."""
 
 import datetime as dt
+import re
 from decimal import Decimal, localcontext
 
 from django.core.exceptions import ValidationError
@@ -14,7 +15,7 @@ from governance.exceptions import (
     GovernanceError,
     InvalidTransition,
 )
-from governance.models import Execution, Proposal
+from governance.models import TX_HASH, Execution, Proposal
 from governance.roles import roles_on_fund
 from governance.second_factor import second_factor_confirm
 from governance.services._locks import lock_proposal
@@ -114,6 +115,7 @@ def execution_record(
     executed_at: dt.datetime,
     otp_token: str | None,
     close: bool = False,
+    tx_hash: str = "",
 ) -> tuple[Execution, bool]:
     """Record one fill of an approved proposal; returns (execution, created).
 
@@ -139,6 +141,11 @@ def execution_record(
         raise ValidationError({"external_ref": "The venue and external reference are required."})
     if timezone.is_naive(executed_at):
         raise ValidationError({"executed_at": "The execution time needs its UTC offset."})
+    tx_hash = tx_hash.strip()
+    if tx_hash and not re.fullmatch(TX_HASH, tx_hash):
+        raise ValidationError(
+            {"tx_hash": "A transaction hash is 64 hex digits (0x first on EVM chains)."}
+        )
     refusal = None
     with localcontext(prec=EXACT_DIGITS), transaction.atomic():
         cost_usd = quantity * price_usd + fee_usd
@@ -152,6 +159,7 @@ def execution_record(
             # One spelling per reference: the same hash typed differently is the same fill.
             "external_ref": external_ref_normalise(external_ref, chain=proposal.asset.chain),
             "executed_at": executed_at,
+            "tx_hash": tx_hash,
         }
         try:
             permissions.raise_if_refused(permissions.executor_refusal(actor, proposal, roles=roles))

@@ -3,32 +3,50 @@
 from django.db import transaction
 from django.utils import timezone
 
-from governance import events, policies
+from governance import events, outbox, policies
 from governance.exceptions import FourEyesRequired, InvalidTransition, NotPermitted
 from governance.models import ApprovalPolicy, PolicyStage
 from governance.roles import has_role
 from governance.selectors import policy_in_force
 from governance.services._locks import lock_fund
+from portfolio.disclosure import Disclosure
 from portfolio.models import Fund, FundRole
+from portfolio.tasks import public_disclosures_refresh
 
 
 def policy_draft(
-    *, actor, fund: Fund, stages: list[policies.StageSpec], note: str = ""
+    *,
+    actor,
+    fund: Fund,
+    stages: list[policies.StageSpec],
+    note: str = "",
+    disclosure: Disclosure | None = None,
 ) -> ApprovalPolicy:
     """Draft the next version of ``fund``'s approval policy (not in force until published).
 
-    Preconditions: ``actor`` holds ``manage_policy`` on the fund; the stages validate.
+    ``disclosure`` is what the fund's public pages will show once the version is published (the
+    fund's current settings when not given): the only way to change them, so always by two
+    people.
+
+    Preconditions: ``actor`` holds ``manage_policy`` on the fund; the stages validate; the
+    disclosure delay is 0 to 3,650 days.
     Effects: the policy and its stages, numbered under the fund's lock; audit event
     ``policy.drafted``.
     """
     if not has_role(actor, fund, FundRole.MANAGE_POLICY):
         raise NotPermitted("Drafting a policy needs the manage_policy role on the fund.")
     policies.validate_stages(stages)
+    disclosure = disclosure or Disclosure.of(fund)
+    disclosure.validate()
     with transaction.atomic():
         lock_fund(fund)
         last = ApprovalPolicy.objects.filter(fund=fund).order_by("-version").first()
         policy = ApprovalPolicy.objects.create(
-            fund=fund, version=(last.version + 1) if last else 1, note=note, drafted_by=actor
+            fund=fund,
+            version=(last.version + 1) if last else 1,
+            note=note,
+            drafted_by=actor,
+            **vars(disclosure),
         )
         PolicyStage.objects.bulk_create(
             PolicyStage(
@@ -50,7 +68,8 @@ def policy_publish(*, actor, policy_id: int) -> ApprovalPolicy:
 
     Preconditions: ``actor`` holds ``manage_policy`` on the fund and is not the drafter (four
     eyes); the version is a draft newer than every published one.
-    Effects: ``published_by/at`` set, the policy frozen; audit event ``policy.published``.
+    Effects: ``published_by/at`` set, the policy frozen; the fund's disclosure set to the
+    version's; audit event ``policy.published``.
     """
     with transaction.atomic():
         policy = (
@@ -75,5 +94,10 @@ def policy_publish(*, actor, policy_id: int) -> ApprovalPolicy:
         policy.published_by = actor
         policy.published_at = timezone.now()
         policy.save(update_fields=["published_by", "published_at"])
+        fund = policy.fund
+        for field, value in vars(Disclosure.of(policy)).items():
+            setattr(fund, field, value)
+        fund.save(update_fields=list(Fund.DISCLOSURE))
+        outbox.outbox_enqueue(public_disclosures_refresh)
         events.policy_published_event(actor=actor, policy=policy)
     return policy

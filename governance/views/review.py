@@ -381,6 +381,7 @@ def execution_create(request: HttpRequest, pk: int) -> HttpResponse:
             executed_at=data["executed_at"],
             otp_token=data["otp_token"],
             close=data["close"],
+            tx_hash=data["tx_hash"].strip(),
         )
         if created:
             messages.success(

@@ -46,7 +46,7 @@ class FundSerializer(serializers.ModelSerializer):
     class Meta:
         model = Fund
         fields = ["id", "name", "slug", "base_currency", "reporting_currency"]
-        fields += [*Fund.MANDATE_LIMITS, "disclose_holdings", "whitelisted_assets"]
+        fields += [*Fund.MANDATE_LIMITS, *Fund.DISCLOSURE, "whitelisted_assets"]
         fields += ["funding_sources", "created_at"]
         read_only_fields = fields
 

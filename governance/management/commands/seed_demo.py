@@ -23,6 +23,7 @@ from governance.audit import audit_verification_run
 from governance.policies import StageSpec
 from governance.selectors import policy_in_force
 from governance.services import contribution_record, policy_draft, policy_publish, role_grant
+from portfolio.disclosure import Disclosure, disclosures_refresh
 from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry
 from portfolio.prices.selectors import consensus_for
 from portfolio.prices.services import parse_daily_closes, price_history_import
@@ -63,6 +64,10 @@ FUNDS = [
     {
         "slug": "alem",
         "prefix": "",
+        # Public pages from the start (/public/alem/), 30 days behind, deciders not named.
+        "disclosure": Disclosure(
+            disclose_holdings=True, disclosure_delay_days=30, disclose_deciders=False
+        ),
         "name": "Alem Crypto Fund",
         "limits": {
             "max_asset_share": Decimal("0.40"),
@@ -148,6 +153,7 @@ class Command(BaseCommand):
             for spec in FUNDS:
                 fund = self._fund(user_model, spec, assets, admin, password)
                 self._nav_history(fund, days=nav_days)
+        self._say(f"Public disclosures built: {disclosures_refresh()}")
         # The auditors' page shows the latest verification; the schedule runs one hourly.
         verification = audit_verification_run()
         self._say(f"Audit chain verified: {verification}")
@@ -249,7 +255,11 @@ class Command(BaseCommand):
 
         if policy_in_force(fund) is None:
             policy = policy_draft(
-                actor=users["fundadmin"], fund=fund, stages=spec["stages"], note="Initial policy"
+                actor=users["fundadmin"],
+                fund=fund,
+                stages=spec["stages"],
+                note="Initial policy",
+                disclosure=spec.get("disclosure"),
             )
             policy_publish(actor=admin, policy_id=policy.pk)
 
