@@ -80,14 +80,19 @@ class PolicyDraftForm(forms.Form):
         help_text=_("Holdings, purchases, this policy and decision statistics, after the delay."),
     )
     disclosure_delay_days = forms.IntegerField(
-        label=_("Disclosure delay (days)"), min_value=0, max_value=3650, initial=30
+        label=_("Disclosure delay (days)"), min_value=0, max_value=3650, required=False
     )
     disclose_deciders = forms.BooleanField(
         label=_("Name who decided in the public statistics"), required=False
     )
 
     def disclosure(self) -> Disclosure:
-        return Disclosure(*(self.cleaned_data[field] for field in Fund.DISCLOSURE))
+        """The disclosure the version carries; a delay left empty keeps the fund's."""
+        data = self.cleaned_data
+        delay = data["disclosure_delay_days"]
+        if delay is None:
+            delay = data["fund"].disclosure_delay_days
+        return Disclosure(data["disclose_holdings"], delay, data["disclose_deciders"])
 
 
 class PolicyStageForm(forms.Form):

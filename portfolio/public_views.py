@@ -10,7 +10,6 @@ the language comes from ``?lang=`` or the browser's Accept-Language.
 
 import csv
 import datetime as dt
-from decimal import Decimal
 
 from django.conf import settings
 from django.contrib.syndication.views import Feed
@@ -172,52 +171,63 @@ def public_fund_purchases_csv(request, slug: str):
 
 
 class PublicPurchasesFeed(Feed):
-    """An Atom entry per disclosed purchase, newest first: what became public and when."""
+    """An Atom entry per disclosed purchase, newest first: what became public and when.
+
+    One instance serves every request, so nothing per request is kept on it: the language rides
+    on the object, and the entries are built with their titles and links in ``items``."""
 
     feed_type = Atom1Feed
+    item_guid_is_permalink = False
 
     def get_object(self, request, slug: str):
-        self.language = _language(request)
-        return _disclosure(slug)
+        disclosure = _disclosure(slug)
+        disclosure.language = _language(request)
+        return disclosure
 
     def title(self, disclosure):
-        with translation.override(self.language):
+        with translation.override(disclosure.language):
             return _("%(fund)s: disclosed purchases") % {"fund": disclosure.fund.name}
 
     def link(self, disclosure):
         return reverse("public-fund", args=[disclosure.fund.slug])
 
     def subtitle(self, disclosure):
-        with translation.override(self.language):
+        with translation.override(disclosure.language):
             return _("Purchases are disclosed %(days)s days after they were executed.") % {
                 "days": disclosure.document["delay_days"]
             }
 
     def items(self, disclosure):
-        return disclosure.document["purchases"]
+        page = reverse("public-fund", args=[disclosure.fund.slug])
+        with translation.override(disclosure.language):
+            return [
+                {
+                    **purchase,
+                    "title": _("Bought %(quantity)s %(asset)s at %(price)s USD")
+                    % {
+                        "quantity": purchase["quantity"],
+                        "asset": purchase["asset"],
+                        "price": purchase["price_usd"],
+                    },
+                    "link": purchase["explorer_url"] or f"{page}#purchases-heading",
+                }
+                for purchase in disclosure.document["purchases"]
+            ]
 
     def item_title(self, purchase):
-        with translation.override(self.language):
-            return _("Bought %(quantity)s %(asset)s at %(price)s USD") % {
-                "quantity": Decimal(purchase["quantity"]).normalize(),
-                "asset": purchase["asset"],
-                "price": purchase["price_usd"],
-            }
+        return purchase["title"]
 
     def item_description(self, purchase):
-        return purchase["tx_hash"] or ""
+        return purchase["tx_hash"]
 
     def item_link(self, purchase):
-        return purchase["explorer_url"] or reverse("public-fund-purchases-csv", args=[self._slug])
+        return purchase["link"]
 
     def item_guid(self, purchase):
         return f"alem-purchase-{purchase['id']}"
-
-    item_guid_is_permalink = False
 
     def item_pubdate(self, purchase):
         return dt.datetime.fromisoformat(purchase["executed_at"])
 
     def __call__(self, request, *args, **kwargs):
-        self._slug = kwargs.get("slug", "")
         return _public(super().__call__(request, *args, **kwargs))

@@ -95,9 +95,11 @@ def policy_publish(*, actor, policy_id: int) -> ApprovalPolicy:
         policy.published_at = timezone.now()
         policy.save(update_fields=["published_by", "published_at"])
         fund = policy.fund
-        for field, value in vars(Disclosure.of(policy)).items():
-            setattr(fund, field, value)
-        fund.save(update_fields=list(Fund.DISCLOSURE))
-        outbox.outbox_enqueue(public_disclosures_refresh)
+        if Disclosure.of(fund) != Disclosure.of(policy):
+            for field, value in vars(Disclosure.of(policy)).items():
+                setattr(fund, field, value)
+            fund.save(update_fields=list(Fund.DISCLOSURE))
+            # The public pages follow at once, not at the next 15-minute refresh.
+            outbox.outbox_enqueue(public_disclosures_refresh)
         events.policy_published_event(actor=actor, policy=policy)
     return policy

@@ -29,6 +29,7 @@ CASH = D("25000000.00")
 
 EXECUTION_FIELDS = {
     "id",
+    "tx_hash",
     "proposal",
     "quantity",
     "price_usd",

@@ -1274,6 +1274,11 @@ def test_drafting_a_policy_makes_the_next_version_not_yet_in_force(alem):
                 "applies_from_usd": "0.00",
             }
         ],
+        "disclosure": {
+            "disclose_holdings": False,
+            "disclosure_delay_days": 30,
+            "disclose_deciders": False,
+        },
         "rows": rows_json(draft, *draft.stages.all()),
     }
 

@@ -55,6 +55,8 @@ def test_fund_list_shows_the_callers_fund_with_its_limits(alem, other):
         "price_tolerance": "0.020000",
         "max_fee_share": "0.010000",
         "disclose_holdings": False,
+        "disclosure_delay_days": 30,
+        "disclose_deciders": False,
         "whitelisted_assets": ["BNB"],
         "funding_sources": [
             {

@@ -95,6 +95,12 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
             "seconds",
         ),
         "Take NAV snapshots": ("portfolio.tasks.nav_snapshots_take", [], 3600, "seconds"),
+        "Refresh the public disclosures": (
+            "portfolio.tasks.public_disclosures_refresh",
+            [],
+            900,
+            "seconds",
+        ),
         "Apply confirmed back-office changes after their cooling-off": (
             "governance.tasks.admin_changes_apply",
             [],
