@@ -158,6 +158,8 @@ THROWAWAY_KEYS = {
     "SECRET_KEY": "bench-only-not-a-secret-0123456789abcdefghijklmnopqrstuvwxyz",
     "ALEM_SECRETS_KEY": "YmVuY2gtb25seS1ub3QtYS1zZWNyZXQtMDEyMzQ1Njc=",
     "ALEM_AUDIT_KEY": "bench-only-not-a-secret-0123456789abcdef",
+    # Signs the audit checkpoints the public pages list (raw Ed25519 key, 64 hex characters).
+    "ALEM_CHECKPOINT_KEY": "be" * 32,
 }
 
 

@@ -742,7 +742,7 @@ class Plan:
         from django.db import transaction
 
         from governance import events
-        from governance.audit import event_hash, head_seal, normalise_payload
+        from governance.audit import event_digest, event_hash, head_seal, normalise_payload
         from governance.models import AuditChain, AuditEvent
 
         collected: list[dict] = []
@@ -773,17 +773,29 @@ class Plan:
         with transaction.atomic():
             chain = AuditChain.objects.select_for_update().get(pk=1)
             previous, sequence = chain.head_hash, chain.length
+            previous_digest = chain.head_digest
             with copy_into(AuditEvent) as write:
                 for event in collected:
                     sequence += 1
-                    digest = event_hash(previous_hash=previous, sequence=sequence, **event)
-                    write(
-                        {**event, "sequence": sequence, "previous_hash": previous, "hash": digest}
+                    keyed = event_hash(previous_hash=previous, sequence=sequence, **event)
+                    digest = event_digest(
+                        previous_digest=previous_digest, sequence=sequence, **event
                     )
-                    previous = digest
+                    write(
+                        {
+                            **event,
+                            "sequence": sequence,
+                            "previous_hash": previous,
+                            "hash": keyed,
+                            "previous_digest": previous_digest,
+                            "digest": digest,
+                        }
+                    )
+                    previous, previous_digest = keyed, digest
             chain.length, chain.head_hash = sequence, previous
+            chain.head_digest = previous_digest
             chain.seal = head_seal(sequence, previous)
-            chain.save(update_fields=["length", "head_hash", "seal"])
+            chain.save(update_fields=["length", "head_hash", "head_digest", "seal"])
         return len(collected)
 
 

@@ -579,9 +579,13 @@ class Load:
                     raise SystemExit(f"GET {url} answered {response.status_code} (see {LOG})")
 
 
-def throughput(load: Load, real: str, bare: str, *, page: bool, args) -> dict:
-    """Requests per second of ``real`` and ``bare``, alternating within each round."""
-    load.warm(real, page=page)
+def throughput(
+    load: Load, real: str, bare: str, *, page: bool, args, real_page: bool | None = None
+) -> dict:
+    """Requests per second of ``real`` and ``bare``, alternating within each round;
+    ``real_page`` False asks for ``real`` without the session cookie (a public visitor)."""
+    real_page = page if real_page is None else real_page
+    load.warm(real, page=real_page)
     load.warm(bare, page=page)
     runs = {"real": [], "bare": []}
     sizes = {}
@@ -589,7 +593,12 @@ def throughput(load: Load, real: str, bare: str, *, page: bool, args) -> dict:
         order = ("real", "bare") if n % 2 == 0 else ("bare", "real")
         for which in order:
             url = real if which == "real" else bare
-            run = load.closed_loop(url, clients=args.clients, seconds=args.seconds, page=page)
+            run = load.closed_loop(
+                url,
+                clients=args.clients,
+                seconds=args.seconds,
+                page=real_page if which == "real" else page,
+            )
             if run["failures"]:
                 # Errors answer faster than pages: a rate counting them would flatter.
                 raise SystemExit(
@@ -1111,7 +1120,10 @@ def main() -> None:
                 found["throughput"],
                 "public",
                 f"public fund page vs the signed-in portfolio page, {args.rounds} rounds",
-                lambda: throughput(load, urls["public"], urls["portfolio"], page=True, args=args),
+                # A visitor of the public page has no session; the portfolio page needs one.
+                lambda: throughput(
+                    load, urls["public"], urls["portfolio"], page=True, args=args, real_page=False
+                ),
                 found["errors"],
             )
             attempt(
