@@ -10,6 +10,7 @@ the language comes from ``?lang=`` or the browser's Accept-Language.
 
 import csv
 import datetime as dt
+from itertools import pairwise
 
 from django.conf import settings
 from django.contrib.syndication.views import Feed
@@ -23,6 +24,7 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET
 
 from portfolio.models import Fund, PublicDisclosure
+from portfolio.views import DAILY_SPAN_DAYS
 
 CACHE_SECONDS = 60
 MAX_AGE = 300
@@ -76,13 +78,35 @@ def checkpoints_context() -> dict:
     return {"checkpoints": rows, "public_key": checkpoint_public_key()}
 
 
-def _nav_chart(history: list, column: int, unit: str, element_id: str, name: str) -> dict:
+def _month_ends(history: list) -> list:
+    """The last row of each month (oldest first), the newest one included: what the chart shows
+    of a history longer than ``DAILY_SPAN_DAYS``, as on the portfolio page. The JSON keeps
+    every day."""
+    ends = [row for row, following in pairwise(history) if row[0][:7] != following[0][:7]]
+    return [*ends, history[-1]]
+
+
+def _nav_charts(history: list) -> list[dict]:
+    monthly = len(history) > DAILY_SPAN_DAYS
+    shown = _month_ends(history) if monthly else history
+    if monthly:
+        label = _("Net asset value in %(unit)s at the end of each month, up to the cutoff.")
+    else:
+        label = _("Net asset value in %(unit)s at the end of each day, up to the cutoff.")
+    return [
+        _nav_chart(shown, 1, "USD", "nav-usd-data", _("NAV (USD)"), label),
+        _nav_chart(shown, 2, "KZT", "nav-kzt-data", _("NAV (KZT)"), label),
+    ]
+
+
+def _nav_chart(
+    history: list, column: int, unit: str, element_id: str, name: str, label: str
+) -> dict:
     points = [[row[0], row[column], row[column]] for row in history if row[column] is not None]
     return {
         "element_id": element_id,
         "kind": "line",
-        "label": _("Net asset value in %(unit)s at the end of each day, up to the cutoff.")
-        % {"unit": unit},
+        "label": label % {"unit": unit},
         "data": {"unit": unit, "series": [{"name": name, "points": points}]},
         "headers": [_("Date"), name],
         "rows": [[day, shown] for day, _value, shown in points],
@@ -111,17 +135,13 @@ def public_fund(request, slug: str):
         disclosure = _disclosure(slug)
         document = disclosure.document
         with translation.override(language):
-            history = document["nav_history"]
             context = {
                 "fund": disclosure.fund,
                 "document": document,
                 "cutoff": disclosure.cutoff,
                 "built_at": disclosure.built_at,
                 "language": language,
-                "nav_charts": [
-                    _nav_chart(history, 1, "USD", "nav-usd-data", _("NAV (USD)")),
-                    _nav_chart(history, 2, "KZT", "nav-kzt-data", _("NAV (KZT)")),
-                ],
+                "nav_charts": _nav_charts(document["nav_history"]),
                 **checkpoints_context(),
             }
             body = render(request, "public/fund.html", context).content

@@ -319,3 +319,23 @@ def test_the_public_page_speaks_the_language_asked_for(client, alem, language):
 
     assert f'<html lang="{language}">' in page.content.decode()
     assert f'href="?lang={language}"' in page.content.decode()
+
+
+def test_a_history_longer_than_a_year_is_charted_by_month_end_and_kept_whole_in_the_data():
+    from portfolio.public_views import _nav_charts
+
+    start = dt.date(2024, 1, 1)
+    history = [
+        [(start + dt.timedelta(days=n)).isoformat(), str(1000 + n), str(500000 + n)]
+        for n in range(400)
+    ]
+
+    usd, kzt = _nav_charts(history)
+    short_usd, _short_kzt = _nav_charts(history[:300])
+
+    shown = [point[0] for point in usd["data"]["series"][0]["points"]]
+    assert shown[:2] == ["2024-01-31", "2024-02-29"]
+    assert shown[-1] == history[-1][0]  # the newest day, whatever its month
+    assert len(shown) == 14 and len(kzt["rows"]) == 14
+    assert "each month" in usd["label"]
+    assert len(short_usd["data"]["series"][0]["points"]) == 300
