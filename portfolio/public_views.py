@@ -29,6 +29,8 @@ from portfolio.views import DAILY_SPAN_DAYS
 CACHE_SECONDS = 60
 MAX_AGE = 300
 CHECKPOINTS_SHOWN = 10
+PURCHASES_SHOWN = 100  # on the page; the CSV and the JSON have them all
+FEED_ENTRIES = 50  # the newest disclosures, as feed readers expect
 
 
 def _disclosure(slug: str) -> PublicDisclosure:
@@ -142,6 +144,8 @@ def public_fund(request, slug: str):
                 "built_at": disclosure.built_at,
                 "language": language,
                 "nav_charts": _nav_charts(document["nav_history"]),
+                "purchases": document["purchases"][:PURCHASES_SHOWN],
+                "purchases_total": len(document["purchases"]),
                 **checkpoints_context(),
             }
             body = render(request, "public/fund.html", context).content
@@ -191,7 +195,8 @@ def public_fund_purchases_csv(request, slug: str):
 
 
 class PublicPurchasesFeed(Feed):
-    """An Atom entry per disclosed purchase, newest first: what became public and when.
+    """An Atom entry per disclosed purchase, the newest ``FEED_ENTRIES`` first: what became
+    public and when.
 
     One instance serves every request, so nothing per request is kept on it: the language rides
     on the object, and the entries are built with their titles and links in ``items``."""
@@ -231,7 +236,7 @@ class PublicPurchasesFeed(Feed):
                     },
                     "link": purchase["explorer_url"] or f"{page}#purchases-heading",
                 }
-                for purchase in disclosure.document["purchases"]
+                for purchase in disclosure.document["purchases"][:FEED_ENTRIES]
             ]
 
     def item_title(self, purchase):

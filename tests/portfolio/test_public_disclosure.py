@@ -339,3 +339,20 @@ def test_a_history_longer_than_a_year_is_charted_by_month_end_and_kept_whole_in_
     assert len(shown) == 14 and len(kzt["rows"]) == 14
     assert "each month" in usd["label"]
     assert len(short_usd["data"]["series"][0]["points"]) == 300
+
+
+def test_the_page_lists_the_newest_purchases_and_the_csv_has_them_all(client, alem, monkeypatch):
+    from portfolio import public_views
+
+    monkeypatch.setattr(public_views, "PURCHASES_SHOWN", 2)
+    publish_disclosure(alem, Disclosure(True, 0, False))
+    proposal = alem.approve_fully(alem.proposal(submit=True))
+    for number in range(3):
+        fill(alem, proposal, timezone.now() - dt.timedelta(hours=3 - number), ref=f"o{number}")
+    disclosure_build(alem.fund)
+
+    page = client.get(reverse("public-fund", args=[alem.fund.slug])).content.decode()
+    rows = client.get(urls(alem.fund.slug)[2]).content.decode().splitlines()
+
+    assert "The 2 most recent of 3 disclosed purchases" in page
+    assert len(rows) == 1 + 3
