@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 from collections.abc import Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC
 
@@ -40,6 +41,7 @@ from guardian.models import GroupObjectPermission, UserObjectPermission
 from governance.models import AuditChain, AuditEvent, AuditVerification
 from governance.records import RECORDED, recorded_models, snapshot
 from governance.vocabulary import AuditAction
+from portfolio.calculations import decimal_string
 from portfolio.models import Fund, FundRole, LedgerEntry, Position
 from portfolio.selectors import funds_for_user
 
@@ -96,6 +98,20 @@ def event_content(
         separators=(",", ":"),
         ensure_ascii=False,
     )
+
+
+def event_fields(event: AuditEvent) -> dict:
+    """The stored event's content, as ``event_content``, ``event_hash`` and ``event_digest``
+    take it."""
+    return {
+        "sequence": event.sequence,
+        "created_at": event.created_at,
+        "actor_id": event.actor_id,
+        "action": event.action,
+        "fund_id": event.fund_id,
+        "proposal_id": event.proposal_id,
+        "payload": event.payload,
+    }
 
 
 def event_hash(*, key: bytes | None = None, previous_hash: str, **content) -> str:
@@ -214,15 +230,7 @@ def verify_events(
         elif event.previous_digest != previous_digest:
             problem = "its previous digest does not match the row before it"
         else:
-            content = {
-                "sequence": event.sequence,
-                "created_at": event.created_at,
-                "actor_id": event.actor_id,
-                "action": event.action,
-                "fund_id": event.fund_id,
-                "proposal_id": event.proposal_id,
-                "payload": event.payload,
-            }
+            content = event_fields(event)
             if event.hash != event_hash(key=key, previous_hash=event.previous_hash, **content):
                 problem = "its content does not match its hash"
             elif event.digest != event_digest(previous_digest=previous_digest, **content):
@@ -338,7 +346,9 @@ def _position_problems() -> list[str]:
         summed = sums.get((fund_id, asset_id), (None, None))
         if kept != summed:
             what = f"asset {asset_id}" if asset_id is not None else "cash"
-            kept_quantity, kept_cost, quantity, cost = map(_plain, (*kept, *summed))
+            kept_quantity, kept_cost, quantity, cost = (
+                "none" if amount is None else decimal_string(amount) for amount in (*kept, *summed)
+            )
             problems.append(
                 f"the position of fund {fund_id} in {what} is {kept_quantity} at a cost of "
                 f"{kept_cost}, but its ledger entries sum to {quantity} at {cost}"
@@ -346,8 +356,17 @@ def _position_problems() -> list[str]:
     return problems
 
 
-def _plain(amount) -> str:
-    return "none" if amount is None else format(amount.normalize(), "f")
+@contextmanager
+def consistent_snapshot():
+    """A transaction that sees one instant of the database: ``REPEATABLE READ`` when it is the
+    outermost one (inside another, the caller's snapshot stands). For reading the whole chain
+    and what it vouches for while writers go on."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        yield
 
 
 def audit_verify() -> ChainVerification:
@@ -358,11 +377,7 @@ def audit_verify() -> ChainVerification:
     missing. The chain is streamed in sequence order; records are compared only when it is
     intact, and each one that differs is listed in ``problems``.
     """
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost:
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with consistent_snapshot():
         head = AuditChain.objects.filter(pk=1).first()
         events = AuditEvent.objects.order_by("sequence", "id")
         if head is not None:

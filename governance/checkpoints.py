@@ -24,11 +24,11 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
-from governance.audit import audit_verify
+from governance.audit import audit_verify, consistent_snapshot
 from governance.models import AuditChain, AuditCheckpoint
 
 logger = logging.getLogger(__name__)
@@ -105,9 +105,10 @@ class PublicKey:
     pem: str  # SubjectPublicKeyInfo
 
 
-def checkpoint_public_key() -> PublicKey:
-    """The public key every new checkpoint is signed under, for the public pages."""
-    public = signing_key().public_key()
+def checkpoint_public_key(key: Ed25519PrivateKey | None = None) -> PublicKey:
+    """The public key every new checkpoint is signed under (of ``key``, the signing key by
+    default), for the public pages and the checkpoints themselves."""
+    public = (key or signing_key()).public_key()
     raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     pem = public.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -131,16 +132,8 @@ def checkpoint_sign() -> AuditCheckpoint | None:
     ``manage.py sign_checkpoint``.
     """
     key = signing_key()  # a configuration error surfaces before any database work
-    public_hex = (
-        key.public_key()
-        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        .hex()
-    )
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost:
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    public_hex = checkpoint_public_key(key).hex
+    with consistent_snapshot():
         head = AuditChain.objects.filter(pk=1).first()
         if head is None or head.length == 0:
             return None

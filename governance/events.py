@@ -12,6 +12,7 @@ from governance.exceptions import GovernanceError
 from governance.models import AuditEvent, Decision, Execution, PolicyStage, Proposal
 from governance.records import rows_json
 from governance.vocabulary import AuditAction as Action
+from portfolio.disclosure import Disclosure
 from portfolio.models import Fund
 
 
@@ -104,7 +105,7 @@ def policy_drafted_event(*, actor, policy) -> AuditEvent:
         "version": policy.version,
         "note": policy.note,
         "stages": stages_json(stages),
-        "disclosure": {field: getattr(policy, field) for field in Fund.DISCLOSURE},
+        "disclosure": vars(Disclosure.of(policy)),
     }
     rows = rows_json(policy, *stages)
     return _write(Action.POLICY_DRAFTED, actor=actor, fund=policy.fund, **described, rows=rows)
@@ -119,7 +120,7 @@ def policy_published_event(*, actor, policy) -> AuditEvent:
         version=policy.version,
         drafted_by=policy.drafted_by_id,
         stages=stages,
-        disclosure={field: getattr(policy, field) for field in Fund.DISCLOSURE},
+        disclosure=vars(Disclosure.of(policy)),
         rows=rows_json(policy),
     )
 
@@ -428,8 +429,8 @@ def _record_json(instance, via: dict) -> dict:
 
 
 def _record_fund(instance):
-    from portfolio.models import Fund
-
+    """The fund a back-office record belongs to (the fund itself, or its ``fund``), so that
+    fund's auditors see the event."""
     return instance if isinstance(instance, Fund) else getattr(instance, "fund", None)
 
 

@@ -22,9 +22,9 @@ import zipfile
 from datetime import UTC
 from pathlib import Path
 
-from django.db import connection, transaction
 from django.utils import timezone
 
+from governance.audit import consistent_snapshot
 from governance.checkpoints import checkpoint_public_key
 from governance.models import AuditChain, AuditCheckpoint, AuditEvent
 
@@ -138,11 +138,7 @@ def audit_export(out_dir: Path | str, *, archive: str | None = None) -> dict:
 
 def _write_bundle(directory: Path) -> dict:
     public_key = checkpoint_public_key()
-    outermost = not connection.in_atomic_block
-    with transaction.atomic():
-        if outermost:
-            with connection.cursor() as cursor:
-                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+    with consistent_snapshot():
         created_at = timezone.now()
         head = AuditChain.objects.filter(pk=1).first()
         length = head.length if head else 0

@@ -14,7 +14,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.core.management.base import CommandError
 from django.db import transaction
 
-from governance.audit import audit_record, audit_verify, event_digest, event_hash, head_seal
+from governance.audit import (
+    audit_record,
+    audit_verify,
+    event_digest,
+    event_fields,
+    event_hash,
+    head_seal,
+)
 from governance.checkpoints import checkpoint_public_key, checkpoint_sign
 from governance.export import ExportRefused, audit_export
 from governance.models import AuditChain, AuditEvent
@@ -301,15 +308,7 @@ def test_a_database_rewrite_after_a_checkpoint_is_caught_by_the_signed_checkpoin
             continue
         if event.sequence == 5:
             event.created_at = event.created_at.replace(year=event.created_at.year - 1)
-        content = {
-            "sequence": event.sequence,
-            "created_at": event.created_at,
-            "actor_id": event.actor_id,
-            "action": event.action,
-            "fund_id": event.fund_id,
-            "proposal_id": event.proposal_id,
-            "payload": event.payload,
-        }
+        content = event_fields(event)
         event.previous_hash, event.previous_digest = previous_hash, previous_digest
         event.hash = event_hash(previous_hash=previous_hash, **content)
         event.digest = event_digest(previous_digest=previous_digest, **content)

@@ -94,9 +94,9 @@ def policy_publish(*, actor, policy_id: int) -> ApprovalPolicy:
         policy.published_by = actor
         policy.published_at = timezone.now()
         policy.save(update_fields=["published_by", "published_at"])
-        fund = policy.fund
-        if Disclosure.of(fund) != Disclosure.of(policy):
-            for field, value in vars(Disclosure.of(policy)).items():
+        fund, disclosure = policy.fund, Disclosure.of(policy)
+        if Disclosure.of(fund) != disclosure:
+            for field, value in vars(disclosure).items():
                 setattr(fund, field, value)
             fund.save(update_fields=list(Fund.DISCLOSURE))
             # The public pages follow at once, not at the next 15-minute refresh.

@@ -15,6 +15,7 @@ from governance.audit import (
     audit_verification_run,
     audit_verify,
     event_digest,
+    event_fields,
     event_hash,
 )
 from governance.exceptions import SegregationOfDuties
@@ -65,16 +66,7 @@ def test_the_chain_grows_by_one_linked_event_per_change_and_verifies(alem):
 def test_an_event_hash_covers_its_content(alem):
     event = AuditEvent.objects.get(sequence=3)
 
-    recomputed = event_hash(
-        previous_hash=event.previous_hash,
-        sequence=event.sequence,
-        created_at=event.created_at,
-        actor_id=event.actor_id,
-        action=event.action,
-        fund_id=event.fund_id,
-        proposal_id=event.proposal_id,
-        payload=event.payload,
-    )
+    recomputed = event_hash(previous_hash=event.previous_hash, **event_fields(event))
 
     assert recomputed == event.hash
     assert len(event.hash) == 64
@@ -127,26 +119,9 @@ def test_altering_a_row_is_detected_at_that_row(alem, change):
 def test_altering_a_row_and_recomputing_its_hash_is_caught_at_the_next_row(alem):
     target = AuditEvent.objects.get(sequence=5)
     forged_payload = {**target.payload, "role": "approve_ministry"}
-    forged_hash = event_hash(
-        previous_hash=target.previous_hash,
-        sequence=5,
-        created_at=target.created_at,
-        actor_id=target.actor_id,
-        action=target.action,
-        fund_id=target.fund_id,
-        proposal_id=target.proposal_id,
-        payload=forged_payload,
-    )
-    forged_digest = event_digest(
-        previous_digest=target.previous_digest,
-        sequence=5,
-        created_at=target.created_at,
-        actor_id=target.actor_id,
-        action=target.action,
-        fund_id=target.fund_id,
-        proposal_id=target.proposal_id,
-        payload=forged_payload,
-    )
+    forged = {**event_fields(target), "payload": forged_payload}
+    forged_hash = event_hash(previous_hash=target.previous_hash, **forged)
+    forged_digest = event_digest(previous_digest=target.previous_digest, **forged)
     with superuser_sql():
         AuditEvent.objects.filter(pk=target.pk).update(
             payload=forged_payload, hash=forged_hash, digest=forged_digest
@@ -226,15 +201,7 @@ def _rehash_from(sequence: int, *, key: bytes, edit=None) -> None:
     for event in AuditEvent.objects.filter(sequence__gte=sequence).order_by("sequence"):
         payload = edit(event.payload) if edit and event.sequence == sequence else event.payload
         digest = event_hash(
-            key=key,
-            previous_hash=previous,
-            sequence=event.sequence,
-            created_at=event.created_at,
-            actor_id=event.actor_id,
-            action=event.action,
-            fund_id=event.fund_id,
-            proposal_id=event.proposal_id,
-            payload=payload,
+            key=key, previous_hash=previous, **{**event_fields(event), "payload": payload}
         )
         with superuser_sql():
             AuditEvent.objects.filter(pk=event.pk).update(

@@ -17,7 +17,13 @@ from django.core.management.base import CommandError
 from django.db import transaction
 
 from governance import checkpoints, tasks
-from governance.audit import GENESIS_HASH, audit_record, audit_verify, event_digest
+from governance.audit import (
+    GENESIS_HASH,
+    audit_record,
+    audit_verify,
+    event_digest,
+    event_fields,
+)
 from governance.checkpoints import (
     ChainBroken,
     checkpoint_message,
@@ -31,18 +37,6 @@ from governance.schedules import SCHEDULES
 from tests.commands import run_command
 from tests.tampering import superuser_sql
 from verifier import alem_verify
-
-
-def _content(event: AuditEvent) -> dict:
-    return {
-        "sequence": event.sequence,
-        "created_at": event.created_at,
-        "actor_id": event.actor_id,
-        "action": event.action,
-        "fund_id": event.fund_id,
-        "proposal_id": event.proposal_id,
-        "payload": event.payload,
-    }
 
 
 def _break_event(sequence: int) -> None:
@@ -61,7 +55,7 @@ def test_every_event_carries_a_digest_linked_to_the_one_before(alem):
 
     for event in events:
         assert event.previous_digest == previous
-        assert event.digest == event_digest(previous_digest=previous, **_content(event))
+        assert event.digest == event_digest(previous_digest=previous, **event_fields(event))
         previous = event.digest
     assert AuditChain.objects.get().head_digest == events[-1].digest
 
@@ -91,7 +85,9 @@ def test_the_server_and_the_verifier_compute_the_same_digest_for_awkward_payload
     record = _event_record(event)
 
     assert alem_verify.event_digest(event.previous_digest, record) == event.digest
-    assert event.digest == event_digest(previous_digest=event.previous_digest, **_content(event))
+    assert event.digest == event_digest(
+        previous_digest=event.previous_digest, **event_fields(event)
+    )
 
 
 def test_the_server_and_the_verifier_build_the_same_checkpoint_message(alem):
