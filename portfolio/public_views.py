@@ -57,6 +57,7 @@ def _public(response: HttpResponse) -> HttpResponse:
 def checkpoints_context() -> dict:
     """The latest signed checkpoints of the audit chain, with their anchors, and the public key
     that verifies them (``governance.checkpoints``)."""
+    from governance.anchoring import explorer_url
     from governance.checkpoints import checkpoint_public_key, checkpoints_public
 
     checkpoints = list(checkpoints_public().select_related("anchor")[:CHECKPOINTS_SHOWN])
@@ -70,11 +71,7 @@ def checkpoints_context() -> dict:
                 "signed_at": checkpoint.signed_at,
                 "signature": checkpoint.signature,
                 "anchor_state": anchor.state if anchor else "",
-                "anchor_url": (
-                    settings.ALEM_ANCHOR_EXPLORER_TX_URL.format(tx_hash=anchor.tx_hash)
-                    if anchor and anchor.tx_hash
-                    else ""
-                ),
+                "anchor_url": explorer_url(anchor.tx_hash) if anchor and anchor.tx_hash else "",
             }
         )
     return {"checkpoints": rows, "public_key": checkpoint_public_key()}
@@ -148,8 +145,7 @@ def public_fund(request, slug: str):
                 "purchases_total": len(document["purchases"]),
                 **checkpoints_context(),
             }
-            body = render(request, "public/fund.html", context).content
-        cached = body
+            cached = render(request, "public/fund.html", context).content
         cache.set(key, cached, CACHE_SECONDS)
     return _public(HttpResponse(cached, content_type="text/html; charset=utf-8"))
 
