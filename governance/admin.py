@@ -583,7 +583,7 @@ class ProposalAdmin(admin.ModelAdmin):
         "id",
         "fund",
         "asset",
-        "side",
+        "kind",
         "notional_usd",
         "state",
         "version",
@@ -593,7 +593,7 @@ class ProposalAdmin(admin.ModelAdmin):
         "created_at",
     )
     list_display_links = ("id",)
-    list_filter = ("state", "fund", "asset", "side")
+    list_filter = ("state", "fund", "asset", "kind")
     search_fields = ("=id", "rationale", "author__username", "asset__symbol", "fund__name")
     date_hierarchy = "created_at"
     ordering = ("-created_at", "-id")
@@ -606,7 +606,7 @@ class ProposalAdmin(admin.ModelAdmin):
                 "fields": (
                     "fund",
                     "asset",
-                    "side",
+                    "kind",
                     "notional_usd",
                     "limit_price_usd",
                     "funding_source",

@@ -39,7 +39,7 @@ from django.utils import timezone
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
 from governance.models import AuditChain, AuditEvent, AuditVerification
-from governance.records import RECORDED, recorded_models, snapshot
+from governance.records import RECORDED, recorded_differences, recorded_models, snapshot
 from governance.vocabulary import AuditAction
 from portfolio.calculations import decimal_string
 from portfolio.models import Fund, FundRole, LedgerEntry, Position
@@ -290,11 +290,7 @@ def _record_problems(replay: _Replay) -> list[str]:
                 continue
             sequence, row = recorded
             stored = snapshot(label, values)
-            changed = [
-                f"{f} is {stored[f]!r}, recorded {row.get(f)!r}"
-                for f in RECORDED[label]
-                if stored[f] != row.get(f)
-            ]
+            changed = recorded_differences(label, stored, row)
             if changed:
                 problems.append(
                     f"{name} {values['id']} differs from event #{sequence}: {'; '.join(changed)}"

@@ -13,6 +13,7 @@ from governance.models import AuditEvent, Decision, Execution, PolicyStage, Prop
 from governance.records import rows_json
 from governance.vocabulary import AuditAction as Action
 from portfolio.disclosure import Disclosure
+from portfolio.mandate import Mandate
 from portfolio.models import Fund
 
 
@@ -25,6 +26,7 @@ def stages_json(stages: Iterable) -> list[dict]:
             "permission": s.permission,
             "quorum": s.quorum,
             "applies_from_usd": str(s.applies_from_usd),
+            "kinds": list(s.kinds),
         }
         for s in stages
     ]
@@ -34,7 +36,7 @@ def proposal_terms_json(proposal: Proposal) -> dict:
     """The terms an author sets, as they are recorded and compared between edits."""
     return {
         "asset": proposal.asset.symbol,
-        "side": proposal.side,
+        "kind": proposal.kind,
         "notional_usd": str(proposal.notional_usd),
         "limit_price_usd": str(proposal.limit_price_usd),
         "funding_source": proposal.funding_source.name,
@@ -106,6 +108,7 @@ def policy_drafted_event(*, actor, policy) -> AuditEvent:
         "note": policy.note,
         "stages": stages_json(stages),
         "disclosure": vars(Disclosure.of(policy)),
+        "mandate": Mandate.of(policy).as_json(),
     }
     rows = rows_json(policy, *stages)
     return _write(Action.POLICY_DRAFTED, actor=actor, fund=policy.fund, **described, rows=rows)
@@ -121,6 +124,7 @@ def policy_published_event(*, actor, policy) -> AuditEvent:
         drafted_by=policy.drafted_by_id,
         stages=stages,
         disclosure=vars(Disclosure.of(policy)),
+        mandate=Mandate.of(policy).as_json(),
         rows=rows_json(policy),
     )
 

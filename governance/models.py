@@ -3,6 +3,7 @@
 from decimal import Decimal, localcontext
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import F, Q
@@ -11,8 +12,15 @@ from django.utils.translation import gettext_lazy as _
 
 from governance.vocabulary import AuditAction
 from portfolio.constraints import PREFIX, check, unique
-from portfolio.fields import EXACT_DIGITS, AmountField, MoneyField, PriceField, QuantityField
-from portfolio.models import Asset, Fund, FundingSource, FundRole
+from portfolio.fields import (
+    EXACT_DIGITS,
+    AmountField,
+    MoneyField,
+    PriceField,
+    QuantityField,
+    RatioField,
+)
+from portfolio.models import Asset, CustodyAccount, Fund, FundingSource, FundRole
 from portfolio.text import reject_hidden_characters
 
 # The roles that decide at a policy stage.
@@ -45,6 +53,14 @@ class ApprovalPolicy(models.Model):
     disclose_holdings = models.BooleanField(default=False)
     disclosure_delay_days = models.PositiveSmallIntegerField(default=30)
     disclose_deciders = models.BooleanField(default=False)
+    # The fund's mandate limits as of this version (``Fund.MANDATE``), copied onto the fund when
+    # it is published: they change only with two administrators.
+    max_asset_share = RatioField()
+    max_proposal_notional_usd = MoneyField()
+    execution_window_days = models.PositiveSmallIntegerField()
+    price_tolerance = RatioField()
+    max_fee_share = RatioField()
+    custody_cooling_off_hours = models.PositiveSmallIntegerField()
 
     class Meta:
         ordering = ["fund", "-version"]
@@ -72,8 +88,18 @@ class ApprovalPolicy(models.Model):
         return self.published_at is not None
 
 
+class OperationKind(models.TextChoices):
+    """What a proposal does to the fund (rule 15): every movement of its assets or cash is one."""
+
+    BUY = "buy", _("Buy")
+    SELL = "sell", _("Sell")
+    TRANSFER = "transfer", _("Transfer between custody accounts")
+    INTAKE = "intake", _("Intake from a funding source")
+
+
 class PolicyStage(models.Model):
-    """One ordered stage of a policy: who decides, how many must approve, from what notional."""
+    """One ordered stage of a policy: who decides, how many must approve, from what notional,
+    for which kinds of operation (all of them when ``kinds`` is empty)."""
 
     policy = models.ForeignKey(ApprovalPolicy, on_delete=models.CASCADE, related_name="stages")
     order = models.PositiveSmallIntegerField()
@@ -84,6 +110,12 @@ class PolicyStage(models.Model):
     quorum = models.PositiveSmallIntegerField(default=1)
     applies_from_usd = MoneyField(
         default=0, help_text=_("The stage applies to proposals of at least this notional.")
+    )
+    kinds = ArrayField(
+        models.CharField(max_length=16, choices=OperationKind.choices),
+        default=list,
+        blank=True,
+        help_text=_("The kinds of operation the stage applies to; empty for every kind."),
     )
 
     class Meta:
@@ -96,6 +128,7 @@ class PolicyStage(models.Model):
                 Q(permission__in=[role.value for role in DECIDING_ROLES]),
                 what="permission_is_deciding_role",
             ),
+            check(Q(kinds__contained_by=OperationKind.values), what="kinds_valid"),
         ]
 
     def __str__(self) -> str:
@@ -125,19 +158,78 @@ class ProposalQuerySet(models.QuerySet):
 
 
 class Proposal(models.Model):
-    """An investment proposal: a mandate to spend at most ``notional_usd`` on an asset."""
+    """A proposed operation on the fund, by ``kind`` (rule 15):
 
-    class Side(models.TextChoices):
-        BUY = "buy", _("Buy")
+    - ``buy``: spend at most ``notional_usd`` on ``asset`` at no more than ``limit_price_usd``,
+      the coins landing in ``account`` (when named);
+    - ``sell``: sell at most ``quantity`` of ``asset`` from ``account`` at no less than
+      ``limit_price_usd``;
+    - ``transfer``: move ``quantity`` of ``asset`` from ``account`` to ``destination_account``
+      of the same fund and chain;
+    - ``intake``: accept ``quantity`` of ``asset`` (or US dollars, ``asset`` empty) from
+      ``funding_source`` into ``account``, on the strength of ``document_reference``.
+
+    For every kind but a buy, ``notional_usd`` is the operation's value at the consensus price,
+    set by the services when it is drafted, edited and submitted; policy thresholds and the
+    single-proposal limit read it as they read a buy's.
+    """
+
+    Kind = OperationKind
 
     fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="proposals")
-    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="proposals")
-    side = models.CharField(max_length=8, choices=Side.choices, default=Side.BUY)
-    notional_usd = MoneyField(help_text=_("Maximum spend in USD, fees included."))
-    limit_price_usd = PriceField(help_text=_("Highest unit price the treasury may pay."))
+    kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.BUY)
+    asset = models.ForeignKey(
+        Asset,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="proposals",
+        help_text=_("Empty only for an intake of US dollars."),
+    )
+    notional_usd = MoneyField(
+        help_text=_("Buy: maximum spend in USD, fees included; otherwise the value at consensus.")
+    )
+    limit_price_usd = PriceField(
+        null=True,
+        blank=True,
+        help_text=_("Buy: highest unit price the treasury may pay; sell: the lowest it may take."),
+    )
+    quantity = QuantityField(
+        null=True, blank=True, help_text=_("Sell, transfer and intake: how much, in units.")
+    )
+    executed_quantity = QuantityField(
+        default=0, help_text=_("Sell, transfer and intake: units moved so far.")
+    )
+    account = models.ForeignKey(
+        CustodyAccount,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="proposals",
+        help_text=_("Buy and intake: where the coins go; sell and transfer: where they come from."),
+    )
+    destination_account = models.ForeignKey(
+        CustodyAccount,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="incoming_proposals",
+        help_text=_("Transfer: where the coins go."),
+    )
+    document_reference = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[reject_hidden_characters],
+        help_text=_("Intake: the court decision, mining statement or budget order behind it."),
+    )
     rationale = models.TextField()
     funding_source = models.ForeignKey(
-        FundingSource, on_delete=models.PROTECT, related_name="proposals"
+        FundingSource,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="proposals",
+        help_text=_("Buy: the money spent; intake: where the assets come from."),
     )
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="proposals"
@@ -184,7 +276,42 @@ class Proposal(models.Model):
         ]
         constraints = [
             check(Q(notional_usd__gt=0), what="notional_positive"),
-            check(Q(limit_price_usd__gt=0), what="limit_price_positive"),
+            check(Q(kind__in=OperationKind.values), what="kind_valid"),
+            # What each kind needs, and nothing another kind names.
+            check(
+                Q(kind__in=["buy", "sell"], limit_price_usd__gt=0)
+                | Q(kind__in=["transfer", "intake"], limit_price_usd__isnull=True),
+                what="limit_price_by_kind",
+            ),
+            check(
+                Q(kind="buy", quantity__isnull=True) | Q(~Q(kind="buy"), quantity__gt=0),
+                what="quantity_by_kind",
+            ),
+            check(
+                Q(executed_quantity__gte=0)
+                & (
+                    Q(quantity__isnull=True, executed_quantity=0)
+                    | Q(executed_quantity__lte=F("quantity"))
+                ),
+                what="executed_within_quantity",
+            ),
+            check(Q(asset__isnull=False) | Q(kind="intake"), what="asset_unless_cash_intake"),
+            check(
+                ~Q(kind__in=["sell", "transfer"]) | Q(account__isnull=False),
+                what="sell_and_transfer_name_their_account",
+            ),
+            check(
+                Q(kind="transfer", destination_account__isnull=False)
+                & ~Q(destination_account=F("account"))
+                | ~Q(kind="transfer") & Q(destination_account__isnull=True),
+                what="transfer_names_another_destination",
+            ),
+            check(
+                Q(kind__in=["buy", "intake"], funding_source__isnull=False)
+                | Q(kind__in=["sell", "transfer"], funding_source__isnull=True),
+                what="funding_source_by_kind",
+            ),
+            check(~Q(kind="intake") | ~Q(document_reference=""), what="intake_has_document"),
             check(Q(version__gte=1), what="version_positive"),
             check(
                 Q(executed_notional_usd__gte=0) & Q(executed_notional_usd__lte=F("notional_usd")),
@@ -204,7 +331,21 @@ class Proposal(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"#{self.pk} {self.side} {self.asset} {self.notional_usd} USD ({self.fund})"
+        what = self.asset or "USD"
+        return f"#{self.pk} {self.kind} {what} {self.notional_usd} USD ({self.fund})"
+
+    @property
+    def moves_units(self) -> bool:
+        """Whether it is measured in units (sell, transfer, intake) rather than spend (buy)."""
+        return self.kind != OperationKind.BUY
+
+    @property
+    def remaining_quantity(self) -> Decimal | None:
+        """Units still to move, for a sell, transfer or intake; None for a buy."""
+        if self.quantity is None:
+            return None
+        with localcontext(prec=EXACT_DIGITS):
+            return self.quantity - self.executed_quantity
 
     @property
     def remaining_usd(self) -> Decimal:
@@ -542,18 +683,55 @@ class AuditVerification(models.Model):
 
 
 class Execution(models.Model):
-    """One fill recorded by a treasury operator against an approved proposal (rule 10).
+    """One fill recorded by a treasury operator against an approved proposal (rule 10), of the
+    proposal's ``kind``:
 
-    ``cost_usd`` is quantity x price + fee, exact; the fill books its ledger entries in the same
-    transaction. ``external_ref`` (exchange order id or transaction hash) is unique, so the same
-    fill reported twice books nothing twice.
+    - buy: ``quantity`` bought at ``price_usd``; ``cost_usd`` is quantity x price + fee, the
+      cash that left;
+    - sell: ``quantity`` sold at ``price_usd``; ``cost_usd`` is quantity x price - fee, the
+      cash that came in, and ``realised_pnl_usd`` that minus the coins' average cost;
+    - transfer: ``quantity`` delivered to the destination, ``fee_quantity`` more taken from the
+      source by the network; ``price_usd`` is the consensus price it was valued at;
+    - intake: ``quantity`` received, valued at the consensus ``price_usd`` at acceptance (1 for
+      US dollars).
+
+    All exact; the fill books its ledger entries in the same transaction. ``external_ref``
+    (exchange order id or transaction hash) is unique, so the same fill reported twice books
+    nothing twice.
     """
 
     proposal = models.ForeignKey(Proposal, on_delete=models.PROTECT, related_name="executions")
+    kind = models.CharField(max_length=16, choices=OperationKind.choices, default="buy")
     quantity = QuantityField()
     price_usd = PriceField()
     fee_usd = AmountField(default=0)
-    cost_usd = AmountField()
+    fee_quantity = QuantityField(
+        default=0, help_text=_("Transfer: the network fee, in units of the asset.")
+    )
+    cost_usd = AmountField(
+        help_text=_(
+            "Buy: quantity x price + fee; sell: quantity x price - fee; transfer and intake: "
+            "quantity x price."
+        )
+    )
+    realised_pnl_usd = AmountField(
+        null=True, blank=True, help_text=_("Sell: net proceeds minus the average cost sold.")
+    )
+    account = models.ForeignKey(
+        CustodyAccount,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="executions",
+        help_text=_("The custody account the coins came into or out of."),
+    )
+    destination_account = models.ForeignKey(
+        CustodyAccount,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="incoming_executions",
+    )
     venue = models.CharField(max_length=100)
     external_ref = models.CharField(max_length=200, unique=True)
     executed_at = models.DateTimeField()
@@ -582,11 +760,22 @@ class Execution(models.Model):
             check(Q(price_usd__gt=0), what="price_positive"),
             check(Q(tx_hash="") | Q(tx_hash__regex=TX_HASH), what="tx_hash_format"),
             check(Q(fee_usd__gte=0), what="fee_not_negative"),
+            check(Q(fee_quantity__gte=0), what="fee_quantity_not_negative"),
+            check(Q(kind="transfer") | Q(fee_quantity=0), what="fee_quantity_only_on_transfer"),
+            check(Q(kind="intake") & Q(fee_usd=0) | ~Q(kind="intake"), what="intake_has_no_fee"),
             # PostgreSQL's numeric arithmetic is exact, and the amount column has the 28
             # decimals of quantity (18) x price (10): the database holds the cost to the digit.
             check(
-                Q(cost_usd=F("quantity") * F("price_usd") + F("fee_usd")),
-                what="cost_is_quantity_times_price_plus_fee",
+                Q(kind="buy", cost_usd=F("quantity") * F("price_usd") + F("fee_usd"))
+                | Q(kind="sell", cost_usd=F("quantity") * F("price_usd") - F("fee_usd"))
+                | Q(kind__in=["transfer", "intake"], cost_usd=F("quantity") * F("price_usd")),
+                what="cost_by_kind",
+            ),
+            check(Q(kind="sell") | Q(realised_pnl_usd__isnull=True), what="pnl_only_on_sell"),
+            check(
+                Q(kind="transfer", destination_account__isnull=False)
+                | ~Q(kind="transfer") & Q(destination_account__isnull=True),
+                what="destination_only_on_transfer",
             ),
             check(~Q(external_ref=""), what="external_ref_set"),
             # Whatever writes the row: one reference in any letter case is booked once.
@@ -595,7 +784,73 @@ class Execution(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.quantity} {self.proposal.asset} @ {self.price_usd} ({self.external_ref})"
+        asset = self.proposal.asset or "USD"
+        return f"{self.kind} {self.quantity} {asset} @ {self.price_usd} ({self.external_ref})"
+
+
+class CustodyAccountChange(models.Model):
+    """Adding a custody account, or changing one, asked for by one fund administrator and put
+    into effect only when a second one confirms it (rule 14); the account is then usable after
+    the fund's cooling-off period. Written by ``governance.services.custody`` only.
+    """
+
+    class Action(models.TextChoices):
+        ADD = "add", _("Add an account")
+        CHANGE = "change", _("Change an account")
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("Waiting for a second administrator")
+        APPLIED = "applied", _("Confirmed and applied")
+        CANCELLED = "cancelled", _("Cancelled")
+
+    fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=16, choices=Action.choices)
+    account = models.ForeignKey(
+        CustodyAccount,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="changes",
+        help_text=_("The account changed, or the one the addition created."),
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    # The account's terms as they will be.
+    name = models.CharField(max_length=200, validators=[reject_hidden_characters])
+    kind = models.CharField(max_length=32, choices=CustodyAccount.Kind.choices)
+    chain = models.CharField(max_length=100)
+    address = models.CharField(max_length=200, blank=True)
+    account_reference = models.CharField(max_length=200, blank=True)
+    reason = models.CharField(max_length=500, validators=[reject_hidden_characters])
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    requested_at = models.DateTimeField()
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-requested_at", "-id"]
+        constraints = [
+            # Four eyes: whoever asked for it does not confirm it.
+            check(
+                ~Q(state="applied") | ~Q(decided_by=F("requested_by")),
+                what="confirmer_is_not_requester",
+            ),
+            check(
+                Q(state="pending", decided_by__isnull=True, decided_at__isnull=True)
+                | ~Q(state="pending") & Q(decided_by__isnull=False, decided_at__isnull=False),
+                what="decided_by_and_at_once_decided",
+            ),
+            check(~Q(action="change") | Q(account__isnull=False), what="change_names_account"),
+            check(~Q(state="applied") | Q(account__isnull=False), what="applied_has_account"),
+            # One open change per account at a time.
+            unique("account", what="one_pending_per_account", condition=Q(state="pending")),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_action_display()}: {self.name} ({self.get_state_display()})"
 
 
 class Preference(models.Model):

@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Generic, Protocol, TypeVar
 
 from governance.exceptions import InvalidTransition, PolicyInvalid
-from governance.models import DECIDING_ROLES, Decision, ProposalState
+from governance.models import DECIDING_ROLES, Decision, OperationKind, ProposalState
 
 S = ProposalState
 
@@ -50,6 +50,7 @@ class StageLike(Protocol):
     permission: str
     quorum: int
     applies_from_usd: Decimal
+    kinds: Sequence[str]
 
 
 T = TypeVar("T", bound=StageLike)
@@ -64,12 +65,26 @@ class StageSpec:
     permission: str
     quorum: int
     applies_from_usd: Decimal = Decimal("0")
+    # The operation kinds it applies to; empty for every kind.
+    kinds: tuple[str, ...] = ()
 
 
-def applicable_stages(stages: Iterable[T], notional_usd: Decimal) -> list[T]:
-    """The stages that apply to a proposal of ``notional_usd`` (threshold inclusive), in order."""
+def applies_to(stage: StageLike, kind: str) -> bool:
+    """Whether ``stage`` decides operations of ``kind`` (a stage naming no kinds decides all)."""
+    return not stage.kinds or kind in stage.kinds
+
+
+def applicable_stages(
+    stages: Iterable[T], notional_usd: Decimal, kind: str = OperationKind.BUY
+) -> list[T]:
+    """The stages that apply to a proposal of ``kind`` and ``notional_usd`` (threshold
+    inclusive), in order."""
     return sorted(
-        (stage for stage in stages if stage.applies_from_usd <= notional_usd),
+        (
+            stage
+            for stage in stages
+            if stage.applies_from_usd <= notional_usd and applies_to(stage, kind)
+        ),
         key=lambda stage: stage.order,
     )
 
@@ -139,7 +154,8 @@ def validate_stages(stages: Sequence[StageLike]) -> None:
     """Refuse a set of stages that could not govern proposals safely.
 
     A policy needs at least one stage, distinct orders, deciding-role permissions, quorums of at
-    least one, and a stage applying from USD 0 so that no proposal is ever approved by nobody.
+    least one, known operation kinds, and for every kind a stage applying from USD 0, so that no
+    proposal of any kind is ever approved by nobody.
     """
     problems = []
     if not stages:
@@ -158,8 +174,22 @@ def validate_stages(stages: Sequence[StageLike]) -> None:
             problems.append(f"Stage {stage.name!r}: the threshold cannot be negative.")
         if not stage.name.strip():
             problems.append("Every stage needs a name.")
-    if stages and min(stage.applies_from_usd for stage in stages) != 0:
-        problems.append("At least one stage must apply from USD 0, so every proposal is reviewed.")
+        unknown = set(stage.kinds) - set(OperationKind.values)
+        if unknown:
+            problems.append(
+                f"Stage {stage.name!r}: {', '.join(sorted(unknown))} is not a kind of operation."
+            )
+    if stages:
+        unreviewed = [
+            kind
+            for kind in OperationKind.values
+            if not any(s.applies_from_usd == 0 and applies_to(s, kind) for s in stages)
+        ]
+        if unreviewed:
+            problems.append(
+                "Every kind of operation needs a stage applying from USD 0, so every proposal "
+                f"is reviewed; none does for: {', '.join(unreviewed)}."
+            )
     if problems:
         raise PolicyInvalid(" ".join(problems), context={"problems": problems})
 

@@ -30,6 +30,7 @@ RECORDED = {
         "reference",
         "booked_at",
         "booked_by_id",
+        "account_id",
     ),
     "governance.approvalpolicy": (
         "fund_id",
@@ -38,6 +39,12 @@ RECORDED = {
         "drafted_by_id",
         "published_by_id",
         "published_at",
+        "max_asset_share",
+        "max_proposal_notional_usd",
+        "execution_window_days",
+        "price_tolerance",
+        "max_fee_share",
+        "custody_cooling_off_hours",
     ),
     "governance.policystage": (
         "policy_id",
@@ -46,6 +53,7 @@ RECORDED = {
         "permission",
         "quorum",
         "applies_from_usd",
+        "kinds",
     ),
     "governance.decision": (
         "proposal_id",
@@ -68,8 +76,45 @@ RECORDED = {
         "executed_at",
         "recorded_by_id",
         "confirmed_by_device",
+        "kind",
+        "fee_quantity",
+        "realised_pnl_usd",
+        "account_id",
+        "destination_account_id",
     ),
 }
+
+# Fields recorded only since the whole-reserve issue: rows written before it have snapshots
+# without them, so the verifier compares each only where the snapshot carries it.
+RECORDED_SINCE_RESERVE = {
+    "portfolio.ledgerentry": {"account_id"},
+    "governance.approvalpolicy": {
+        "max_asset_share",
+        "max_proposal_notional_usd",
+        "execution_window_days",
+        "price_tolerance",
+        "max_fee_share",
+        "custody_cooling_off_hours",
+    },
+    "governance.policystage": {"kinds"},
+    "governance.execution": {
+        "kind",
+        "fee_quantity",
+        "realised_pnl_usd",
+        "account_id",
+        "destination_account_id",
+    },
+}
+
+
+def recorded_differences(label: str, stored: dict, recorded: dict) -> list[str]:
+    """The fields of a row's snapshot ``stored`` now that differ from its ``recorded`` one."""
+    later = RECORDED_SINCE_RESERVE.get(label, set())
+    return [
+        f"{field} is {stored[field]!r}, recorded {recorded.get(field)!r}"
+        for field in RECORDED[label]
+        if (field in recorded or field not in later) and stored[field] != recorded.get(field)
+    ]
 
 
 def canonical(value):
@@ -81,13 +126,21 @@ def canonical(value):
     return value
 
 
-def snapshot(label: str, values: dict) -> dict:
-    """The snapshot of one row from its ``values()`` (as the database returns them)."""
+def snapshot(label: str, values: dict, fields=None) -> dict:
+    """The snapshot of one row from its ``values()`` (as the database returns them), of
+    ``fields`` (default: all that ``RECORDED`` names)."""
     return {
         "model": label,
         "id": values["id"],
-        **{field: canonical(values[field]) for field in RECORDED[label]},
+        **{field: canonical(values[field]) for field in fields or RECORDED[label]},
     }
+
+
+def recorded_before_reserve(label: str) -> list[str]:
+    """The fields recorded of ``label`` before the whole-reserve issue: what a migration older
+    than its columns can read."""
+    later = RECORDED_SINCE_RESERVE.get(label, set())
+    return [field for field in RECORDED[label] if field not in later]
 
 
 def rows_json(*objs: models.Model) -> list[dict]:

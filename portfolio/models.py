@@ -120,6 +120,24 @@ class Fund(models.Model):
     disclose_deciders = models.BooleanField(
         default=False, help_text=_("Name who decided in the public decision statistics.")
     )
+    # Set, like the mandate limits, only by publishing a policy version (four eyes).
+    custody_cooling_off_hours = models.PositiveSmallIntegerField(
+        default=48,
+        help_text=_(
+            "Hours a custody account added or changed waits, after a second administrator "
+            "confirmed it, before any operation may use it."
+        ),
+    )
+    cost_method = models.CharField(
+        max_length=16,
+        choices=[("average", _("Weighted average cost"))],
+        default="average",
+        editable=False,
+        help_text=_(
+            "How a sale's cost is measured for its realised profit or loss: the fund's average "
+            "cost of the asset at the sale."
+        ),
+    )
     whitelisted_assets = models.ManyToManyField(
         Asset, blank=True, related_name="whitelisting_funds"
     )
@@ -139,9 +157,12 @@ class Fund(models.Model):
             # value bought, which limits nothing.
             check(Q(max_fee_share__gte=0, max_fee_share__lt=1), what="max_fee_share_in_range"),
             check(Q(disclosure_delay_days__lte=3650), what="disclosure_delay_in_range"),
+            check(Q(custody_cooling_off_hours__lte=720), what="cooling_off_in_range"),
         ]
 
     DISCLOSURE = ("disclose_holdings", "disclosure_delay_days", "disclose_deciders")
+    # What a policy version carries and its publication copies onto the fund (four eyes).
+    MANDATE = (*MANDATE_LIMITS, "custody_cooling_off_hours")
 
     def __str__(self) -> str:
         return self.name
@@ -168,6 +189,76 @@ class FundingSource(models.Model):
         return self.name
 
 
+def same_chain(one: str, other: str) -> bool:
+    """Whether two chain names (``Asset.chain``, ``CustodyAccount.chain``) name one chain."""
+    return one.strip().casefold() == other.strip().casefold()
+
+
+class CustodyAccount(models.Model):
+    """Where a fund keeps coins: a cold multisig, an account at a qualified custodian or at an
+    exchange, on one chain.
+
+    Added and changed only through ``governance.services.custody`` by two fund administrators
+    (a change request confirmed by a second one); usable by operations only from
+    ``usable_from``, the confirmation plus the fund's cooling-off period. Removing one is
+    immediate and final (``active`` false): no operation uses it again.
+    """
+
+    class Kind(models.TextChoices):
+        COLD_MULTISIG = "cold_multisig", _("Cold multisig wallet")
+        QUALIFIED_CUSTODIAN = "qualified_custodian", _("Qualified custodian")
+        EXCHANGE = "exchange", _("Exchange account")
+
+    fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="custody_accounts")
+    name = models.CharField(max_length=200, validators=[reject_hidden_characters])
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    chain = models.CharField(max_length=100, help_text=_("As the assets name it, e.g. Bitcoin."))
+    address = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[reject_hidden_characters],
+        help_text=_(
+            "The public address, read by the on-chain reconciliation; empty for an account "
+            "known only by its statements (an exchange or custodian account)."
+        ),
+    )
+    account_reference = models.CharField(
+        max_length=200,
+        blank=True,
+        validators=[reject_hidden_characters],
+        help_text=_("The custodian's or exchange's account number, when there is no address."),
+    )
+    active = models.BooleanField(default=True)
+    usable_from = models.DateTimeField(help_text=_("No operation uses it before this moment."))
+    created_at = models.DateTimeField()
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["fund", "name"]
+        constraints = [
+            unique("fund", "name", what="unique_name_per_fund"),
+            # An address is one active account's, of one fund.
+            unique(
+                "chain",
+                "address",
+                what="one_account_per_address",
+                condition=~Q(address="") & Q(active=True),
+            ),
+            check(~Q(address="") | ~Q(account_reference=""), what="address_or_reference"),
+            check(
+                Q(active=True, removed_at__isnull=True) | Q(active=False, removed_at__isnull=False),
+                what="removed_iff_inactive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.chain})"
+
+    def usable(self, now) -> bool:
+        """Whether an operation may use the account at ``now``."""
+        return self.active and self.usable_from <= now
+
+
 class LedgerEntry(models.Model):
     """One immutable change of a fund's cash (``asset`` empty, in USD) or of one holding.
 
@@ -180,8 +271,17 @@ class LedgerEntry(models.Model):
         BUY = "buy", _("Purchase")
         SELL = "sell", _("Sale")
         FEE = "fee", _("Fee")
+        TRANSFER = "transfer", _("Transfer between custody accounts")
 
     fund = models.ForeignKey(Fund, on_delete=models.PROTECT, related_name="ledger_entries")
+    account = models.ForeignKey(
+        CustodyAccount,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="ledger_entries",
+        help_text=_("The custody account the coins are in; empty for cash."),
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     asset = models.ForeignKey(
         Asset,
@@ -219,6 +319,8 @@ class LedgerEntry(models.Model):
                 what="contribution_positive",
             ),
             unique("fund", "reference", what="unique_reference", condition=~Q(reference="")),
+            check(Q(asset__isnull=False) | Q(account__isnull=True), what="cash_has_no_account"),
+            check(~Q(kind="transfer") | Q(account__isnull=False), what="transfer_has_account"),
         ]
 
     def __str__(self) -> str:
@@ -255,6 +357,31 @@ class Position(models.Model):
 
     def __str__(self) -> str:
         return f"{self.quantity} {self.asset or 'USD'}"
+
+
+class AccountPosition(models.Model):
+    """A custody account's running balance of one asset: the sums of the ledger entries booked
+    to the account.
+
+    Kept by the same trigger as ``Position`` (migration ``portfolio 0009``), never written by the
+    application. The database refuses a negative balance, so no sale or transfer can take out
+    more than the account holds, whatever races it.
+    """
+
+    account = models.ForeignKey(CustodyAccount, on_delete=models.PROTECT, related_name="positions")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="account_positions")
+    quantity = AmountField(help_text=_("Sum of the entries' quantities."))
+    cost_usd = AmountField(help_text=_("Sum of the entries' USD values."))
+    entries = models.PositiveIntegerField(help_text=_("How many ledger entries it sums."))
+
+    class Meta:
+        constraints = [
+            unique("account", "asset", what="one_per_account_and_asset"),
+            check(Q(quantity__gte=0), what="never_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} {self.asset} in {self.account}"
 
 
 class NavSnapshot(models.Model):

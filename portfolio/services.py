@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from portfolio import selectors
 from portfolio.calculations import decimal_string
-from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, NavSnapshot
+from portfolio.models import Asset, CustodyAccount, Fund, FundingSource, LedgerEntry, NavSnapshot
 
 
 def ledger_entry_book(
@@ -17,21 +17,25 @@ def ledger_entry_book(
     quantity: Decimal,
     value_usd: Decimal,
     asset: Asset | None = None,
+    account: CustodyAccount | None = None,
     funding_source: FundingSource | None = None,
     reference: str = "",
     memo: str = "",
     booked_at: dt.datetime | None = None,
     booked_by=None,
 ) -> LedgerEntry:
-    """Book one immutable ledger entry. ``asset=None`` books US dollar cash.
+    """Book one immutable ledger entry. ``asset=None`` books US dollar cash; ``account`` is the
+    custody account the coins are in.
 
     The database refuses zero quantities, a cash value that differs from its quantity, negative
-    contributions and a reference used twice in one fund.
+    contributions, a reference used twice in one fund, cash in a custody account and an entry
+    that would take an account below zero.
     """
     return LedgerEntry.objects.create(
         fund=fund,
         kind=kind,
         asset=asset,
+        account=account,
         quantity=quantity,
         value_usd=value_usd,
         funding_source=funding_source,

@@ -104,10 +104,12 @@ def key_the_chain(apps, schema_editor):
 
 def _baseline_rows(apps, alias) -> list[dict]:
     rows = []
-    for label, fields in records.RECORDED.items():
+    for label in records.RECORDED:
+        # The columns as they were at this migration, not as the models have them now.
+        fields = records.recorded_before_reserve(label)
         model = apps.get_model(label)
         for values in model.objects.using(alias).order_by("pk").values("id", *fields):
-            rows.append(records.snapshot(label, values))
+            rows.append(records.snapshot(label, values, fields))
     return rows
 
 

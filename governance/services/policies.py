@@ -10,6 +10,7 @@ from governance.roles import has_role
 from governance.selectors import policy_in_force
 from governance.services._locks import lock_fund
 from portfolio.disclosure import Disclosure
+from portfolio.mandate import Mandate
 from portfolio.models import Fund, FundRole
 from portfolio.tasks import public_disclosures_refresh
 
@@ -21,15 +22,16 @@ def policy_draft(
     stages: list[policies.StageSpec],
     note: str = "",
     disclosure: Disclosure | None = None,
+    mandate: Mandate | None = None,
 ) -> ApprovalPolicy:
     """Draft the next version of ``fund``'s approval policy (not in force until published).
 
     ``disclosure`` is what the fund's public pages will show once the version is published (the
     fund's current settings when not given): the only way to change them, so always by two
-    people.
+    people. ``mandate`` likewise: the fund's limits and custody cooling-off once published.
 
     Preconditions: ``actor`` holds ``manage_policy`` on the fund; the stages validate; the
-    disclosure delay is 0 to 3,650 days.
+    disclosure delay is 0 to 3,650 days; the mandate is within its ranges.
     Effects: the policy and its stages, numbered under the fund's lock; audit event
     ``policy.drafted``.
     """
@@ -38,6 +40,8 @@ def policy_draft(
     policies.validate_stages(stages)
     disclosure = disclosure or Disclosure.of(fund)
     disclosure.validate()
+    mandate = mandate or Mandate.of(fund)
+    mandate.validate()
     with transaction.atomic():
         lock_fund(fund)
         last = ApprovalPolicy.objects.filter(fund=fund).order_by("-version").first()
@@ -47,6 +51,7 @@ def policy_draft(
             note=note,
             drafted_by=actor,
             **vars(disclosure),
+            **vars(mandate),
         )
         PolicyStage.objects.bulk_create(
             PolicyStage(
@@ -56,6 +61,7 @@ def policy_draft(
                 permission=spec.permission,
                 quorum=spec.quorum,
                 applies_from_usd=spec.applies_from_usd,
+                kinds=list(spec.kinds),
             )
             for spec in stages
         )
@@ -68,8 +74,8 @@ def policy_publish(*, actor, policy_id: int) -> ApprovalPolicy:
 
     Preconditions: ``actor`` holds ``manage_policy`` on the fund and is not the drafter (four
     eyes); the version is a draft newer than every published one.
-    Effects: ``published_by/at`` set, the policy frozen; the fund's disclosure set to the
-    version's; audit event ``policy.published``.
+    Effects: ``published_by/at`` set, the policy frozen; the fund's disclosure and mandate set
+    to the version's; audit event ``policy.published``.
     """
     with transaction.atomic():
         policy = (
@@ -101,5 +107,10 @@ def policy_publish(*, actor, policy_id: int) -> ApprovalPolicy:
             fund.save(update_fields=list(Fund.DISCLOSURE))
             # The public pages follow at once, not at the next 15-minute refresh.
             outbox.outbox_enqueue(public_disclosures_refresh)
+        mandate = Mandate.of(policy)
+        if Mandate.of(fund) != mandate:
+            for field, value in vars(mandate).items():
+                setattr(fund, field, value)
+            fund.save(update_fields=list(Fund.MANDATE))
         events.policy_published_event(actor=actor, policy=policy)
     return policy

@@ -53,7 +53,7 @@ def proposal_create(
     limit_price_usd: Decimal,
     rationale: str,
     funding_source: FundingSource,
-    side: str = Proposal.Side.BUY,
+    kind: str = Proposal.Kind.BUY,
 ) -> Proposal:
     """Create a draft proposal.
 
@@ -70,7 +70,7 @@ def proposal_create(
     }
     _validate_terms(terms, fund=fund)
     with transaction.atomic():
-        proposal = Proposal.objects.create(fund=fund, side=side, author=author, **terms)
+        proposal = Proposal.objects.create(fund=fund, kind=kind, author=author, **terms)
         events.proposal_created_event(actor=author, proposal=proposal)
     return proposal
 

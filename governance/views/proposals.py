@@ -97,7 +97,7 @@ def proposal_new(request, fund_pk: int):
         proposal=None,
         refusal=permissions.propose_refusal(request.user, fund),
         save=lambda terms: services.proposal_create(
-            author=request.user, fund=fund, side=Proposal.Side.BUY, **terms
+            author=request.user, fund=fund, kind=Proposal.Kind.BUY, **terms
         ),
         saved_message=_("Draft saved. Check it, then submit it for review when it is ready."),
     )
