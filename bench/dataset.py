@@ -312,8 +312,7 @@ class Builder:
         moments = [self.start + dt.timedelta(hours=1)]
         moments += [self.start + dt.timedelta(days=91 * q + 1) for q in range(quarters)]
         for n, moment in enumerate(moments):
-            services.contribution_record(
-                actor=self.people["fundadmin"][0],
+            services.opening_balance_record(
                 fund=self.fund,
                 funding_source=self.sources[n % len(self.sources)],
                 amount_usd=first if n == 0 else rest,

@@ -37,6 +37,17 @@ class ComplianceFacts:
     limit_price_usd: Decimal | None = None
     # At the final approval a flagged price blocks; before it, it warns.
     final_approval: bool = False
+    # The operation (rule 15) and, for a sale or transfer, what its account holds of the asset
+    # and what other approved sales and transfers from it will still take out.
+    kind: str = "buy"
+    quantity: Decimal | None = None
+    account_quantity: Decimal = Decimal("0")
+    reserved_quantity: Decimal = Decimal("0")
+    # Whether it names custody accounts, and why one cannot be used now (removed, cooling off).
+    accounts_named: bool = False
+    account_problems: tuple[str, ...] = ()
+    # An intake of US dollars has no market price to judge.
+    cash: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,6 +176,8 @@ def check_concentration(facts: ComplianceFacts) -> Check:
 
 def check_market_price(facts: ComplianceFacts) -> Check:
     """A flagged or missing consensus price cannot back an approval (it warns before one)."""
+    if facts.cash:
+        return Check("market_price", PASS, "US dollars are valued at par.")
     if facts.market_price_usd is not None and not facts.price_flags:
         return Check(
             "market_price",
@@ -199,18 +212,85 @@ def check_limit_price(facts: ComplianceFacts) -> Check:
     return Check("limit_price", PASS, "The limit price is at or above the market.", values)
 
 
-CHECKS = (
-    check_whitelist,
-    check_single_proposal_limit,
-    check_cash,
-    check_concentration,
-    check_market_price,
-    check_limit_price,
-)
+def check_holdings(facts: ComplianceFacts) -> Check:
+    """A sale or transfer takes out no more than its account holds, less what other approved
+    sales and transfers from the account will still take."""
+    available = facts.account_quantity - facts.reserved_quantity
+    values = {
+        "account_quantity": facts.account_quantity,
+        "reserved_quantity": facts.reserved_quantity,
+        "available_quantity": available,
+        "quantity": facts.quantity,
+    }
+    if facts.quantity > available:
+        return Check(
+            "holdings",
+            BLOCK,
+            f"Not enough {facts.asset_symbol} in the account: {available.normalize():f} "
+            f"available after {facts.reserved_quantity.normalize():f} reserved for approved "
+            f"operations, {facts.quantity.normalize():f} needed.",
+            values,
+        )
+    return Check("holdings", PASS, f"The account holds enough {facts.asset_symbol}.", values)
+
+
+def check_accounts(facts: ComplianceFacts) -> Check | None:
+    """The custody accounts an operation names are usable now: not removed, cooled off (no
+    check when it names none: a buy of old, an intake of US dollars)."""
+    if not facts.accounts_named:
+        return None
+    if facts.account_problems:
+        return Check("custody_accounts", BLOCK, " ".join(facts.account_problems))
+    return Check("custody_accounts", PASS, "The custody accounts named can be used.")
+
+
+def check_lowest_price(facts: ComplianceFacts) -> Check:
+    """A sale's lowest price above the market means the treasury may be unable to sell."""
+    if facts.market_price_usd is None or facts.limit_price_usd is None:
+        return Check("lowest_price", PASS, "No market price to compare the lowest price with.")
+    values = {"limit_price_usd": facts.limit_price_usd, "market_price_usd": facts.market_price_usd}
+    if facts.limit_price_usd > facts.market_price_usd:
+        return Check(
+            "lowest_price",
+            WARN,
+            f"The lowest price USD {facts.limit_price_usd} is above the consensus price "
+            f"USD {facts.market_price_usd}: the sale may not fill.",
+            values,
+        )
+    return Check("lowest_price", PASS, "The lowest price is at or below the market.", values)
+
+
+# The checks each kind of operation runs (rule 8 for each kind, rule 15). A sale is not held to
+# the whitelist (a fund must be able to sell what it was handed), an intake neither (seized
+# coins are taken as they come, then sold or kept by a later proposal); a transfer moves no
+# value out of the fund, so only its accounts and holdings are judged.
+CHECKS_BY_KIND = {
+    "buy": (
+        check_whitelist,
+        check_single_proposal_limit,
+        check_cash,
+        check_concentration,
+        check_market_price,
+        check_limit_price,
+        check_accounts,
+    ),
+    "sell": (
+        check_single_proposal_limit,
+        check_holdings,
+        check_market_price,
+        check_lowest_price,
+        check_accounts,
+    ),
+    "transfer": (check_holdings, check_accounts),
+    "intake": (check_market_price, check_accounts),
+}
 
 
 def evaluate(facts: ComplianceFacts) -> ComplianceReport:
-    """Run every pre-trade check; the report's outcome is the most severe of theirs."""
-    checks = tuple(check(facts) for check in CHECKS)
+    """Run every pre-trade check of the operation's kind; the report's outcome is the most
+    severe of theirs."""
+    checks = tuple(
+        found for check in CHECKS_BY_KIND[facts.kind] if (found := check(facts)) is not None
+    )
     outcome = max((check.outcome for check in checks), key=_SEVERITY.__getitem__)
     return ComplianceReport(outcome, checks)

@@ -32,16 +32,29 @@ def stages_json(stages: Iterable) -> list[dict]:
     ]
 
 
+def _text(value) -> str | None:
+    return None if value is None else str(value)
+
+
 def proposal_terms_json(proposal: Proposal) -> dict:
-    """The terms an author sets, as they are recorded and compared between edits."""
-    return {
-        "asset": proposal.asset.symbol,
+    """The terms an author sets, as they are recorded and compared between edits: a buy's as
+    they always were, and what a sale, transfer or intake adds (rule 15)."""
+    terms = {
+        "asset": proposal.asset.symbol if proposal.asset else "USD",
         "kind": proposal.kind,
-        "notional_usd": str(proposal.notional_usd),
-        "limit_price_usd": str(proposal.limit_price_usd),
-        "funding_source": proposal.funding_source.name,
+        "notional_usd": _text(proposal.notional_usd),
+        "limit_price_usd": _text(proposal.limit_price_usd),
+        "funding_source": proposal.funding_source.name if proposal.funding_source else None,
         "rationale": proposal.rationale,
     }
+    if proposal.moves_units:
+        terms["quantity"] = _text(proposal.quantity)
+        terms["document_reference"] = proposal.document_reference
+    for name in ("account", "destination_account"):
+        account = getattr(proposal, name)
+        if account is not None:
+            terms[name] = {"id": account.pk, "name": account.name}
+    return terms
 
 
 def _refusal_json(refusal: GovernanceError) -> dict:
@@ -141,8 +154,10 @@ def price_entered_manually_event(*, actor, price) -> AuditEvent:
     )
 
 
-def contribution_recorded_event(*, actor, entry, memo: str) -> AuditEvent:
-    """``entry`` is the ledger entry just booked, with the values it was booked with."""
+def contribution_recorded_event(*, actor, entry, memo: str, opening: bool = False) -> AuditEvent:
+    """``entry`` is the ledger entry just booked, with the values it was booked with;
+    ``opening`` marks an opening balance the system booked (no proposal behind it)."""
+    extra = {"opening": True} if opening else {}
     return _write(
         Action.CONTRIBUTION_RECORDED,
         actor=actor,
@@ -153,6 +168,7 @@ def contribution_recorded_event(*, actor, entry, memo: str) -> AuditEvent:
         value_usd=str(entry.value_usd),
         funding_source=entry.funding_source.name,
         memo=memo,
+        **extra,
         rows=rows_json(entry),
     )
 

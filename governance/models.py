@@ -335,6 +335,11 @@ class Proposal(models.Model):
         return f"#{self.pk} {self.kind} {what} {self.notional_usd} USD ({self.fund})"
 
     @property
+    def has_fills(self) -> bool:
+        """Whether anything of it was executed (every fill adds to one of the two totals)."""
+        return self.executed_notional_usd > 0 or self.executed_quantity > 0
+
+    @property
     def moves_units(self) -> bool:
         """Whether it is measured in units (sell, transfer, intake) rather than spend (buy)."""
         return self.kind != OperationKind.BUY

@@ -98,7 +98,7 @@ def withdraw_refusal(user, proposal: Proposal, *, roles: set[str] | None = None)
     refusal = _author_refusal(user, proposal, "withdraw", roles) or _transition_refusal(
         "withdraw", proposal.state
     )
-    if refusal is None and proposal.executed_notional_usd > 0:
+    if refusal is None and proposal.has_fills:
         refusal = InvalidTransition("A proposal that is partly executed cannot be withdrawn.")
     return refusal
 

@@ -23,7 +23,7 @@ from django.utils import timezone
 from django.utils.timesince import timesince
 from guardian.models import GroupObjectPermission, UserObjectPermission
 
-from governance import compliance, permissions, policies
+from governance import compliance, operations, permissions, policies
 from governance.models import (
     DECIDING_ROLES,
     REMAINING_USD,
@@ -36,7 +36,7 @@ from governance.models import (
 )
 from governance.roles import funds_for_user
 from portfolio import selectors as books
-from portfolio.models import Asset, Fund, FundRole, Position
+from portfolio.models import AccountPosition, Asset, Fund, FundRole, Position
 from portfolio.prices.consensus import Consensus
 from portfolio.prices.selectors import consensus_for_assets
 
@@ -108,15 +108,17 @@ def proposal_stage_statuses(proposal: Proposal) -> list[policies.StageStatus]:
 
 def proposal_executions(proposal: Proposal) -> QuerySet[Execution]:
     """The proposal's fills, oldest first; no query while nothing is executed (every fill adds
-    its cost, always above zero, to ``executed_notional_usd``)."""
-    if proposal.executed_notional_usd == 0:
+    its cost to ``executed_notional_usd`` or its units to ``executed_quantity``)."""
+    if not proposal.has_fills:
         return Execution.objects.none()
     return proposal.executions.select_related("recorded_by").order_by("executed_at", "id")
 
 
 def _reserved(fund_id: int, *, excluding: Proposal | None) -> QuerySet[Proposal]:
-    """Approved proposals of the fund that may still spend (other than ``excluding``)."""
-    approved = Proposal.objects.filter(fund_id=fund_id, state=ProposalState.APPROVED)
+    """Approved buys of the fund that may still spend (other than ``excluding``)."""
+    approved = Proposal.objects.filter(
+        fund_id=fund_id, state=ProposalState.APPROVED, kind=Proposal.Kind.BUY
+    )
     return approved if excluding is None else approved.exclude(pk=excluding.pk)
 
 
@@ -132,6 +134,27 @@ def _reserved_in_all_and_for_asset(proposal: Proposal) -> tuple[Decimal, Decimal
         all=Sum(REMAINING_USD), asset=Sum(REMAINING_USD, filter=Q(asset_id=proposal.asset_id))
     )
     return totals["all"] or Decimal("0"), totals["asset"] or Decimal("0")
+
+
+def reserved_quantity(account_id: int, asset_id: int, *, excluding: Proposal | None) -> Decimal:
+    """Units of ``asset_id`` that approved sales and transfers out of ``account_id`` (other than
+    ``excluding``) will still take out."""
+    approved = Proposal.objects.filter(
+        account_id=account_id,
+        asset_id=asset_id,
+        state=ProposalState.APPROVED,
+        kind__in=[Proposal.Kind.SELL, Proposal.Kind.TRANSFER],
+    )
+    if excluding is not None:
+        approved = approved.exclude(pk=excluding.pk)
+    total = approved.aggregate(total=Sum(F("quantity") - F("executed_quantity")))["total"]
+    return total or Decimal("0")
+
+
+def account_quantity(account_id: int, asset_id: int) -> Decimal:
+    """What a custody account holds of an asset (its running position)."""
+    held = AccountPosition.objects.filter(account_id=account_id, asset_id=asset_id)
+    return held.values_list("quantity", flat=True).first() or Decimal("0")
 
 
 def compliance_prices(proposal: Proposal) -> dict[int, Consensus]:
@@ -163,7 +186,7 @@ def compliance_facts(
     fund = proposal.fund
     holdings, cash_usd = books.fund_holdings_and_cash(fund)
     consensus = dict(prices or {})
-    unread = {h.asset_id for h in holdings} | {proposal.asset_id}
+    unread = {h.asset_id for h in holdings} | {proposal.asset_id} - {None}
     unread -= consensus.keys()
     if unread:
         consensus |= consensus_for_assets(list(Asset.objects.filter(pk__in=unread)))
@@ -179,12 +202,30 @@ def compliance_facts(
         holdings_value += value
         if holding.asset_id == proposal.asset_id:
             asset_value = value
-    market = consensus[proposal.asset_id]
+    cash = proposal.asset_id is None
+    market = None if cash else consensus[proposal.asset_id]
     reserved, reserved_for_asset = _reserved_in_all_and_for_asset(proposal)
+    taken_out = proposal.kind in (Proposal.Kind.SELL, Proposal.Kind.TRANSFER)
     facts = compliance.ComplianceFacts(
-        asset_symbol=proposal.asset.symbol,
+        kind=proposal.kind,
+        cash=cash,
+        quantity=proposal.quantity,
+        account_quantity=(
+            account_quantity(proposal.account_id, proposal.asset_id) if taken_out else Decimal(0)
+        ),
+        reserved_quantity=(
+            reserved_quantity(proposal.account_id, proposal.asset_id, excluding=proposal)
+            if taken_out
+            else Decimal(0)
+        ),
+        accounts_named=proposal.account_id is not None,
+        account_problems=tuple(operations.account_problems(proposal, now=timezone.now())),
+        asset_symbol=proposal.asset.symbol if proposal.asset else "USD",
         notional_usd=proposal.notional_usd,
-        whitelisted=fund.whitelisted_assets.filter(pk=proposal.asset_id).exists(),
+        whitelisted=(
+            proposal.kind == Proposal.Kind.BUY
+            and fund.whitelisted_assets.filter(pk=proposal.asset_id).exists()
+        ),
         max_proposal_notional_usd=fund.max_proposal_notional_usd,
         max_asset_share=fund.max_asset_share,
         cash_usd=cash_usd,
@@ -194,12 +235,12 @@ def compliance_facts(
         holdings_value_usd=holdings_value,
         unpriced_symbols=tuple(unpriced),
         warn_at=Decimal(settings.ALEM_COMPLIANCE_WARN_AT),
-        market_price_usd=market.price,
-        price_flags=market.flags,
+        market_price_usd=market.price if market else None,
+        price_flags=market.flags if market else (),
         limit_price_usd=proposal.limit_price_usd,
         final_approval=final_approval,
     )
-    return facts, market.as_json()
+    return facts, market.as_json() if market else None
 
 
 # ---------------------------------------------------------------------------------------------

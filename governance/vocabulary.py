@@ -127,6 +127,9 @@ COMPLIANCE_CHECKS = {
     "concentration": _("Post-trade concentration"),
     "market_price": _("Usable market price"),
     "limit_price": _("Limit price against the market"),
+    "lowest_price": _("Lowest sale price against the market"),
+    "holdings": _("Coins available in the account"),
+    "custody_accounts": _("Custody accounts usable"),
 }
 
 # What a compliance check found, per rule and outcome, worded from the check's values. The

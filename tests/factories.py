@@ -13,7 +13,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from governance import services
 from governance.models import Proposal
 from governance.policies import StageSpec
-from portfolio.models import Asset, Fund, FundingSource, FundRole, Price
+from portfolio.models import Asset, CustodyAccount, Fund, FundingSource, FundRole, Price
 
 R = FundRole
 
@@ -59,6 +59,22 @@ class FundingSourceFactory(factory.django.DjangoModelFactory):
     fund = factory.SubFactory(FundFactory)
     name = factory.Sequence(lambda n: f"Budget allocation {n}")
     kind = FundingSource.Kind.BUDGET_ALLOCATION
+
+
+class CustodyAccountFactory(factory.django.DjangoModelFactory):
+    """An account usable now (its cooling-off over); tests of the four-eyes path that adds
+    accounts go through ``governance.services.custody`` instead."""
+
+    class Meta:
+        model = CustodyAccount
+
+    fund = factory.SubFactory(FundFactory)
+    name = factory.Sequence(lambda n: f"Cold wallet {n}")
+    kind = CustodyAccount.Kind.COLD_MULTISIG
+    chain = "BNB Smart Chain"
+    address = factory.Sequence(lambda n: f"0x{n:040x}")
+    created_at = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(days=3))
+    usable_from = factory.LazyFunction(lambda: timezone.now() - dt.timedelta(days=1))
 
 
 class PriceFactory(factory.django.DjangoModelFactory):
@@ -129,9 +145,7 @@ class FundBuilder:
         policy = services.policy_draft(actor=users["fundadmin"], fund=fund, stages=stages)
         services.policy_publish(actor=users["fundadmin2"], policy_id=policy.pk)
         if cash_usd:
-            services.contribution_record(
-                actor=users["fundadmin"], fund=fund, funding_source=source, amount_usd=cash_usd
-            )
+            services.opening_balance_record(fund=fund, funding_source=source, amount_usd=cash_usd)
         return cls(fund=fund, asset=asset, funding_source=source, users=users)
 
     def reloaded(self) -> "FundBuilder":

@@ -128,8 +128,7 @@ def test_manifest_and_dump_share_one_snapshot_while_the_fund_keeps_writing(tmp_p
 
     def run_after_a_concurrent_contribution(command, env, what):
         def contribute():
-            services.contribution_record(
-                actor=alem.users["fundadmin"],
+            services.opening_balance_record(
                 fund=alem.fund,
                 funding_source=alem.funding_source,
                 amount_usd=D("1000000.00"),

@@ -18,7 +18,7 @@ from governance.services.admin_changes import (
     admin_change_request,
     admin_changes_apply_due,
 )
-from governance.services.contributions import contribution_record
+from governance.services.contributions import opening_balance_record
 from governance.services.decisions import approvals_void, decision_record
 from governance.services.executions import execution_record, proposal_close
 from governance.services.policies import policy_draft, policy_publish
@@ -40,9 +40,9 @@ __all__ = [
     "admin_change_request",
     "admin_changes_apply_due",
     "approvals_void",
-    "contribution_record",
     "decision_record",
     "execution_record",
+    "opening_balance_record",
     "policy_draft",
     "policy_publish",
     "price_enter_manual",

@@ -7,6 +7,8 @@ never wait on each other in a cycle:
    deciding, someone losing a role or their account; so a decision and the revocation that
    voids it never interleave;
 2. the proposal (``lock_proposal``), when the change is about one proposal;
+   then the custody accounts it moves coins out of or into (``lock_accounts``, by id), so two
+   sales or transfers from one account count its coins one after the other;
 3. the fund (``lock_fund``): policy versions, role grants and the cash that compliance counts
    (a submission and a final approval, not the other decisions);
 4. the audit chain head, taken last by ``governance.audit.audit_record`` when the event is
@@ -20,7 +22,7 @@ the audit chain lock, so a full lock here would deadlock against them.
 from django.contrib.auth import get_user_model
 
 from governance.models import AdminChange, Proposal
-from portfolio.models import Fund
+from portfolio.models import CustodyAccount, Fund
 
 
 def lock_person(user) -> None:
@@ -44,8 +46,26 @@ def lock_proposal(proposal_id: int) -> Proposal:
     """
     Proposal.objects.select_for_update(no_key=True).only("pk").get(pk=proposal_id)
     return Proposal.objects.select_related(
-        "fund", "asset", "funding_source", "policy", "current_stage"
+        "fund",
+        "asset",
+        "funding_source",
+        "policy",
+        "current_stage",
+        "account",
+        "destination_account",
     ).get(pk=proposal_id)
+
+
+def lock_accounts(accounts) -> None:
+    """Lock custody account rows in id order (after the proposal, before the fund) and refresh
+    what may have changed while waiting: removal and cooling-off."""
+    for account in sorted(accounts, key=lambda account: account.pk):
+        locked = (
+            CustodyAccount.objects.select_for_update(no_key=True)
+            .only("pk", "active", "usable_from")
+            .get(pk=account.pk)
+        )
+        account.active, account.usable_from = locked.active, locked.usable_from
 
 
 def lock_fund(fund: Fund) -> None:

@@ -1,4 +1,7 @@
-"""Money and assets arriving in a fund from its funding sources."""
+"""Opening balances: what a fund held before Alem kept its books, booked by the system alone.
+
+Every contribution since is an approved intake proposal (rule 15); no person books one directly.
+"""
 
 import datetime as dt
 from decimal import Decimal
@@ -7,49 +10,49 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from governance import events
-from governance.exceptions import NotPermitted
-from governance.roles import has_role
 from portfolio import services as books
-from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry
+from portfolio.models import Asset, CustodyAccount, Fund, FundingSource, LedgerEntry
 
 
-def contribution_record(
+def opening_balance_record(
     *,
-    actor,
     fund: Fund,
     funding_source: FundingSource,
     amount_usd: Decimal,
     asset: Asset | None = None,
     quantity: Decimal | None = None,
+    account: CustodyAccount | None = None,
     memo: str = "",
     booked_at: dt.datetime | None = None,
 ) -> LedgerEntry:
-    """Book a contribution of cash (``asset=None``) or of an asset in kind.
+    """Book an opening balance of cash (``asset=None``) or of an asset, in ``account``.
 
-    ``amount_usd`` is the cash amount, or the value of the asset at contribution (its cost basis).
-    Preconditions: ``actor`` holds ``manage_policy`` on the fund (``None`` is the system, used by
-    the demo seed); the funding source belongs to the fund.
-    Effects: one ledger entry; audit event ``contribution.recorded``.
+    For the command line and the demo seed only: the system books it (the event has no actor),
+    no page, API or admin form calls it. ``amount_usd`` is the cash amount, or the value of the
+    asset when it was taken on (its cost basis).
+    Preconditions: the funding source and the account belong to the fund; quantities positive.
+    Effects: one ledger entry of kind ``contribution``; audit event ``contribution.recorded``
+    marked ``opening``.
     """
-    if actor is not None and not has_role(actor, fund, FundRole.MANAGE_POLICY):
-        raise NotPermitted("Recording a contribution needs the manage_policy role on the fund.")
     if funding_source.fund_id != fund.pk:
         raise ValidationError({"funding_source": "This funding source belongs to another fund."})
+    if account is not None and account.fund_id != fund.pk:
+        raise ValidationError({"account": "This custody account belongs to another fund."})
     if asset is None:
         quantity = amount_usd
     if quantity is None or quantity <= 0 or amount_usd < 0 or (asset is None and amount_usd <= 0):
-        raise ValidationError({"quantity": "A contribution must be positive."})
+        raise ValidationError({"quantity": "An opening balance must be positive."})
     with transaction.atomic():
         entry = books.ledger_entry_book(
             fund=fund,
             kind=LedgerEntry.Kind.CONTRIBUTION,
             asset=asset,
+            account=account if asset is not None else None,
             quantity=quantity,
             value_usd=amount_usd,
             funding_source=funding_source,
             memo=memo,
             booked_at=booked_at,
-            booked_by=actor,
         )
-        events.contribution_recorded_event(actor=actor, entry=entry, memo=memo)
+        events.contribution_recorded_event(actor=None, entry=entry, memo=memo, opening=True)
     return entry

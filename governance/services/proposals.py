@@ -7,70 +7,115 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from governance import compliance, events, permissions, policies
+from governance import compliance, events, operations, permissions, policies
 from governance.exceptions import NoPolicyInForce
 from governance.models import Proposal, ProposalState
 from governance.selectors import compliance_prices, policy_in_force
 from governance.services._compliance import blocked_error, compliance_judge
 from governance.services._locks import lock_fund, lock_proposal
-from portfolio.models import Asset, Fund, FundingSource
+from portfolio.models import Asset, CustodyAccount, Fund, FundingSource
+from portfolio.prices.selectors import consensus_for
 from portfolio.text import refuse_hidden_characters
 
-EDITABLE_FIELDS = ("asset", "notional_usd", "limit_price_usd", "rationale", "funding_source")
+EDITABLE_FIELDS = (
+    "asset",
+    "notional_usd",
+    "limit_price_usd",
+    "rationale",
+    "funding_source",
+    "quantity",
+    "account",
+    "destination_account",
+    "document_reference",
+)
 
 
-def _validate_terms(proposal_terms: dict, *, fund: Fund) -> None:
-    errors = {}
-    for name in ("notional_usd", "limit_price_usd"):
-        if name not in proposal_terms:
-            continue
-        if not proposal_terms[name] > 0:
-            errors[name] = "Must be greater than zero."
+def _validate_terms(proposal: Proposal, *, notional_given: Decimal | None) -> None:
+    """Refuse terms ``proposal`` cannot carry for its kind, each error beside its field
+    (``operations.terms_problems``), and more digits than a column stores. A sale's, transfer's
+    or intake's notional is the services' to set: ``notional_given`` is what the author gave."""
+    terms = {name: getattr(proposal, name) for name in operations.EMPTY}
+    if proposal.moves_units:
+        terms["notional_usd"] = notional_given
+    errors = operations.terms_problems(proposal.kind, terms, fund_id=proposal.fund_id)
+    for name in ("notional_usd", "limit_price_usd", "quantity"):
+        if name in errors or terms[name] is None:
             continue
         try:
             # The column's own DecimalValidator: no more digits than it stores.
-            Proposal._meta.get_field(name).run_validators(proposal_terms[name])
+            Proposal._meta.get_field(name).run_validators(terms[name])
         except ValidationError as exc:
             errors[name] = " ".join(exc.messages)
-    if "rationale" in proposal_terms:
+    for name in ("rationale", "document_reference"):
         try:
-            refuse_hidden_characters(rationale=proposal_terms["rationale"])
+            refuse_hidden_characters(**{name: getattr(proposal, name)})
         except ValidationError as exc:
             errors |= exc.message_dict
-    source = proposal_terms.get("funding_source")
-    if source is not None and source.fund_id != fund.pk:
-        errors["funding_source"] = "This funding source belongs to another fund."
     if errors:
         raise ValidationError(errors)
+
+
+def _value(proposal: Proposal, prices: dict | None = None) -> None:
+    """Set the notional of a sale, transfer or intake: its quantity at the consensus price now
+    (US dollars at par), whether or not that price is flagged (compliance judges the flags).
+    A buy's notional is the author's."""
+    if not proposal.moves_units:
+        return
+    if proposal.asset is None:
+        proposal.notional_usd = operations.value_at(proposal.quantity, Decimal("1"))
+        return
+    consensus = (prices or {}).get(proposal.asset_id) or consensus_for(proposal.asset)
+    if consensus.price is None:
+        raise ValidationError(
+            {"asset": f"{proposal.asset.symbol} has no price yet to value the operation at."}
+        )
+    proposal.notional_usd = operations.value_at(proposal.quantity, consensus.price)
 
 
 def proposal_create(
     *,
     author,
     fund: Fund,
-    asset: Asset,
-    notional_usd: Decimal,
-    limit_price_usd: Decimal,
     rationale: str,
-    funding_source: FundingSource,
     kind: str = Proposal.Kind.BUY,
+    asset: Asset | None = None,
+    notional_usd: Decimal | None = None,
+    limit_price_usd: Decimal | None = None,
+    funding_source: FundingSource | None = None,
+    quantity: Decimal | None = None,
+    account: CustodyAccount | None = None,
+    destination_account: CustodyAccount | None = None,
+    document_reference: str = "",
 ) -> Proposal:
-    """Create a draft proposal.
+    """Create a draft proposal of ``kind`` (rule 15), with the terms that kind takes
+    (``operations.TERMS``): a buy states its notional and limit price; a sale its quantity,
+    account and lowest price; a transfer its quantity and two accounts; an intake its quantity,
+    funding source, document and, for coins, the account they go to.
 
-    Preconditions: ``author`` holds ``propose`` on the fund; the funding source is the fund's.
-    Effects: a ``draft`` proposal, version 1; audit event ``proposal.created``.
+    Preconditions: ``author`` holds ``propose`` on the fund; the terms fit the kind and the
+    fund (``operations.terms_problems``).
+    Effects: a ``draft`` proposal, version 1, a sale, transfer or intake valued at the
+    consensus price now; audit event ``proposal.created``.
     """
     permissions.raise_if_refused(permissions.propose_refusal(author, fund))
-    terms = {
-        "asset": asset,
-        "notional_usd": notional_usd,
-        "limit_price_usd": limit_price_usd,
-        "rationale": rationale,
-        "funding_source": funding_source,
-    }
-    _validate_terms(terms, fund=fund)
+    proposal = Proposal(
+        fund=fund,
+        kind=kind,
+        author=author,
+        asset=asset,
+        notional_usd=notional_usd,
+        limit_price_usd=limit_price_usd,
+        rationale=rationale,
+        funding_source=funding_source,
+        quantity=quantity,
+        account=account,
+        destination_account=destination_account,
+        document_reference=document_reference.strip(),
+    )
+    _validate_terms(proposal, notional_given=notional_usd)
+    _value(proposal)
     with transaction.atomic():
-        proposal = Proposal.objects.create(fund=fund, kind=kind, author=author, **terms)
+        proposal.save()
         events.proposal_created_event(actor=author, proposal=proposal)
     return proposal
 
@@ -85,18 +130,25 @@ def proposal_update(*, proposal_id: int, actor, **changes) -> Proposal:
     unknown = set(changes) - set(EDITABLE_FIELDS)
     if unknown:
         raise ValidationError({name: "This field cannot be edited." for name in unknown})
+    if isinstance(changes.get("document_reference"), str):
+        changes["document_reference"] = changes["document_reference"].strip()
     with transaction.atomic():
         proposal = lock_proposal(proposal_id)
         permissions.raise_if_refused(permissions.edit_refusal(actor, proposal))
-        _validate_terms(changes, fund=proposal.fund)
         before = events.proposal_terms_json(proposal)
         for name, value in changes.items():
             setattr(proposal, name, value)
+        _validate_terms(proposal, notional_given=changes.get("notional_usd"))
+        _value(proposal)
         after = events.proposal_terms_json(proposal)
-        changed = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
+        changed = {
+            k: {"from": before.get(k), "to": after.get(k)}
+            for k in before.keys() | after.keys()
+            if before.get(k) != after.get(k)
+        }
         if not changed:
             return proposal
-        proposal.save(update_fields=[*changes, "updated_at"])
+        proposal.save(update_fields=[*changes, "notional_usd", "updated_at"])
         events.proposal_updated_event(actor=actor, proposal=proposal, changes=changed)
     return proposal
 
@@ -123,7 +175,11 @@ def proposal_submit(*, proposal_id: int, actor) -> Proposal:
         policy = policy_in_force(proposal.fund)
         if policy is None:
             raise NoPolicyInForce(f"{proposal.fund} has no approval policy in force.")
-        stages = policies.applicable_stages(policy.stages.all(), proposal.notional_usd)
+        # A sale, transfer or intake is judged at its value now (rule 4: stages by notional).
+        _value(proposal, prices)
+        stages = policies.applicable_stages(
+            policy.stages.all(), proposal.notional_usd, proposal.kind
+        )
         report, stored = compliance_judge(proposal, at="submission", prices=prices)
         if report.outcome == compliance.BLOCK:
             refusal = blocked_error(report, stored)
@@ -141,6 +197,7 @@ def proposal_submit(*, proposal_id: int, actor) -> Proposal:
             proposal.save(
                 update_fields=[
                     "state",
+                    "notional_usd",
                     "version",
                     "policy",
                     "current_stage",

@@ -19,12 +19,22 @@ BEGIN
             cost_usd = portfolio_position.cost_usd + EXCLUDED.cost_usd,
             entries = portfolio_position.entries + 1;
     IF NEW.account_id IS NOT NULL THEN
-        INSERT INTO portfolio_accountposition (account_id, asset_id, quantity, cost_usd, entries)
-        VALUES (NEW.account_id, NEW.asset_id, NEW.quantity, NEW.value_usd, 1)
-        ON CONFLICT (account_id, asset_id) DO UPDATE
-            SET quantity = portfolio_accountposition.quantity + EXCLUDED.quantity,
-                cost_usd = portfolio_accountposition.cost_usd + EXCLUDED.cost_usd,
-                entries = portfolio_accountposition.entries + 1;
+        -- UPDATE first: PostgreSQL checks an INSERT's own row against the check constraints
+        -- before it looks for a conflict, so a withdrawal could not go through ON CONFLICT.
+        UPDATE portfolio_accountposition
+            SET quantity = quantity + NEW.quantity,
+                cost_usd = cost_usd + NEW.value_usd,
+                entries = entries + 1
+            WHERE account_id = NEW.account_id AND asset_id = NEW.asset_id;
+        IF NOT FOUND THEN
+            INSERT INTO portfolio_accountposition
+                (account_id, asset_id, quantity, cost_usd, entries)
+            VALUES (NEW.account_id, NEW.asset_id, NEW.quantity, NEW.value_usd, 1)
+            ON CONFLICT (account_id, asset_id) DO UPDATE
+                SET quantity = portfolio_accountposition.quantity + EXCLUDED.quantity,
+                    cost_usd = portfolio_accountposition.cost_usd + EXCLUDED.cost_usd,
+                    entries = portfolio_accountposition.entries + 1;
+        END IF;
     END IF;
     RETURN NULL;
 END

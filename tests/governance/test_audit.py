@@ -523,8 +523,7 @@ def test_a_failed_contribution_books_nothing(alem, fail_after_audit):
     fail_after_audit.add("contribution.recorded")
 
     with pytest.raises(Boom):
-        services.contribution_record(
-            actor=None,
+        services.opening_balance_record(
             fund=alem.fund,
             funding_source=alem.funding_source,
             amount_usd=Decimal("100.00"),

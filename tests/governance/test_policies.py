@@ -205,7 +205,8 @@ def test_a_policy_must_have_a_stage_applying_from_zero():
     ]
 
     assert _problems(stages) == [
-        "At least one stage must apply from USD 0, so every proposal is reviewed."
+        "Every kind of operation needs a stage applying from USD 0, so every proposal is "
+        "reviewed; none does for: buy, sell, transfer, intake."
     ]
 
 
@@ -242,7 +243,6 @@ def test_a_stage_threshold_cannot_be_negative():
 
     assert _problems(stages) == [
         "Stage 'Committee': the threshold cannot be negative.",
-        "At least one stage must apply from USD 0, so every proposal is reviewed.",
     ]
 
 
@@ -426,3 +426,39 @@ def test_a_reject_or_a_request_for_changes_ends_the_review_at_any_stage(verdict,
 def test_no_decision_applies_outside_review(verdict):
     with pytest.raises(InvalidTransition):
         outcome(RISK, verdict=verdict, state=S.APPROVED)
+
+
+def test_every_kind_of_operation_needs_a_stage_from_zero():
+    # A stage for buys alone leaves sales, transfers and intakes approved by nobody.
+    stages = [StageSpec(1, "Risk review", R.REVIEW_RISK, 1, kinds=("buy",))]
+
+    assert _problems(stages) == [
+        "Every kind of operation needs a stage applying from USD 0, so every proposal is "
+        "reviewed; none does for: sell, transfer, intake."
+    ]
+
+
+def test_stages_apply_by_kind_and_threshold():
+    stages = [
+        StageSpec(1, "Risk review", R.REVIEW_RISK, 1),
+        StageSpec(2, "Compliance for intakes", R.REVIEW_RISK, 1, kinds=("intake",)),
+        StageSpec(
+            3, "Ministry for large sales", R.APPROVE_MINISTRY, 1, Decimal("1000000"), ("sell",)
+        ),
+    ]
+
+    def orders(notional, kind):
+        return [s.order for s in applicable_stages(stages, Decimal(notional), kind)]
+
+    assert orders("5000000", "buy") == [1]
+    assert orders("999999.99", "sell") == [1]
+    assert orders("1000000", "sell") == [1, 3]
+    assert orders("10", "intake") == [1, 2]
+    assert orders("10", "transfer") == [1]
+    validate_stages(stages)  # every kind has its stage from USD 0
+
+
+def test_a_stage_for_an_unknown_kind_is_refused():
+    stages = [StageSpec(1, "Risk review", R.REVIEW_RISK, 1, kinds=("swap",))]
+
+    assert "Stage 'Risk review': swap is not a kind of operation." in _problems(stages)

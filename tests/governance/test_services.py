@@ -5,6 +5,7 @@ before, and the only new audit event is the refusal's own (or none, where a refu
 consequence).
 """
 
+import inspect
 from decimal import Decimal
 
 import pytest
@@ -42,6 +43,7 @@ from governance.records import rows_json
 from governance.roles import has_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
 from portfolio import selectors as books
+from portfolio.mandate import Mandate
 from portfolio.models import Asset, Fund, FundRole, LedgerEntry, Price
 from tests.factories import (
     AssetFactory,
@@ -197,7 +199,7 @@ def test_create_makes_a_draft_version_one_and_audits_it(alem):
     assert event.payload == {
         "version": 1,
         "asset": "BNB",
-        "side": "buy",
+        "kind": "buy",
         "notional_usd": "500000.10",
         "limit_price_usd": "650.1234567891",
         "funding_source": "Republican budget allocation",
@@ -887,8 +889,7 @@ def test_submission_is_blocked_without_enough_cash(db):
     alem = FundBuilder.alem_like(prefix="own_", cash_usd=D("400000.00"))
     eth = AssetFactory(symbol="ETH")
     PriceFactory(asset=eth, price=D("3000"))
-    services.contribution_record(
-        actor=None,
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         asset=eth,
@@ -930,8 +931,7 @@ def test_submission_is_blocked_by_cash_reserved_for_another_approved_proposal(db
 
 def test_submission_is_blocked_over_the_concentration_limit(alem):
     # USD 9M of BNB held (15,000 at USD 600) and USD 25M cash: USD 4.7M more is 40.29%.
-    services.contribution_record(
-        actor=None,
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         asset=alem.asset,
@@ -956,8 +956,7 @@ def test_submission_is_blocked_over_the_concentration_limit(alem):
 
 def test_submission_is_blocked_while_a_holding_has_no_price(alem):
     sol = AssetFactory(symbol="SOL")
-    services.contribution_record(
-        actor=None,
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         asset=sol,
@@ -1272,6 +1271,7 @@ def test_drafting_a_policy_makes_the_next_version_not_yet_in_force(alem):
                 "permission": "vote_committee",
                 "quorum": 1,
                 "applies_from_usd": "0.00",
+                "kinds": [],
             }
         ],
         "disclosure": {
@@ -1279,6 +1279,7 @@ def test_drafting_a_policy_makes_the_next_version_not_yet_in_force(alem):
             "disclosure_delay_days": 30,
             "disclose_deciders": False,
         },
+        "mandate": Mandate.of(alem.fund).as_json(),
         "rows": rows_json(draft, *draft.stages.all()),
     }
 
@@ -1390,8 +1391,7 @@ def test_an_older_version_cannot_be_published_over_a_newer_one(alem):
 def test_a_cash_contribution_is_booked_and_audited(alem):
     mark = last_sequence()
 
-    entry = services.contribution_record(
-        actor=alem.users["fundadmin"],
+    entry = services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         amount_usd=D("1000000.25"),
@@ -1405,7 +1405,7 @@ def test_a_cash_contribution_is_booked_and_audited(alem):
         D("1000000.25"),
         D("1000000.25"),
     )
-    assert entry.booked_by == alem.users["fundadmin"]
+    assert entry.booked_by is None
     assert books.fund_cash_usd(alem.fund) == D("26000000.25")
     [event] = events_after(mark)
     assert event.action == "contribution.recorded"
@@ -1417,12 +1417,12 @@ def test_a_cash_contribution_is_booked_and_audited(alem):
         "value_usd": "1000000.25",
         "funding_source": "Republican budget allocation",
         "memo": "Second tranche",
+        "opening": True,
     }
 
 
 def test_an_in_kind_contribution_adds_a_holding(alem):
-    services.contribution_record(
-        actor=None,
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         asset=alem.asset,
@@ -1435,20 +1435,11 @@ def test_an_in_kind_contribution_adds_a_holding(alem):
     assert books.fund_cash_usd(alem.fund) == D("25000000.00")
 
 
-@pytest.mark.parametrize("username", ["manager", "treasury", "auditor"])
-def test_contributions_need_manage_policy(alem, username):
-    mark = last_sequence()
-
-    with pytest.raises(NotPermitted):
-        services.contribution_record(
-            actor=alem.users[username],
-            fund=alem.fund,
-            funding_source=alem.funding_source,
-            amount_usd=D("1.00"),
-        )
-
-    assert LedgerEntry.objects.count() == 1
-    assert events_after(mark) == []
+def test_no_service_books_a_contribution_for_a_person():
+    """Rule 15: the only direct contribution is the system's opening balance, which takes no
+    actor; a person's contribution is an approved intake proposal."""
+    assert not hasattr(services, "contribution_record")
+    assert "actor" not in inspect.signature(services.opening_balance_record).parameters
 
 
 @pytest.mark.parametrize(
@@ -1471,7 +1462,7 @@ def test_invalid_contributions_book_nothing(alem, terms):
     mark = last_sequence()
 
     with pytest.raises(ValidationError):
-        services.contribution_record(actor=None, fund=alem.fund, funding_source=source, **terms)
+        services.opening_balance_record(fund=alem.fund, funding_source=source, **terms)
 
     assert LedgerEntry.objects.count() == 1
     assert events_after(mark) == []
@@ -1479,8 +1470,8 @@ def test_invalid_contributions_book_nothing(alem, terms):
 
 def test_money_stays_decimal_from_service_to_database_to_audit(alem):
     for amount in ("0.10", "0.20"):
-        services.contribution_record(
-            actor=None, fund=alem.fund, funding_source=alem.funding_source, amount_usd=D(amount)
+        services.opening_balance_record(
+            fund=alem.fund, funding_source=alem.funding_source, amount_usd=D(amount)
         )
     proposal = alem.proposal(notional_usd=D("0.30"), limit_price_usd=D("600.0000000001"))
     proposal = services.proposal_submit(proposal_id=proposal.pk, actor=alem.users["manager"])
@@ -1504,8 +1495,7 @@ def test_money_stays_decimal_from_service_to_database_to_audit(alem):
 def test_quantities_keep_eighteen_decimals(alem):
     quantity = D("833.333333333333333333")
 
-    services.contribution_record(
-        actor=None,
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         asset=alem.asset,

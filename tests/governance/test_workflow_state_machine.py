@@ -221,9 +221,7 @@ def build_fund() -> FundSetup:
         actor=users["fundadmin"], fund=fund, stages=POLICY_VARIANTS["alem"]
     )
     services.policy_publish(actor=users["fundadmin2"], policy_id=policy.pk)
-    services.contribution_record(
-        actor=users["fundadmin"], fund=fund, funding_source=source, amount_usd=CASH_USD
-    )
+    services.opening_balance_record(fund=fund, funding_source=source, amount_usd=CASH_USD)
     return FundSetup(
         fund_id=fund.pk,
         asset_ids=(bnb.pk, doge.pk),

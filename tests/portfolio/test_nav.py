@@ -50,8 +50,7 @@ def opened(alem):
         (timezone.make_aware(dt.datetime(2025, 11, 30, 20)), D("1000000.00")),
         (timezone.make_aware(dt.datetime(2025, 12, 3, 9, 30)), D("250000.50")),
     ]:
-        services.contribution_record(
-            actor=alem.users["fundadmin"],
+        services.opening_balance_record(
             fund=alem.fund,
             funding_source=alem.funding_source,
             amount_usd=amount,
@@ -106,8 +105,7 @@ def test_nav_history_lists_the_snapshots_oldest_first_with_exact_amounts(opened)
 
 
 def test_nav_history_shows_the_stored_positions_without_storage_zeros(opened):
-    services.contribution_record(
-        actor=opened.users["fundadmin"],
+    services.opening_balance_record(
         fund=opened.fund,
         funding_source=opened.funding_source,
         asset=opened.asset,
@@ -299,8 +297,7 @@ def test_retaking_a_day_replaces_its_snapshot(opened):
     run("--from", "2025-12-02", "--to", "2025-12-02")
     first = NavSnapshot.objects.get(fund=opened.fund)
     # A contribution booked late, for the morning of that day
-    services.contribution_record(
-        actor=opened.users["fundadmin"],
+    services.opening_balance_record(
         fund=opened.fund,
         funding_source=opened.funding_source,
         amount_usd=D("0.25"),
@@ -363,8 +360,7 @@ def test_the_task_snapshots_every_fund_for_yesterday_and_today_so_far(opened):
 def test_running_the_task_again_replaces_todays_snapshots(opened):
     nav_snapshots_take.apply().get()
     ids = set(NavSnapshot.objects.values_list("pk", flat=True))
-    services.contribution_record(
-        actor=opened.users["fundadmin"],
+    services.opening_balance_record(
         fund=opened.fund,
         funding_source=opened.funding_source,
         amount_usd=D("10.00"),

@@ -43,8 +43,7 @@ def fill(alem, proposal, *, ref: str, quantity: str, price: str, fee: str):
 
 
 def contribute(alem, **kwargs):
-    return services.contribution_record(
-        actor=alem.users["fundadmin"],
+    return services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         **kwargs,

@@ -124,8 +124,7 @@ def test_positions_equal_a_hand_computation_after_contributions_and_fills(alem):
     proposal = approved_proposal(alem)
     fill(alem, proposal, ref="ord-1", quantity="400", price="600.00", fee="12.50")
     fill(alem, proposal, ref="ord-2", quantity="250.5", price="600.01", fee="3.00")
-    services.contribution_record(
-        actor=alem.users["fundadmin"],
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         asset=alem.asset,
@@ -178,8 +177,7 @@ def test_valuation_at_a_moment_ignores_later_bookings_and_later_prices(alem):
     yesterday_noon = timezone.now() - dt.timedelta(days=1)
     PriceFactory(asset=asset, price=D("140.00"), observed_at=yesterday_noon)
     PriceFactory(asset=asset, price=D("150.00"))
-    services.contribution_record(
-        actor=None,
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         asset=asset,
@@ -203,8 +201,7 @@ def test_valuation_at_a_moment_ignores_later_bookings_and_later_prices(alem):
 
 def test_a_holding_with_no_price_at_all_makes_the_nav_unknown(alem):
     eth = AssetFactory(symbol="ETH")
-    services.contribution_record(
-        actor=None,
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=alem.funding_source,
         asset=eth,
@@ -302,16 +299,14 @@ def test_positions_cash_and_nav_always_equal_a_fresh_recomputation_from_the_ledg
         remaining = proposal.notional_usd
         for i, op in enumerate(ops):
             if isinstance(op, CashIn):
-                services.contribution_record(
-                    actor=alem.users["fundadmin"],
+                services.opening_balance_record(
                     fund=alem.fund,
                     funding_source=alem.funding_source,
                     amount_usd=op.amount,
                 )
                 expected_cash += op.amount
             elif isinstance(op, InKind):
-                services.contribution_record(
-                    actor=alem.users["fundadmin"],
+                services.opening_balance_record(
                     fund=alem.fund,
                     funding_source=alem.funding_source,
                     asset=assets[op.symbol],
@@ -425,8 +420,8 @@ def bnb_history(db):
         ),
         (almaty(2025, 12, 2, 10), {"amount_usd": D("250000.00")}),
     ]:
-        services.contribution_record(
-            actor=None, fund=fund, funding_source=source, booked_at=booked_at, **kwargs
+        services.opening_balance_record(
+            fund=fund, funding_source=source, booked_at=booked_at, **kwargs
         )
     return fund, bnb
 

@@ -72,8 +72,7 @@ def fill(alem, proposal, *, ref: str, quantity: str, price: str, fee: str):
 
 
 def contribute_in_kind(alem, asset, *, quantity: str, amount_usd: str, source=None):
-    return services.contribution_record(
-        actor=alem.users["fundadmin"],
+    return services.opening_balance_record(
         fund=alem.fund,
         funding_source=source or alem.funding_source,
         amount_usd=D(amount_usd),
@@ -398,8 +397,7 @@ def test_funding_sources_show_what_each_contributed(client, alem):
     FundingSourceFactory(fund=alem.fund, name="Mining revenue", kind="mining_revenue")
     btc = priced_asset("BTC", "90000.00")
     contribute_in_kind(alem, btc, quantity="1.5", amount_usd="135000.10", source=seized)
-    services.contribution_record(
-        actor=alem.users["fundadmin"],
+    services.opening_balance_record(
         fund=alem.fund,
         funding_source=seized,
         amount_usd=D("0.15"),

@@ -22,7 +22,7 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from governance.audit import audit_verification_run
 from governance.policies import StageSpec
 from governance.selectors import policy_in_force
-from governance.services import contribution_record, policy_draft, policy_publish, role_grant
+from governance.services import opening_balance_record, policy_draft, policy_publish, role_grant
 from portfolio.disclosure import Disclosure, disclosures_refresh
 from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry
 from portfolio.prices.selectors import consensus_for
@@ -266,8 +266,7 @@ class Command(BaseCommand):
         opened_at = end_of_day(OPENING_DAY - dt.timedelta(days=1))
         if not LedgerEntry.objects.filter(fund=fund, kind=LedgerEntry.Kind.CONTRIBUTION).exists():
             for source_name, amount in spec["cash"]:
-                contribution_record(
-                    actor=users["fundadmin"],
+                opening_balance_record(
                     fund=fund,
                     funding_source=sources[source_name],
                     amount_usd=amount,
@@ -276,8 +275,7 @@ class Command(BaseCommand):
                 )
             for source_name, symbol, quantity in spec["in_kind"]:
                 price = consensus_for(assets[symbol], at=opened_at)
-                contribution_record(
-                    actor=users["fundadmin"],
+                opening_balance_record(
                     fund=fund,
                     funding_source=sources[source_name],
                     asset=assets[symbol],
