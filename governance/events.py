@@ -12,6 +12,7 @@ from governance.exceptions import GovernanceError
 from governance.models import AuditEvent, Decision, Execution, PolicyStage, Proposal
 from governance.records import rows_json
 from governance.vocabulary import AuditAction as Action
+from portfolio.calculations import decimal_string
 from portfolio.disclosure import Disclosure
 from portfolio.mandate import Mandate
 from portfolio.models import Fund
@@ -48,7 +49,8 @@ def proposal_terms_json(proposal: Proposal) -> dict:
         "rationale": proposal.rationale,
     }
     if proposal.moves_units:
-        terms["quantity"] = _text(proposal.quantity)
+        # As digits without storage zeros: an edit to the same quantity is no change.
+        terms["quantity"] = decimal_string(proposal.quantity) if proposal.quantity else None
         terms["document_reference"] = proposal.document_reference
     for name in ("account", "destination_account"):
         account = getattr(proposal, name)

@@ -105,7 +105,9 @@ def notify_stage_opened(
     if user_ids is not None:
         wanted = set(user_ids)
         recipients = [user for user in recipients if user.pk in wanted]
-    applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
+    applicable = policies.applicable_stages(
+        proposal.policy.stages.all(), proposal.notional_usd, proposal.kind
+    )
     stage = proposal.current_stage
     context = {
         "proposal": proposal,

@@ -93,7 +93,9 @@ def proposal_stage_statuses(proposal: Proposal) -> list[policies.StageStatus]:
     """
     if proposal.policy is None:
         return []
-    applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
+    applicable = policies.applicable_stages(
+        proposal.policy.stages.all(), proposal.notional_usd, proposal.kind
+    )
     verdicts: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for decision in proposal.decisions.all():
         if decision.proposal_version == proposal.version and decision.counts:
@@ -470,7 +472,9 @@ def proposal_compliance_preview(
     prices the page has read already (``compliance_facts`` reads the others)."""
     final_approval = False
     if proposal.state == ProposalState.IN_REVIEW and proposal.policy is not None:
-        applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
+        applicable = policies.applicable_stages(
+            proposal.policy.stages.all(), proposal.notional_usd, proposal.kind
+        )
         final_approval = policies.is_final_stage(applicable, proposal.current_stage)
     facts, _price = compliance_facts(proposal, final_approval=final_approval, prices=prices)
     return compliance.evaluate(facts)

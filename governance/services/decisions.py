@@ -85,7 +85,9 @@ def _decide(
     ).values_list("user_id", flat=True)
     outcome = policies.decision_outcome(
         state=proposal.state,
-        applicable=policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd),
+        applicable=policies.applicable_stages(
+            proposal.policy.stages.all(), proposal.notional_usd, proposal.kind
+        ),
         stage=stage,
         approver_ids=set(approvers),
         decider_id=user.pk,

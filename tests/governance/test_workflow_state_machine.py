@@ -1,17 +1,20 @@
 """A hypothesis state machine driving the approval workflow through random sequences of moves.
 
 Random users of random roles (several roles at once, no role, a superuser without fund roles, the
-author) create, edit, submit, resubmit, withdraw and decide (approve, reject, request changes)
-on proposals of one fund, while fund administrators draft and publish new policy versions with
-other stages, quorums and thresholds in the middle of the run (rule 6), and the market price of
-BNB turns divergent and usable again (rule 8 at final approval). Every workflow move goes through
-``governance.services``.
+author) create, edit, submit, resubmit, withdraw, decide (approve, reject, request changes) and
+execute proposals of every kind (buys, sales, transfers between the fund's two custody accounts,
+intakes of coins and of US dollars: rule 15) on one fund, while fund administrators draft and
+publish new policy versions with other stages, quorums and thresholds in the middle of the run
+(rule 6), and the market price of BNB turns divergent and usable again (rule 8 at final
+approval). Every workflow move goes through ``governance.services``.
 
 Each move is checked against an oracle computed before the call from the roles this module
 granted and the policy versions it published: a move the rules forbid must raise one of the
 contract's errors and change nothing (no proposal, decision or policy row changes; the only audit
 event is the refusal's own), and an allowed move must succeed with exactly the predicted effect.
-After every step the invariants of DESIGN's rules 1-7 and 11 are checked on the whole database.
+After every step the invariants of DESIGN's rules 1-7 and 11 are checked on the whole database,
+and the books: every running position, per fund and per custody account, equals the sums of its
+ledger entries and never goes below zero.
 
 Isolation: ``run_state_machine_as_test`` runs inside one pytest-django test (the ``django_db``
 mark wraps it in a transaction rolled back at the end). The test builds the fund once, through
@@ -30,13 +33,14 @@ suppressing.
 
 from collections import Counter
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Sum
+from django.utils import timezone
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -53,6 +57,7 @@ from governance.audit import audit_verify
 from governance.exceptions import (
     AlreadyDecided,
     ComplianceBlocked,
+    ExecutionRefused,
     FourEyesRequired,
     GovernanceError,
     InvalidTransition,
@@ -71,8 +76,26 @@ from governance.models import (
 )
 from governance.policies import StageSpec
 from governance.selectors import policy_in_force
-from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry, Position, Price
-from tests.factories import AssetFactory, FundFactory, FundingSourceFactory, PriceFactory, otp_code
+from portfolio.models import (
+    AccountPosition,
+    Asset,
+    CustodyAccount,
+    Fund,
+    FundingSource,
+    FundRole,
+    LedgerEntry,
+    Position,
+    Price,
+)
+from portfolio.prices.selectors import consensus_for
+from tests.factories import (
+    AssetFactory,
+    CustodyAccountFactory,
+    FundFactory,
+    FundingSourceFactory,
+    PriceFactory,
+    otp_code,
+)
 
 R = FundRole
 S = ProposalState
@@ -80,6 +103,9 @@ User = get_user_model()
 
 # Cash for three approvals of USD 3M, so final approvals compete for it (rule 8).
 CASH_USD = Decimal("10000000.00")
+# BNB held from the start, in the cold account: what sales and transfers compete for.
+OPENING_BNB = Decimal("100")
+CHAIN = "BNB Smart Chain"
 MAX_PROPOSAL_USD = Decimal("5000000.00")
 MAX_ASSET_SHARE = Decimal("0.40")
 
@@ -125,6 +151,12 @@ POLICY_VARIANTS: dict[str, list[StageSpec]] = {
         StageSpec(20, "Ministry sign-off", R.APPROVE_MINISTRY, 2, Decimal("2000000.00")),
     ],
     "risk_only": [StageSpec(1, "Risk review", R.REVIEW_RISK, 1)],
+    # Per kind: the committee for buys and sales, the ministry for sales from USD 20,000.
+    "by_kind": [
+        StageSpec(1, "Risk review", R.REVIEW_RISK, 1),
+        StageSpec(2, "Investment committee", R.VOTE_COMMITTEE, 2, kinds=("buy", "sell")),
+        StageSpec(3, "Ministry for sales", R.APPROVE_MINISTRY, 1, Decimal("20000.00"), ("sell",)),
+    ],
     # No stage applies from USD 0: drafting it is refused.
     "invalid": [StageSpec(1, "Committee", R.VOTE_COMMITTEE, 1, Decimal("1000.00"))],
 }
@@ -151,7 +183,13 @@ verdicts = st.sampled_from(["approve", "reject", "request_changes", "approve", "
 advance_verdicts = st.sampled_from(
     ["approve", "reject", "approve", "request_changes", "approve", "approve", "approve"]
 )
-policy_variants = st.sampled_from(["alem", "light", "alem", "risk_only", "strict", "invalid"])
+policy_variants = st.sampled_from(
+    ["alem", "light", "by_kind", "risk_only", "strict", "invalid", "by_kind"]
+)
+# Kinds drawn for new proposals, buys most often; and the terms each kind is drawn with.
+kinds = st.sampled_from(["buy", "sell", "buy", "transfer", "intake", "buy", "sell"])
+QUANTITIES = [Decimal("10"), Decimal("40"), Decimal("60"), Decimal("150")]
+quantities = st.sampled_from(QUANTITIES)
 
 LIVE = (S.DRAFT, S.CHANGES_REQUESTED, S.IN_REVIEW)
 
@@ -168,6 +206,7 @@ class Stage:
     permission: str
     quorum: int
     applies_from_usd: Decimal
+    kinds: tuple[str, ...]
 
 
 def _row(proposal: Proposal) -> tuple:
@@ -191,6 +230,7 @@ class FundSetup:
     source_id: int
     user_ids: tuple[int, ...]
     policy_id: int
+    account_ids: tuple[int, ...]
 
 
 def fresh_prices(asset: Asset) -> None:
@@ -202,10 +242,14 @@ def fresh_prices(asset: Asset) -> None:
 
 def build_fund() -> FundSetup:
     """A fund like ``FundBuilder.alem_like`` with the people of ``PEOPLE``, through the services:
-    BNB whitelisted, DOGE priced but not whitelisted, policy "alem" in force, USD 10M cash.
-    Each example prices BNB afresh (``fresh_prices``)."""
+    BNB whitelisted, DOGE priced but not whitelisted, policy "alem" in force, USD 10M cash and
+    100 BNB in a cold multisig; an exchange account holds nothing yet. Each example prices BNB
+    afresh (``fresh_prices``)."""
     fund = FundFactory(max_proposal_notional_usd=MAX_PROPOSAL_USD, max_asset_share=MAX_ASSET_SHARE)
-    bnb, doge = AssetFactory(symbol="BNB"), AssetFactory(symbol="DOGE")
+    bnb = AssetFactory(symbol="BNB", chain=CHAIN)
+    doge = AssetFactory(symbol="DOGE", chain=CHAIN)
+    cold = CustodyAccountFactory(fund=fund, name="Cold multisig")
+    exchange = CustodyAccountFactory(fund=fund, name="Exchange", kind=CustodyAccount.Kind.EXCHANGE)
     fund.whitelisted_assets.add(bnb)
     PriceFactory(asset=doge, price=Decimal("0.15"))  # one source: never a usable consensus
     source = FundingSourceFactory(fund=fund)
@@ -222,12 +266,21 @@ def build_fund() -> FundSetup:
     )
     services.policy_publish(actor=users["fundadmin2"], policy_id=policy.pk)
     services.opening_balance_record(fund=fund, funding_source=source, amount_usd=CASH_USD)
+    services.opening_balance_record(
+        fund=fund,
+        funding_source=source,
+        asset=bnb,
+        account=cold,
+        quantity=OPENING_BNB,
+        amount_usd=Decimal("50000.00"),
+    )
     return FundSetup(
         fund_id=fund.pk,
         asset_ids=(bnb.pk, doge.pk),
         source_id=source.pk,
         user_ids=tuple(u.pk for u in users.values()),
         policy_id=policy.pk,
+        account_ids=(cold.pk, exchange.pk),
     )
 
 
@@ -251,6 +304,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         self.fund = Fund.objects.get(pk=start.fund_id)
         self.assets = {a.symbol: a for a in Asset.objects.filter(pk__in=start.asset_ids)}
         self.source = FundingSource.objects.get(pk=start.source_id)
+        self.cold, self.exchange = (CustodyAccount.objects.get(pk=pk) for pk in start.account_ids)
         self.users = {u.username: u for u in User.objects.filter(pk__in=start.user_ids)}
         self.roles_by_id = {self.users[name].pk: roles for name, roles in PEOPLE.items()}
         self.in_force_id = start.policy_id
@@ -274,35 +328,91 @@ class WorkflowMachine(RuleBasedStateMachine):
     def _stages(self, policy_id: int) -> list[Stage]:
         if policy_id not in self.stages_cache:
             self.stages_cache[policy_id] = [
-                Stage(s.pk, s.order, s.permission, s.quorum, s.applies_from_usd)
+                Stage(s.pk, s.order, s.permission, s.quorum, s.applies_from_usd, tuple(s.kinds))
                 for s in PolicyStage.objects.filter(policy_id=policy_id).order_by("order")
             ]
         return self.stages_cache[policy_id]
 
-    def _applicable(self, policy_id: int, notional: Decimal) -> list[Stage]:
-        return [s for s in self._stages(policy_id) if s.applies_from_usd <= notional]
+    def _applicable(self, policy_id: int, p: Proposal, notional=None) -> list[Stage]:
+        """The stages of the policy that apply to ``p``: by its kind, and by ``notional`` (its
+        own by default)."""
+        notional = p.notional_usd if notional is None else notional
+        return [
+            s
+            for s in self._stages(policy_id)
+            if s.applies_from_usd <= notional and (not s.kinds or p.kind in s.kinds)
+        ]
 
-    def _blocked(self, proposal: Proposal, *, final_approval: bool = False) -> bool:
-        """Would pre-trade compliance block this proposal now (rule 8)? A flagged market price
-        only blocks the final approval."""
-        if proposal.asset_id != self.assets["BNB"].pk:
-            return True
-        if final_approval and not self.price_usable:
-            return True
-        reserved = sum(
-            (
-                p.notional_usd - p.executed_notional_usd
-                for p in Proposal.objects.filter(fund=self.fund, state=S.APPROVED).exclude(
-                    pk=proposal.pk
-                )
-            ),
-            Decimal("0"),
+    # The books as the oracle reads them: sums of ledger entries, not the running positions the
+    # invariants check.
+    def _cash(self) -> Decimal:
+        entries = LedgerEntry.objects.filter(fund=self.fund, asset=None)
+        return entries.aggregate(total=Sum("quantity"))["total"] or Decimal("0")
+
+    def _held(self, account=None) -> Decimal:
+        """BNB in ``account``, or in the whole fund."""
+        entries = LedgerEntry.objects.filter(fund=self.fund, asset=self.assets["BNB"])
+        if account is not None:
+            entries = entries.filter(account=account)
+        return entries.aggregate(total=Sum("quantity"))["total"] or Decimal("0")
+
+    def _bnb_price(self) -> Decimal:
+        """The consensus price of BNB now, flagged or not: what holdings and operations are
+        valued at (the market data layer's, not a rule under test)."""
+        return consensus_for(self.assets["BNB"]).price
+
+    def _value(self, p: Proposal, quantity=None) -> Decimal:
+        """A sale's, transfer's or intake's notional: its quantity at the price now, rounded up
+        to the cent (US dollars at par); a buy's is its own."""
+        if p.kind == "buy":
+            return p.notional_usd
+        quantity = p.quantity if quantity is None else quantity
+        price = Decimal("1") if p.asset_id is None else self._bnb_price()
+        return max(
+            (quantity * price).quantize(Decimal("0.01"), rounding=ROUND_CEILING), Decimal("0.01")
         )
-        return (
-            proposal.notional_usd > MAX_PROPOSAL_USD
-            or proposal.notional_usd > CASH_USD - reserved
-            or proposal.notional_usd / CASH_USD > MAX_ASSET_SHARE
+
+    def _approved_others(self, p: Proposal, *kinds: str):
+        return Proposal.objects.filter(fund=self.fund, state=S.APPROVED, kind__in=kinds).exclude(
+            pk=p.pk
         )
+
+    def _blocked(self, p: Proposal, *, final_approval: bool = False, notional=None) -> bool:
+        """Would pre-trade compliance block this proposal now (rule 8, for its kind)? A flagged
+        market price only blocks the final approval. ``notional``: the one it is judged at
+        (its own by default)."""
+        notional = p.notional_usd if notional is None else notional
+        priced = p.asset_id is not None
+        flagged = final_approval and priced and not self.price_usable
+        if p.kind == "buy":
+            if p.asset_id != self.assets["BNB"].pk:
+                return True  # off the whitelist
+            reserved = sum(
+                (q.notional_usd - q.executed_notional_usd for q in self._approved_others(p, "buy")),
+                Decimal("0"),
+            )
+            cash, bnb_value = self._cash(), self._held() * self._bnb_price()
+            share = (bnb_value + reserved + notional) / (cash + bnb_value)
+            return (
+                flagged
+                or notional > MAX_PROPOSAL_USD
+                or notional > cash - reserved
+                or share > MAX_ASSET_SHARE
+            )
+        if p.kind in ("sell", "transfer"):
+            reserved = sum(
+                (
+                    q.quantity - q.executed_quantity
+                    for q in self._approved_others(p, "sell", "transfer").filter(
+                        account=p.account_id
+                    )
+                ),
+                Decimal("0"),
+            )
+            over_limit = p.kind == "sell" and notional > MAX_PROPOSAL_USD
+            sale_flagged = p.kind == "sell" and flagged
+            return over_limit or sale_flagged or p.quantity > self._held(p.account) - reserved
+        return flagged  # an intake
 
     def _user(self, name: str, proposal: Proposal | None = None):
         if name == AUTHOR:
@@ -371,15 +481,23 @@ class WorkflowMachine(RuleBasedStateMachine):
         )
     )
     def first_proposals(self, drafts):
-        """Every run starts with a few proposals to work on, some submitted already (under
-        policy v1, so that a later version leaves them to the policy they were submitted under).
-        More come from ``create``."""
+        """Every run starts with a few buys to work on, some submitted already (under policy
+        v1, so that a later version leaves them to the policy they were submitted under). More,
+        of every kind, come from ``create``."""
         for author, notional, submit in drafts:
-            self.create(author=author, notional=notional, asset="BNB")
+            self._create(author, "buy", self._buy_terms(notional, "BNB"))
             if submit:
                 self._submit(
                     Proposal.objects.select_related("author").latest("pk"), self.users[author]
                 )
+
+    def _buy_terms(self, notional: Decimal, asset: str) -> dict:
+        return {
+            "asset": self.assets[asset],
+            "notional_usd": notional,
+            "limit_price_usd": Decimal("650.00"),
+            "funding_source": self.source,
+        }
 
     @precondition(
         # A few live proposals at a time, so the other moves get the steps.
@@ -387,10 +505,43 @@ class WorkflowMachine(RuleBasedStateMachine):
     )
     @rule(
         author=st.sampled_from(PROPOSERS * 3 + USERNAMES),
+        kind=kinds,
         notional=notionals,
         asset=assets,
+        quantity=quantities,
+        from_cold=st.booleans(),
+        of_coins=st.booleans(),
     )
-    def create(self, author, notional, asset):
+    def create(self, author, kind, notional, asset, quantity, from_cold, of_coins):
+        """A new proposal of any kind: a buy of BNB (or DOGE, off the whitelist); a sale of BNB
+        from one account; a transfer between the two; an intake of BNB into cold storage or of
+        US dollars."""
+        account, other = (self.cold, self.exchange) if from_cold else (self.exchange, self.cold)
+        terms = {
+            "buy": lambda: self._buy_terms(notional, asset),
+            "sell": lambda: {
+                "asset": self.assets["BNB"],
+                "quantity": quantity,
+                "limit_price_usd": Decimal("590.00"),
+                "account": account,
+            },
+            "transfer": lambda: {
+                "asset": self.assets["BNB"],
+                "quantity": quantity,
+                "account": account,
+                "destination_account": other,
+            },
+            "intake": lambda: {
+                "asset": self.assets["BNB"] if of_coins else None,
+                "quantity": quantity if of_coins else quantity * 10_000,
+                "account": self.cold if of_coins else None,
+                "funding_source": self.source,
+                "document_reference": "Court of Astana, case 2-1/2026",
+            },
+        }[kind]()
+        self._create(author, kind, terms)
+
+    def _create(self, author: str, kind: str, terms: dict) -> None:
         user = self.users[author]
         refusals = set() if R.PROPOSE in PEOPLE[author] else {NotPermitted}
         outcome, new_events = self._attempt(
@@ -398,11 +549,9 @@ class WorkflowMachine(RuleBasedStateMachine):
             lambda: services.proposal_create(
                 author=user,
                 fund=self.fund,
-                asset=self.assets[asset],
-                notional_usd=notional,
-                limit_price_usd=Decimal("650.00"),
+                kind=kind,
                 rationale="Random walk of the workflow.",
-                funding_source=self.source,
+                **terms,
             ),
             refusals=refusals,
         )
@@ -410,8 +559,10 @@ class WorkflowMachine(RuleBasedStateMachine):
             return
         proposal, before, after = outcome
         assert _row(proposal)[:4] == (S.DRAFT, 1, None, None)
+        assert proposal.notional_usd == self._value(proposal)
         assert new_events == [("proposal.created", user.pk, proposal.pk)]
         self._others_unchanged(before, after, proposal.pk)
+        self.reached[f"{kind} created"] += 1
 
     def _draw_proposal(self, data, *, prefer: tuple[str, ...]) -> Proposal:
         """Mostly a proposal in one of the ``prefer`` states (when there is one), else any."""
@@ -445,10 +596,13 @@ class WorkflowMachine(RuleBasedStateMachine):
         user = self._draw_actor(data, p, preferred=[AUTHOR])
         if move == "submit":
             self._submit(p, user)
-        elif move == "edit":
+        elif move == "edit" and p.kind == "buy":
             notional = data.draw(notionals, label="notional")
             asset = data.draw(st.one_of(st.none(), assets), label="asset")
-            self._edit(p, user, notional, asset)
+            self._edit(p, user, {"notional_usd": notional}, asset)
+        elif move == "edit":
+            quantity = data.draw(quantities, label="quantity")
+            self._edit(p, user, {"quantity": quantity}, None)
         else:
             self._withdraw(p, user)
 
@@ -462,7 +616,9 @@ class WorkflowMachine(RuleBasedStateMachine):
 
     def _submit(self, p: Proposal, user) -> None:
         refusals = self._author_refusals(p, user, (S.DRAFT, S.CHANGES_REQUESTED))
-        if not refusals and self._blocked(p):
+        # A sale, transfer or intake is valued again at submission (rule 4: stages by notional).
+        notional = self._value(p)
+        if not refusals and self._blocked(p, notional=notional):
             refusals.add(ComplianceBlocked)  # rule 8, at submission
         outcome, new_events = self._attempt(
             "submit",
@@ -473,20 +629,25 @@ class WorkflowMachine(RuleBasedStateMachine):
         if outcome is None:
             return
         submitted, before, after = outcome
-        # Rules 4 and 6: the policy in force now, its first stage applicable to the notional.
-        first = self._applicable(self.in_force_id, p.notional_usd)[0]
+        # Rules 4 and 6: the policy in force now, its first stage applicable to the kind and
+        # the notional.
+        assert submitted.notional_usd == notional
+        first = self._applicable(self.in_force_id, p, notional)[0]
         # Rule 5: a resubmission is a new version.
         version = p.version + 1 if p.state == S.CHANGES_REQUESTED else p.version
         assert _row(submitted)[:4] == (S.IN_REVIEW, version, self.in_force_id, first.pk)
         assert new_events == [("proposal.submitted", user.pk, p.pk)]
         self._others_unchanged(before, after, p.pk)
         self.snapshot[p.pk] = self.in_force_id
-        self.submitted_terms[p.pk] = (p.notional_usd, p.asset_id)
+        self.submitted_terms[p.pk] = (notional, p.asset_id)
+        self.reached[f"{p.kind} submitted"] += 1
         if version > 1:
             self.reached["resubmitted"] += 1
 
-    def _edit(self, p: Proposal, user, notional: Decimal, asset: str | None) -> None:
-        changes = {"notional_usd": notional}
+    def _edit(self, p: Proposal, user, changes: dict, asset: str | None) -> None:
+        """A buy's notional (and maybe asset), or a sale's, transfer's or intake's quantity,
+        which values it again."""
+        notional = changes.get("notional_usd") or self._value(p, changes.get("quantity"))
         if asset is not None:
             changes["asset"] = self.assets[asset]
         # Rule 7: nothing changes in review (nor after).
@@ -502,7 +663,11 @@ class WorkflowMachine(RuleBasedStateMachine):
         expected_asset = self.assets[asset].pk if asset is not None else p.asset_id
         old = before["proposals"][p.pk]
         assert after["proposals"][p.pk] == (*old[:4], notional, expected_asset, None)
-        changed = (notional, expected_asset) != (p.notional_usd, p.asset_id)
+        changed = (notional, expected_asset, changes.get("quantity", p.quantity)) != (
+            p.notional_usd,
+            p.asset_id,
+            p.quantity,
+        )
         assert new_events == ([("proposal.updated", user.pk, p.pk)] if changed else [])
         self._others_unchanged(before, after, p.pk)
 
@@ -572,7 +737,7 @@ class WorkflowMachine(RuleBasedStateMachine):
             for p in Proposal.objects.filter(state__in=(S.DRAFT, S.CHANGES_REQUESTED, S.IN_REVIEW))
             .select_related("author", "current_stage")
             .order_by("pk")
-            if p.state == S.IN_REVIEW or not self._blocked(p)
+            if p.state == S.IN_REVIEW or not self._blocked(p, notional=self._value(p))
         ]
         if not live:
             return
@@ -651,7 +816,7 @@ class WorkflowMachine(RuleBasedStateMachine):
                         proposal=p, proposal_version=p.version, stage_id=stage.pk, verdict="approve"
                     ).values_list("user_id", flat=True)
                 )
-                applicable = self._applicable(self.snapshot[p.pk], p.notional_usd)
+                applicable = self._applicable(self.snapshot[p.pk], p)
                 following = applicable[applicable.index(stage) + 1 :]
                 if len(approvers | {user.pk}) < stage.quorum:
                     expected = (S.IN_REVIEW, stage.pk)
@@ -705,6 +870,67 @@ class WorkflowMachine(RuleBasedStateMachine):
         price = Decimal("600.01") if usable else Decimal("640.00")
         PriceFactory(asset=self.assets["BNB"], price=price, source=Price.Source.COINGECKO)
         self.price_usable = usable
+
+    # -----------------------------------------------------------------------------------------
+    # Executions
+    # -----------------------------------------------------------------------------------------
+
+    @rule(data=st.data(), share=st.sampled_from([Decimal("1"), Decimal("0.5"), Decimal("1.5")]))
+    def execute(self, data, share):
+        """The treasury fills half, all or more than what remains of an approved proposal of
+        any kind, at USD 600 for a trade (a transfer pays 0.01 BNB to the network)."""
+        approved = list(Proposal.objects.filter(state=S.APPROVED).order_by("pk"))
+        if not approved:
+            return
+        p = data.draw(st.sampled_from(approved), label="approved proposal")
+        user = self.users["treasury"]
+        price = Decimal("600")
+        terms = {}
+        if p.kind == "buy":
+            remaining = p.notional_usd - p.executed_notional_usd
+            quantity = (remaining * share / price).quantize(Decimal("0.000001"))
+            terms = {"price_usd": price}
+            over, done = quantity * price > remaining, quantity * price == remaining
+        else:
+            remaining = p.quantity - p.executed_quantity
+            quantity = remaining * share
+            over, done = quantity > remaining, quantity == remaining
+            if p.kind == "sell":
+                terms = {"price_usd": price}
+            if p.kind == "transfer":
+                terms = {"fee_quantity": Decimal("0.01")}
+        if quantity <= 0:
+            return
+        taken_out = quantity + terms.get("fee_quantity", Decimal("0"))
+        refused = (
+            over
+            or (p.asset_id is not None and not self.price_usable)
+            or (p.kind in ("sell", "transfer") and taken_out > self._held(p.account))
+        )
+        outcome, new_events = self._attempt(
+            "execute",
+            lambda: services.execution_record(
+                proposal_id=p.pk,
+                actor=user,
+                quantity=quantity,
+                venue="Binance",
+                external_ref=f"walk-{p.pk}-{p.executed_quantity}-{p.executed_notional_usd}",
+                executed_at=timezone.now(),
+                otp_token=otp_code(user),
+                **terms,
+            ),
+            refusals={ExecutionRefused} if refused else set(),
+            refusal_events={ExecutionRefused: ["execution.refused"]},
+        )
+        if outcome is None:
+            return
+        (execution, created), before, after = outcome
+        assert created and execution.kind == p.kind
+        expected = ["execution.recorded"] + (["proposal.executed"] if done else [])
+        assert new_events == [(action, user.pk, p.pk) for action in expected]
+        assert after["proposals"][p.pk][0] == (S.EXECUTED if done else S.APPROVED)
+        self._others_unchanged(before, after, p.pk)
+        self.reached[f"{p.kind} executed"] += 1
 
     # -----------------------------------------------------------------------------------------
     # Policy versions
@@ -825,7 +1051,7 @@ class WorkflowMachine(RuleBasedStateMachine):
         # Rule 6: the policy in force at the latest submission governs it, whatever came after.
         assert p.policy_id == self.snapshot[p.pk]
         current = [d for d in decisions if d.proposal_version == p.version]
-        applicable = self._applicable(p.policy_id, p.notional_usd)
+        applicable = self._applicable(p.policy_id, p)
         assert {d.stage_id for d in current} <= {s.pk for s in applicable}
         approvals = {
             s.pk: {
@@ -839,10 +1065,10 @@ class WorkflowMachine(RuleBasedStateMachine):
             for s in applicable
         }
         halts = [d.verdict for d in current if d.verdict != "approve"]
-        if p.state in (S.IN_REVIEW, S.APPROVED):
+        if p.state in (S.IN_REVIEW, S.APPROVED, S.EXECUTED):
             # Rule 7: the terms are those submitted.
             assert (p.notional_usd, p.asset_id) == self.submitted_terms[p.pk]
-        if p.state == S.APPROVED:
+        if p.state in (S.APPROVED, S.EXECUTED):
             # Rule 4: every applicable stage of the snapshot has a quorum of distinct eligible
             # non-author approvals of the current version.
             assert not halts and p.current_stage_id is None
@@ -861,6 +1087,11 @@ class WorkflowMachine(RuleBasedStateMachine):
             assert halts == ["reject"] and current[-1].verdict == "reject"
         elif p.state == S.CHANGES_REQUESTED:
             assert halts == ["request_changes"] and current[-1].verdict == "request_changes"
+        elif p.state == S.EXECUTED:
+            # Rule 10: filled within what was approved.
+            assert p.has_fills
+            assert p.executed_notional_usd <= p.notional_usd
+            assert p.quantity is None or p.executed_quantity <= p.quantity
         else:
             assert p.state == S.WITHDRAWN and len(halts) <= 1
 
@@ -879,6 +1110,21 @@ class WorkflowMachine(RuleBasedStateMachine):
         held = {(p.fund_id, p.asset_id): (p.quantity, p.cost_usd) for p in Position.objects.all()}
         assert held == sums
         assert all(quantity >= 0 for quantity, _cost in held.values())
+        # Per custody account too (rule 15): what each account holds is its entries' sums.
+        account_sums = {
+            (r["account_id"], r["asset_id"]): (r["quantity"], r["cost"])
+            for r in LedgerEntry.objects.filter(account__isnull=False)
+            .values("account_id", "asset_id")
+            .annotate(quantity=Sum("quantity"), cost=Sum("value_usd"))
+        }
+        in_accounts = {
+            (p.account_id, p.asset_id): (p.quantity, p.cost_usd)
+            for p in AccountPosition.objects.all()
+        }
+        assert in_accounts == account_sums
+        assert all(quantity >= 0 for quantity, _cost in in_accounts.values())
+        # The accounts hold all the fund's coins: every coin entry names its account.
+        assert not LedgerEntry.objects.filter(asset__isnull=False, account__isnull=True).exists()
 
     @invariant()
     def audit_chain_verifies(self):
@@ -913,5 +1159,7 @@ def test_random_workflow_moves_keep_every_invariant():
         "publish refused: FourEyesRequired",
         "edit refused: InvalidTransition",
         "withdraw refused: InvalidTransition",
+        "execute refused: ExecutionRefused",
+        *(f"{kind} executed" for kind in ("buy", "sell", "transfer", "intake")),
     ):
         assert reached[outcome] > 0, f"never reached {outcome!r}: {dict(reached)}"
