@@ -10,12 +10,14 @@ from governance.models import AuditEvent
 from portfolio.models import Asset, BalanceObservation, ReconciliationBreak
 from portfolio.reconciliation.services import reconciliation_run
 from tests.api import client_for
+from tests.factories import UserFactory
 from tests.portfolio.reconciliation_fixtures import (
     book_coins,
     custody_account,
     evm_test_chain,
     send_on_chain,
 )
+from tests.web import signed_in
 
 BSC = "BNB Smart Chain"
 
@@ -137,3 +139,18 @@ def test_the_schema_documents_the_reconciliation_without_warnings(db):
     status = schema["paths"]["/api/v1/funds/{fund_id}/reconciliation/"]["get"]
     assert set(status["responses"]) == {"200", "404"}
 
+
+def test_the_back_office_shows_observations_and_breaks_read_only(client, alem, cold_with_break):
+    signed_in(client, UserFactory(username="siteadmin", is_staff=True, is_superuser=True))
+    break_ = ReconciliationBreak.objects.get(account=cold_with_break)
+
+    listing = client.get("/admin/portfolio/reconciliationbreak/")
+    detail = client.get(f"/admin/portfolio/reconciliationbreak/{break_.pk}/change/")
+    observations = client.get("/admin/portfolio/balanceobservation/")
+
+    assert listing.status_code == 200
+    assert "0.5" in listing.content.decode()
+    assert detail.status_code == 200
+    assert b'name="explanation"' not in detail.content  # nothing editable
+    assert observations.status_code == 200
+    assert client.get("/admin/portfolio/reconciliationbreak/add/").status_code == 403
