@@ -44,6 +44,15 @@ STATUS_WORDS = {
 }
 
 
+# The site's badge colours (alem/static/alem/app.css) per status.
+STATUS_BADGES = {
+    Status.MATCHED: "ok",
+    Status.OPEN_BREAK: "bad",
+    Status.EXPLAINED: "warn",
+    Status.NOT_OBSERVED: "neutral",
+}
+
+
 @dataclass(frozen=True)
 class BalanceRow:
     account: CustodyAccount
@@ -51,6 +60,14 @@ class BalanceRow:
     ledger_quantity: Decimal
     observation: BalanceObservation | None
     status: str
+
+    @property
+    def status_words(self) -> str:
+        return str(STATUS_WORDS[self.status])
+
+    @property
+    def badge(self) -> str:
+        return STATUS_BADGES[self.status]
 
 
 @dataclass

@@ -55,18 +55,33 @@ class StatementForm(forms.Form):
         ).order_by("name")
 
 
-def _page(request, fund, *, explain_form=None, statement_form=None, status=200):
+def _explain_form(break_id: int, data=None) -> ExplainForm:
+    """The explain form of one break, its field ids its own (several breaks share the page)."""
+    return ExplainForm(data, auto_id=f"id_break{break_id}_%s")
+
+
+def _page(request, fund, *, explained=None, statement_form=None, status=200):
+    """The page; ``explained`` is the bound explain form of the break just refused, if any."""
+    recon = selectors.fund_reconciliation(fund)
+    open_breaks = [
+        (
+            break_,
+            explained
+            if explained is not None and explained.auto_id == f"id_break{break_.pk}_%s"
+            else _explain_form(break_.pk),
+        )
+        for break_ in recon.open_breaks
+    ]
     context = {
         "nav_section": "portfolio",
         "nav_fund_id": fund.pk,
         "fund": fund,
-        "recon": selectors.fund_reconciliation(fund),
+        "recon": recon,
+        "open_breaks": open_breaks,
         "may_explain": selectors.may_explain(request.user, fund),
         "may_comment": selectors.may_comment(request.user, fund),
         "may_upload": selectors.may_upload_statement(request.user, fund),
-        "explain_form": explain_form or ExplainForm(),
         "statement_form": statement_form or StatementForm(fund=fund),
-        "statuses": selectors.STATUS_WORDS,
     }
     return render(request, "portfolio/reconciliation.html", context, status=status)
 
@@ -88,9 +103,9 @@ def reconciliation(request, pk: int):
 def break_explain(request, pk: int, break_id: int):
     fund = _fund(request, pk)
     break_ = get_object_or_404(selectors.fund_breaks(fund), pk=break_id)
-    form = ExplainForm(request.POST)
+    form = _explain_form(break_.pk, request.POST)
     if not form.is_valid():
-        return _page(request, fund, explain_form=form, status=400)
+        return _page(request, fund, explained=form, status=400)
     try:
         services.break_explain(
             actor=request.user,
@@ -100,11 +115,11 @@ def break_explain(request, pk: int, break_id: int):
         )
     except (GovernanceError, PortfolioError) as error:
         messages.error(request, error.detail)
-        return _page(request, fund, explain_form=form, status=error.status_code)
+        return _page(request, fund, explained=form, status=error.status_code)
     except ValidationError as error:
         for message in error.messages:
             form.add_error(None, message)
-        return _page(request, fund, explain_form=form, status=400)
+        return _page(request, fund, explained=form, status=400)
     messages.success(request, _("The break is explained and closed. The ledger is unchanged."))
     return redirect("reconciliation", pk=fund.pk)
 

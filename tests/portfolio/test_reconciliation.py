@@ -489,7 +489,9 @@ def test_the_page_shows_ledger_beside_observed_and_the_open_break(client, alem, 
     html = response.content.decode()
     assert "Open break" in html
     assert "a difference of 0.5" in html
-    assert "explain-form" in html
+    (break_,) = breaks_of(cold)
+    assert f'id="id_break{break_.pk}_explanation"' in html  # each break's form its own ids
+    assert "badge--bad" in html
     assert "statement-form" not in html  # auditors do not upload statements
 
 
