@@ -30,7 +30,8 @@ from portfolio.models import same_chain
 # The native coin of each chain Alem reads: the asset whose ``chain`` is the account's chain and
 # whose symbol is this.
 NATIVE_COINS = {"BNB Smart Chain": "BNB", "Ethereum": "ETH", "Bitcoin": "BTC"}
-EVM_CHAINS = ("BNB Smart Chain", "Ethereum")
+# The EVM chains read, each with the variable naming its node (ALEM_RECONCILIATION_RPC_URLS).
+EVM_CHAINS = {"BNB Smart Chain": "ALEM_BSC_RPC_URL", "Ethereum": "ALEM_ETHEREUM_RPC_URL"}
 BITCOIN = "Bitcoin"
 WEI = Decimal(10) ** 18
 SATOSHI = Decimal(10) ** 8
@@ -57,6 +58,9 @@ class EvmReader:
 
     def __init__(self, web3):
         self.web3 = web3
+
+    def close(self) -> None:
+        """Nothing to release: web3's HTTP provider keeps no connection of its own."""
 
     def native_balance(self, address: str) -> BalanceReading:
         from web3 import Web3
@@ -99,6 +103,9 @@ class EsploraReader:
             raise ReadError(f"malformed address answer: {answer.text[:120]!r}")
         return BalanceReading(Decimal(funded - spent) / SATOSHI, tip)
 
+    def close(self) -> None:
+        self.http.close()
+
     def _get(self, path: str) -> httpx.Response:
         try:
             response = self.http.get(self.base_url + path)
@@ -133,9 +140,8 @@ def reader_for(chain: str):
 
 def unread_reason(chain: str) -> str:
     """Why ``chain`` is not read, in the words the run records."""
-    for name in EVM_CHAINS:
+    for name, variable in EVM_CHAINS.items():
         if same_chain(name, chain):
-            variable = "ALEM_BSC_RPC_URL" if name == "BNB Smart Chain" else "ALEM_ETHEREUM_RPC_URL"
             return f"{variable} is not set"
     if same_chain(BITCOIN, chain):
         return "ALEM_ESPLORA_URL is not set"

@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from governance import events
 from governance.exceptions import NotPermitted
+from governance.models import Proposal
 from governance.outbox import outbox_enqueue
 from governance.roles import has_role
 from portfolio.exceptions import BreakNotOpen
@@ -238,6 +239,9 @@ def reconciliation_run(*, now: dt.datetime | None = None) -> ReconciliationRun:
             )
         observed += 1
         opened += break_ is not None
+    for reader in chain_readers.values():
+        if reader is not None:
+            reader.close()
     return ReconciliationRun.objects.create(
         started_at=started_at,
         finished_at=max(started_at, now or timezone.now()),
@@ -336,8 +340,6 @@ def break_explain(
     Effects: the break explained (``explained_by``, ``explained_at``, ``explanation``,
     ``proposal``); audit event ``reconciliation.break_explained``. The ledger is not touched.
     """
-    from governance.models import Proposal
-
     explanation = (explanation or "").strip()
     if not explanation and proposal_id is None:
         raise ValidationError({"explanation": "Say what explains the difference."})
