@@ -500,6 +500,18 @@ def test_the_page_is_a_404_for_anyone_without_a_reconciliation_role(client, alem
     signed_in(client, alem.users[username])
 
     assert client.get(page_url(alem.fund)).status_code == 404
+    portfolio = client.get(reverse("portfolio", args=[alem.fund.pk])).content.decode()
+    assert page_url(alem.fund) not in portfolio
+
+
+@pytest.mark.parametrize("username", ["auditor", "fundadmin", "treasury"])
+def test_the_portfolio_page_links_the_reconciliation_for_those_who_see_it(client, alem, username):
+    signed_in(client, alem.users[username])
+
+    portfolio = client.get(reverse("portfolio", args=[alem.fund.pk])).content.decode()
+
+    assert f'href="{page_url(alem.fund)}"' in portfolio
+    assert client.get(page_url(alem.fund)).status_code == 200
 
 
 def test_an_auditor_explains_from_the_page_and_a_treasury_operator_cannot(
