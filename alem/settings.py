@@ -6,6 +6,7 @@ to start on an insecure or incomplete configuration, naming every variable it mi
 Security section).
 """
 
+import json
 import os
 from pathlib import Path
 
@@ -574,6 +575,33 @@ ALEM_ANCHOR_CONFIRMATIONS = int(os.environ.get("ALEM_ANCHOR_CONFIRMATIONS", "15"
 ALEM_ANCHOR_EXPLORER_TX_URL = os.environ.get(
     "ALEM_ANCHOR_EXPLORER_TX_URL", "https://bscscan.com/tx/{tx_hash}"
 )
+
+# ---------------------------------------------------------------------------------------------
+# On-chain reconciliation (portfolio.reconciliation): each chain is read only when its URL is set
+# ---------------------------------------------------------------------------------------------
+
+# JSON-RPC nodes of the EVM chains, by the chain's name as the assets and custody accounts write
+# it, and an Esplora-compatible HTTP API for Bitcoin (e.g. https://blockstream.info/api). An
+# unset URL leaves that chain unread: each run lists its accounts as skipped, never silently.
+ALEM_RECONCILIATION_RPC_URLS = {
+    "BNB Smart Chain": os.environ.get("ALEM_BSC_RPC_URL", ""),
+    "Ethereum": os.environ.get("ALEM_ETHEREUM_RPC_URL", ""),
+}
+ALEM_ESPLORA_URL = os.environ.get("ALEM_ESPLORA_URL", "").rstrip("/")
+# Seconds a node or the Esplora API has to answer one request.
+ALEM_RECONCILIATION_TIMEOUT_SECONDS = float(
+    os.environ.get("ALEM_RECONCILIATION_TIMEOUT_SECONDS", "20")
+)
+# The largest difference between a balance observed and the ledger's that is not a break, per
+# asset symbol (decimal strings), and for any other asset: one satoshi for bitcoin, one gwei
+# for BNB and ether. ALEM_RECONCILIATION_DUST (JSON, e.g. {"USDT": "0.01"}) adds or overrides.
+ALEM_RECONCILIATION_DUST = {
+    "BTC": "0.00000001",
+    "BNB": "0.000000001",
+    "ETH": "0.000000001",
+    **json.loads(os.environ.get("ALEM_RECONCILIATION_DUST") or "{}"),
+}
+ALEM_RECONCILIATION_DUST_DEFAULT = os.environ.get("ALEM_RECONCILIATION_DUST_DEFAULT", "0.000000001")
 
 # ---------------------------------------------------------------------------------------------
 # Logs and health (alem.observability, alem.health)

@@ -472,3 +472,69 @@ def record_deleted_event(*, actor, instance, object_id, before: dict, via: dict)
     fund = _record_fund(instance)
     fund = None if fund is instance else fund  # a deleted fund is no longer there to point at
     return _write(Action.RECORD_DELETED, actor=actor, fund=fund, **deleted)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reconciliation of custody accounts with the ledger (portfolio.reconciliation)
+# ---------------------------------------------------------------------------------------------
+
+
+def _account_json(account) -> dict:
+    return {"account": account.pk, "account_name": account.name, "chain": account.chain}
+
+
+def reconciliation_break_opened_event(*, break_) -> AuditEvent:
+    """``break_`` was just opened by its observation (no actor: a chain reading, or the statement
+    of the observation's uploader)."""
+    observation = break_.observation
+    return _write(
+        Action.RECONCILIATION_BREAK_OPENED,
+        actor=observation.recorded_by,
+        fund=break_.account.fund,
+        reconciliation_break=break_.pk,
+        **_account_json(break_.account),
+        asset=break_.asset.symbol,
+        source=observation.source,
+        observation=observation.pk,
+        observed_quantity=decimal_string(break_.observed_quantity),
+        ledger_quantity=decimal_string(break_.ledger_quantity),
+        difference=decimal_string(break_.difference),
+        observed_at=observation.observed_at.isoformat(),
+        block_number=observation.block_number,
+    )
+
+
+def reconciliation_break_explained_event(*, actor, break_) -> AuditEvent:
+    return _write(
+        Action.RECONCILIATION_BREAK_EXPLAINED,
+        actor=actor,
+        fund=break_.account.fund,
+        proposal=break_.proposal,
+        reconciliation_break=break_.pk,
+        **_account_json(break_.account),
+        asset=break_.asset.symbol,
+        difference=decimal_string(break_.difference),
+        explanation=break_.explanation,
+        linked_proposal=break_.proposal_id,
+    )
+
+
+def reconciliation_statement_recorded_event(*, actor, account, reference: str, observations):
+    """``observations``: the balances the statement gave, one per asset."""
+    return _write(
+        Action.RECONCILIATION_STATEMENT_RECORDED,
+        actor=actor,
+        fund=account.fund,
+        **_account_json(account),
+        statement=reference,
+        balances=[
+            {
+                "observation": o.pk,
+                "asset": o.asset.symbol,
+                "balance": decimal_string(o.observed_quantity),
+                "ledger": decimal_string(o.ledger_quantity),
+                "as_of": o.observed_at.isoformat(),
+            }
+            for o in observations
+        ],
+    )

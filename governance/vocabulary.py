@@ -53,6 +53,15 @@ class AuditAction(models.TextChoices):
     RECORD_CREATED = "back_office.record_created", _("Created in the back office")
     RECORD_CHANGED = "back_office.record_changed", _("Changed in the back office")
     RECORD_DELETED = "back_office.record_deleted", _("Deleted in the back office")
+    RECONCILIATION_BREAK_OPENED = "reconciliation.break_opened", _("Reconciliation break opened")
+    RECONCILIATION_BREAK_EXPLAINED = (
+        "reconciliation.break_explained",
+        _("Reconciliation break explained"),
+    )
+    RECONCILIATION_STATEMENT_RECORDED = (
+        "reconciliation.statement_recorded",
+        _("Custody statement recorded"),
+    )
 
 
 # Written once by a migration (governance 0011), never by ``governance.events``: the snapshots of

@@ -22,6 +22,9 @@ from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, NavSnapsho
 # Importing market data's admin registers its read-only pages (prices, rates, fetches); the
 # names stay reachable here because governance extends ``PriceAdmin``.
 from portfolio.prices.admin import FxRateAdmin, PriceAdmin  # noqa: F401
+
+# The reconciliation's read-only pages (observations, breaks, runs).
+from portfolio.reconciliation import admin as reconciliation_admin  # noqa: F401
 from portfolio.selectors import fund_valuation
 
 # The mandate: what pre-trade compliance checks every proposal against. DESIGN requires a

@@ -17,3 +17,9 @@ class PriceImportError(PortfolioError):
     """A price file could not be read; nothing from it was stored."""
 
     code = "price_import_invalid"
+
+
+class BreakNotOpen(PortfolioError):
+    """A reconciliation break is already explained; it cannot be explained again."""
+
+    code = "break_not_open"

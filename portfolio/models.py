@@ -23,6 +23,13 @@ from portfolio.prices.models import (  # noqa: F401
     Price,
     PriceFetch,
 )
+
+# What the reconciliation observed and found; its models belong to this app too.
+from portfolio.reconciliation.models import (  # noqa: F401
+    BalanceObservation,
+    ReconciliationBreak,
+    ReconciliationRun,
+)
 from portfolio.text import reject_hidden_characters
 
 

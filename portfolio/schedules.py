@@ -75,6 +75,14 @@ SCHEDULES = (
         (),
         "Rebuild what each disclosing fund's public pages show, up to its disclosure delay.",
     ),
+    Schedule(
+        "Reconcile custody accounts on chain",
+        "portfolio.tasks.reconciliation_run",
+        dt.timedelta(hours=1),
+        (),
+        "Read the balance of every custody address (EVM chains, Bitcoin) and compare it with the "
+        "ledger; a difference beyond dust opens a break for the auditors.",
+    ),
 )
 
 

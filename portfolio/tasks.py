@@ -52,3 +52,49 @@ def public_disclosures_refresh() -> int:
     from portfolio.disclosure import disclosures_refresh
 
     return disclosures_refresh()
+
+
+@shared_task(
+    name="portfolio.tasks.reconciliation_run",
+    ignore_result=True,
+    # Each reading waits at most ALEM_RECONCILIATION_TIMEOUT_SECONDS; far under the broker's
+    # visibility timeout, so a slow run is never handed to a second worker.
+    soft_time_limit=900,
+    time_limit=960,
+)
+def reconciliation_run() -> dict:
+    """Read every custody address and compare it with the ledger (hourly)."""
+    from portfolio.reconciliation.services import reconciliation_run as run
+
+    result = run()
+    logger.info(
+        "reconciliation_run: %d observed, %d break(s) opened, %d skipped, %d failed",
+        result.observed,
+        result.breaks_opened,
+        len(result.skipped),
+        len(result.failures),
+    )
+    return {
+        "observed": result.observed,
+        "breaks_opened": result.breaks_opened,
+        "skipped": len(result.skipped),
+        "failed": len(result.failures),
+    }
+
+
+@shared_task(
+    bind=True,
+    name="portfolio.tasks.reconciliation_break_notify",
+    ignore_result=True,
+    max_retries=5,
+    default_retry_delay=5 * 60,
+)
+def reconciliation_break_notify(self, break_id: int, user_ids: list[int] | None = None) -> int:
+    """E-mail the fund's auditors and administrators that a break opened (queued through the
+    outbox by the observation that opened it); retries only those the mail server refused."""
+    from portfolio.reconciliation.notifications import notify_break_opened
+
+    delivery = notify_break_opened(break_id, user_ids=user_ids)
+    if delivery.failed:
+        raise self.retry(args=(break_id,), kwargs={"user_ids": list(delivery.failed)})
+    return len(delivery.sent)

@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET
 from portfolio import selectors
 from portfolio.calculations import decimal_string
 from portfolio.prices import consensus
+from portfolio.reconciliation.selectors import reconciliation_funds_for_user
 from portfolio.templatetags.alem_format import money
 from portfolio.templatetags.alem_format import share as share_percent
 
@@ -193,5 +194,8 @@ def portfolio(request, pk: int):
         "periods": [(key, PERIOD_LABELS[key]) for key in PERIODS],
         "period": period,
         "funding_sources": selectors.funding_sources_with_contributions(fund),
+        "sees_reconciliation": reconciliation_funds_for_user(request.user)
+        .filter(pk=fund.pk)
+        .exists(),
     }
     return render(request, "portfolio/portfolio.html", context)

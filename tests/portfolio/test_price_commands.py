@@ -206,6 +206,7 @@ def test_install_schedules_reports_what_it_did_portfolios_schedules_first():
         "Fetch the official USD/KZT rate: created",
         "Take NAV snapshots: created",
         "Refresh the public disclosures: created",
+        "Reconcile custody accounts on chain: created",
         "Expire approvals past their execution window: created",
         "Apply confirmed back-office changes after their cooling-off: created",
         "Send the tasks waiting in the outbox: created",

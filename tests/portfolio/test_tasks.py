@@ -101,6 +101,12 @@ def test_schedules_are_installed_once_and_keep_what_an_administrator_changed():
             900,
             "seconds",
         ),
+        "Reconcile custody accounts on chain": (
+            "portfolio.tasks.reconciliation_run",
+            [],
+            3600,
+            "seconds",
+        ),
         "Apply confirmed back-office changes after their cooling-off": (
             "governance.tasks.admin_changes_apply",
             [],

@@ -1,0 +1,172 @@
+"""Reads of the reconciliation, scoped by the caller: who may see it, each account's ledger
+balance beside its latest observed balance, the breaks, and the latest run's gaps."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from django.db.models import QuerySet
+from django.utils.translation import gettext_lazy as _
+
+from governance.roles import has_role
+from portfolio.models import (
+    AccountPosition,
+    BalanceObservation,
+    CustodyAccount,
+    Fund,
+    FundRole,
+    ReconciliationBreak,
+    ReconciliationRun,
+)
+from portfolio.reconciliation import rules
+from portfolio.selectors import funds_for_user
+
+# Who sees a fund's reconciliation: its auditors and administrators, and its treasury operators,
+# who upload the statements of accounts without an address.
+VIEWING_ROLES = [FundRole.AUDIT, FundRole.MANAGE_POLICY, FundRole.EXECUTE_TRADES]
+
+
+class Status:
+    """Where one account's balance of one asset stands."""
+
+    MATCHED = "matched"  # the latest observation is within dust of the ledger
+    OPEN_BREAK = "open_break"  # a break waits for its explanation
+    EXPLAINED = "explained"  # it differs, by an amount already explained
+    NOT_OBSERVED = "not_observed"  # nothing read or uploaded yet
+
+
+STATUS_WORDS = {
+    Status.MATCHED: _("Matches the ledger"),
+    Status.OPEN_BREAK: _("Open break"),
+    Status.EXPLAINED: _("Differs by an explained amount"),
+    Status.NOT_OBSERVED: _("Not observed yet"),
+}
+
+
+# The site's badge colours (alem/static/alem/app.css) per status.
+STATUS_BADGES = {
+    Status.MATCHED: "ok",
+    Status.OPEN_BREAK: "bad",
+    Status.EXPLAINED: "warn",
+    Status.NOT_OBSERVED: "neutral",
+}
+
+
+@dataclass(frozen=True)
+class BalanceRow:
+    account: CustodyAccount
+    asset_symbol: str
+    ledger_quantity: Decimal
+    observation: BalanceObservation | None
+    status: str
+
+    @property
+    def status_words(self) -> str:
+        return str(STATUS_WORDS[self.status])
+
+    @property
+    def badge(self) -> str:
+        return STATUS_BADGES[self.status]
+
+
+@dataclass
+class FundReconciliation:
+    fund: Fund
+    rows: list[BalanceRow] = field(default_factory=list)
+    accounts: list[CustodyAccount] = field(default_factory=list)
+    open_breaks: list[ReconciliationBreak] = field(default_factory=list)
+    explained_breaks: list[ReconciliationBreak] = field(default_factory=list)
+    last_run: ReconciliationRun | None = None
+    skipped: list[dict] = field(default_factory=list)
+    failures: list[dict] = field(default_factory=list)
+
+
+def reconciliation_funds_for_user(user) -> QuerySet[Fund]:
+    """Funds whose reconciliation ``user`` sees."""
+    return funds_for_user(user, roles=VIEWING_ROLES)
+
+
+def may_explain(user, fund: Fund) -> bool:
+    """Whether ``user`` may explain a break at all (an auditor, or an administrator linking a
+    proposal); ``services.break_explain_refusal`` decides each attempt."""
+    return has_role(user, fund, FundRole.AUDIT) or has_role(user, fund, FundRole.MANAGE_POLICY)
+
+
+def may_comment(user, fund: Fund) -> bool:
+    """Whether ``user`` may explain a break with a comment alone (auditors)."""
+    return has_role(user, fund, FundRole.AUDIT)
+
+
+def may_upload_statement(user, fund: Fund) -> bool:
+    return has_role(user, fund, FundRole.EXECUTE_TRADES)
+
+
+def fund_breaks(fund: Fund) -> QuerySet[ReconciliationBreak]:
+    return ReconciliationBreak.objects.filter(account__fund=fund).select_related(
+        "account", "asset", "observation", "explained_by", "proposal"
+    )
+
+
+def fund_reconciliation(fund: Fund, *, explained_limit: int = 50) -> FundReconciliation:
+    """The fund's custody accounts (active ones, and removed ones with an open break), each
+    asset's ledger balance beside its latest observation, the open breaks, the latest explained
+    ones and what the latest run skipped or failed to read for this fund."""
+    result = FundReconciliation(fund=fund)
+    breaks = fund_breaks(fund)
+    result.open_breaks = list(breaks.filter(state=ReconciliationBreak.State.OPEN))
+    result.explained_breaks = list(
+        breaks.filter(state=ReconciliationBreak.State.EXPLAINED).order_by("-explained_at")[
+            :explained_limit
+        ]
+    )
+    with_open_break = {b.account_id for b in result.open_breaks}
+    accounts = [
+        account
+        for account in CustodyAccount.objects.filter(fund=fund).order_by("name")
+        if account.active or account.pk in with_open_break
+    ]
+    result.accounts = accounts
+    positions = {
+        (p.account_id, p.asset.symbol): p.quantity
+        for p in AccountPosition.objects.filter(account__in=accounts).select_related("asset")
+    }
+    latest = {}
+    observations = (
+        BalanceObservation.objects.filter(account__in=accounts)
+        .select_related("asset")
+        .order_by("account_id", "asset_id", "-id")
+        .distinct("account_id", "asset_id")
+    )
+    for observation in observations:
+        latest[(observation.account_id, observation.asset.symbol)] = observation
+    open_pairs = {(b.account_id, b.asset.symbol) for b in result.open_breaks}
+    for account in accounts:
+        symbols = sorted({s for (a, s) in [*positions, *latest] if a == account.pk})
+        for symbol in symbols:
+            observation = latest.get((account.pk, symbol))
+            result.rows.append(
+                BalanceRow(
+                    account=account,
+                    asset_symbol=symbol,
+                    ledger_quantity=positions.get((account.pk, symbol), Decimal(0)),
+                    observation=observation,
+                    status=_status(account.pk, symbol, observation, open_pairs),
+                )
+            )
+    result.last_run = ReconciliationRun.objects.first()
+    if result.last_run is not None:
+        ids = {account.pk for account in accounts}
+        result.skipped = [s for s in result.last_run.skipped if s.get("account") in ids]
+        result.failures = [f for f in result.last_run.failures if f.get("account") in ids]
+    return result
+
+
+def _status(account_id, symbol, observation, open_pairs) -> str:
+    if (account_id, symbol) in open_pairs:
+        return Status.OPEN_BREAK
+    if observation is None:
+        return Status.NOT_OBSERVED
+    if abs(observation.difference) <= rules.dust_for(symbol):
+        return Status.MATCHED
+    return Status.EXPLAINED
