@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
 from governance import selectors
@@ -100,6 +100,7 @@ def _decimal_string(serializer, field: str, value) -> str | None:
     return None if value is None else serializer.fields[field].to_representation(value)
 
 
+@extend_schema_serializer(deprecate_fields=["side"])
 class ProposalSerializer(serializers.ModelSerializer):
     """A proposal as the API shows it; the writable fields are its terms.
 
