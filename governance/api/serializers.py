@@ -379,9 +379,10 @@ class ExecutionCreateSerializer(serializers.ModelSerializer):
             },
             "price_usd": {
                 "required": False,
+                "allow_null": True,
                 "validators": [greater_than_zero],
                 "help_text": "Buy and sell: the traded unit price (required). Transfer and "
-                "intake: not given; they are valued at the consensus price.",
+                "intake: not given (or null); they are valued at the consensus price.",
             },
             "fee_usd": {
                 "min_value": Decimal("0"),

@@ -338,7 +338,8 @@ def test_a_transfer_takes_its_network_fee_in_units_and_no_price(fund):
     assert created["limit_price_usd"] is None
     approve_through_the_api(fund, created["id"])
 
-    response = fill(fund, created["id"], quantity="10", fee_quantity="0.0005")
+    # A null price reads as none given.
+    response = fill(fund, created["id"], quantity="10", fee_quantity="0.0005", price_usd=None)
 
     assert response.status_code == 201, response.json()
     body = response.json()
@@ -588,13 +589,14 @@ def test_the_kind_cannot_be_edited(fund, field):
     assert not AuditEvent.objects.filter(action="proposal.updated").exists()
 
 
-def test_a_buy_without_a_price_in_its_fill_gets_400(fund):
+@pytest.mark.parametrize("price", [{}, {"price_usd": None}])
+def test_a_buy_without_a_price_in_its_fill_gets_400(fund, price):
     proposal_id = approved(fund, buy(fund, notional_usd="6000.00"))
 
-    response = fill(fund, proposal_id, quantity="1")
+    response = fill(fund, proposal_id, quantity="1", **price)
 
     assert response.status_code == 400
-    assert list(response.json()) == ["price_usd"]
+    assert response.json() == {"price_usd": ["A buy or a sale is recorded at its traded price."]}
     assert not Execution.objects.exists()
 
 
