@@ -634,3 +634,19 @@ def test_the_schema_documents_kinds_their_terms_and_refusals(db):
         "fee_above_limit",
     ):
         assert f"`{code}`" in fills, code
+
+
+def test_the_documented_terms_of_each_kind_are_the_services(db):
+    from governance.api.serializers import KIND_TERMS
+    from governance.operations import TERMS
+
+    paragraphs = {
+        line.split("`")[1]: line
+        for line in KIND_TERMS.replace("\n  ", " ").splitlines()
+        if line.startswith("- `")
+    }
+
+    assert set(paragraphs) == set(TERMS)
+    for kind, spec in TERMS.items():
+        named = {term for term in spec.allowed if f"`{term}`" in paragraphs[kind]}
+        assert named == spec.allowed, kind
