@@ -449,6 +449,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Three models name a choice set `kind`; the funding source's keeps the plain `KindEnum`.
+    "ENUM_NAME_OVERRIDES": {
+        "OperationKindEnum": "governance.models.OperationKind",
+        "CustodyAccountKindEnum": "portfolio.models.CustodyAccount.Kind",
+    },
 }
 
 # ---------------------------------------------------------------------------------------------

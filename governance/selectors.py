@@ -70,7 +70,14 @@ def proposals_of_user(user) -> QuerySet[Proposal]:
 
 def _as_shown(proposals: QuerySet[Proposal]) -> QuerySet[Proposal]:
     return proposals.select_related(
-        "fund", "asset", "author", "funding_source", "policy", "current_stage"
+        "fund",
+        "asset",
+        "author",
+        "funding_source",
+        "policy",
+        "current_stage",
+        "account",
+        "destination_account",
     ).prefetch_related(
         "policy__stages",
         Prefetch(
@@ -113,7 +120,9 @@ def proposal_executions(proposal: Proposal) -> QuerySet[Execution]:
     its cost to ``executed_notional_usd`` or its units to ``executed_quantity``)."""
     if not proposal.has_fills:
         return Execution.objects.none()
-    return proposal.executions.select_related("recorded_by").order_by("executed_at", "id")
+    return proposal.executions.select_related(
+        "recorded_by", "account", "destination_account"
+    ).order_by("executed_at", "id")
 
 
 def _reserved(fund_id: int, *, excluding: Proposal | None) -> QuerySet[Proposal]:

@@ -5,14 +5,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import DecimalField, OuterRef, QuerySet, Subquery, Sum, Value
+from django.db.models import DecimalField, OuterRef, Prefetch, QuerySet, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
 from portfolio.calculations import Valuation, to_reporting_currency, value_positions
 from portfolio.models import (
+    AccountPosition,
     Asset,
+    CustodyAccount,
     Fund,
     FundingSource,
     FundRole,
@@ -38,6 +40,20 @@ def funds_for_user(user, roles: list[str] | None = None) -> QuerySet[Fund]:
     perms = [f"portfolio.{role}" for role in roles] if roles else VIEWING_PERMISSIONS
     return get_objects_for_user(
         user, perms, klass=Fund, any_perm=True, with_superuser=False, accept_global_perms=False
+    )
+
+
+def custody_accounts_with_holdings(fund: Fund) -> QuerySet[CustodyAccount]:
+    """The fund's custody accounts, removed ones included, by name, each with its non-zero
+    running positions (``AccountPosition``, the sums of its ledger entries) by symbol in
+    ``holdings``."""
+    held = AccountPosition.objects.exclude(quantity=0).select_related("asset")
+    return (
+        CustodyAccount.objects.filter(fund=fund)
+        .order_by("name", "id")
+        .prefetch_related(
+            Prefetch("positions", queryset=held.order_by("asset__symbol"), to_attr="holdings")
+        )
     )
 
 

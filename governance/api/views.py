@@ -14,6 +14,7 @@ from rest_framework.response import Response
 
 from governance import selectors, services
 from governance.api.serializers import (
+    KIND_TERMS,
     AuditEventSerializer,
     CloseSerializer,
     DecisionCreateSerializer,
@@ -63,7 +64,9 @@ def _proposal_action(name: str, service, *, summary: str, description=None, body
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Proposals of the caller's funds, newest first"),
+    list=extend_schema(
+        summary="Proposals of the caller's funds, newest first", description=KIND_TERMS
+    ),
     retrieve=extend_schema(
         summary="One proposal", responses={200: ProposalSerializer, 404: NOT_FOUND}
     ),
@@ -103,7 +106,11 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
         return self.get_paginated_response(serializer_class(page, many=True).data)
 
     @extend_schema(
-        summary="Draft a proposal",
+        summary="Draft a proposal of any kind (buy, sell, transfer, intake)",
+        description=KIND_TERMS
+        + "\n\nA request naming no `kind` is a buy, as is one with the deprecated `side` "
+        '"buy". A term the kind needs and lacks, or one it does not take, an account or funding '
+        "source of another fund, or an account on another chain is a 400 beside its field.",
         responses={201: ProposalSerializer, 400: INVALID, 403: FORBIDDEN},
     )
     def create(self, request):
@@ -114,6 +121,9 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
 
     @extend_schema(
         summary="Edit a draft or a proposal returned for changes (author only)",
+        description="Any subset of the terms its kind takes; `kind`, `side` and `fund` are not "
+        "editable (400). A sale's, transfer's or intake's `notional_usd` is revalued by the "
+        "service.",
         responses={200: ProposalSerializer, **REFUSED},
     )
     def partial_update(self, request, pk=None):
@@ -163,16 +173,26 @@ class ProposalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets
     @_listing("Fills booked against the proposal, in execution order", ExecutionSerializer)
     @extend_schema(
         methods=["POST"],
-        summary="Record a fill (treasury operators)",
+        summary="Record a fill of the proposal's kind (treasury operators)",
         description=(
-            "Books the fill and its ledger entries. Posting an `external_ref` already booked "
-            "for this proposal books nothing and answers 200 with that fill; one booked for "
-            "another proposal is a 409 `duplicate_external_ref`. A fill that would break the "
-            "approved mandate is a 409 whose `code` names the rule: `approval_expired`, "
-            "`executed_in_future`, `executed_before_approval`, `above_limit_price`, "
-            "`fee_above_limit` (the fee above the fund's `max_fee_share` of quantity × price), "
-            "`over_notional`, `consensus_unusable`, `price_outside_tolerance`, "
-            "`segregation_of_duties` or `invalid_state`."
+            "Books the fill and its ledger entries, in the custody accounts the proposal names. "
+            "By the proposal's kind: a buy or a sale takes its traded `price_usd` (required) "
+            "and a `fee_usd`; a transfer takes no price (it is valued at the consensus price) "
+            "and its network fee in units as `fee_quantity`; an intake takes neither a price "
+            "nor a fee. A term the kind does not take, or a missing price, is a 400 beside its "
+            "field.\n\n"
+            "Posting an `external_ref` already booked for this proposal books nothing and "
+            "answers 200 with that fill; one booked for another proposal is a 409 "
+            "`duplicate_external_ref`. A fill that would break the approved mandate is a 409 "
+            "whose `code` names the rule: `approval_expired`, `executed_in_future`, "
+            "`executed_before_approval`, `above_limit_price` (a buy above its highest price), "
+            "`below_limit_price` (a sale below its lowest price), `fee_above_limit` (the fee "
+            "above the fund's `max_fee_share` of quantity × price, or of a transfer's quantity), "
+            "`over_notional` (a buy costing more than remains), `over_quantity` (more units "
+            "than remain), `insufficient_holdings` (the account does not hold what the fill "
+            "takes out), `account_unusable` (an account removed or still cooling off), "
+            "`consensus_unusable`, `price_outside_tolerance`, `segregation_of_duties` or "
+            "`invalid_state`."
         ),
         request=ExecutionCreateSerializer,
         responses={

@@ -9,7 +9,14 @@ from portfolio.api.fields import (
     ExactDecimalModelSerializer,
     OptionalSecondsField,
 )
-from portfolio.models import Asset, Fund, FundingSource, NavSnapshot
+from portfolio.models import (
+    AccountPosition,
+    Asset,
+    CustodyAccount,
+    Fund,
+    FundingSource,
+    NavSnapshot,
+)
 from portfolio.prices.consensus import FLAGS
 
 
@@ -129,6 +136,42 @@ class FundPositionsSerializer(serializers.Serializer):
             for p in current.valuation.positions
         ]
         return PositionSerializer(rows, many=True).data
+
+
+class AccountHoldingSerializer(ExactDecimalModelSerializer):
+    """What one custody account holds of one asset: the sums of the ledger entries booked to
+    it, the cost at the fund's average cost as coins moved in and out."""
+
+    asset = serializers.CharField(source="asset.symbol")
+
+    class Meta:
+        model = AccountPosition
+        fields = ["asset", "quantity", "cost_usd"]
+        read_only_fields = fields
+
+
+class CustodyAccountSerializer(serializers.ModelSerializer):
+    """Where the fund keeps coins, and what each account holds now."""
+
+    positions = AccountHoldingSerializer(
+        source="holdings",
+        many=True,
+        read_only=True,
+        help_text="Its non-zero holdings by asset symbol.",
+    )
+
+    class Meta:
+        model = CustodyAccount
+        fields = ["id", "name", "kind", "chain", "address", "account_reference", "active"]
+        fields += ["usable_from", "created_at", "removed_at", "positions"]
+        read_only_fields = fields
+        extra_kwargs = {
+            "active": {"help_text": "False once removed: no operation uses it again."},
+            "usable_from": {
+                "help_text": "No operation uses it before this moment: its confirmation plus the "
+                "fund's cooling-off."
+            },
+        }
 
 
 class NavQuerySerializer(serializers.Serializer):

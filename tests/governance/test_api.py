@@ -18,8 +18,17 @@ PROPOSALS = "/api/v1/proposals/"
 CONTRACT_FIELDS = {
     "id",
     "fund",
+    "kind",
     "asset",
     "side",
+    "quantity",
+    "executed_quantity",
+    "remaining_quantity",
+    "account",
+    "account_name",
+    "destination_account",
+    "destination_account_name",
+    "document_reference",
     "notional_usd",
     "remaining_notional_usd",
     "limit_price_usd",
@@ -83,7 +92,14 @@ def test_manager_creates_a_draft_with_the_contract_fields(alem, terms):
     assert body["id"] == proposal.pk
     assert body["fund"] == alem.fund.pk
     assert body["asset"] == "BNB"
+    assert body["kind"] == "buy"
     assert body["side"] == "buy"
+    assert body["quantity"] is None
+    assert body["executed_quantity"] == "0.000000000000000000"
+    assert body["remaining_quantity"] is None
+    assert (body["account"], body["account_name"]) == (None, None)
+    assert (body["destination_account"], body["destination_account_name"]) == (None, None)
+    assert body["document_reference"] == ""
     assert body["notional_usd"] == "500000.00"
     assert body["limit_price_usd"] == "650.0000000000"
     assert body["rationale"] == "Build the strategic BNB position."
@@ -526,16 +542,25 @@ def test_bad_input_gets_400_with_field_errors_and_stores_nothing(alem, terms, ch
 
 
 @pytest.mark.parametrize(
-    "missing", ["fund", "asset", "notional_usd", "limit_price_usd", "rationale", "funding_source"]
+    ("missing", "message"),
+    [
+        ("fund", "This field is required."),
+        ("rationale", "This field is required."),
+        # The terms a buy needs are the service's to name (operations.TERMS).
+        ("asset", "Required for a buy."),
+        ("notional_usd", "Required for a buy."),
+        ("limit_price_usd", "Required for a buy."),
+        ("funding_source", "Required for a buy."),
+    ],
 )
-def test_missing_field_gets_400_and_stores_nothing(alem, terms, missing):
+def test_missing_field_gets_400_and_stores_nothing(alem, terms, missing, message):
     before = last_sequence()
     del terms[missing]
 
     response = client_for(alem.users["manager"]).post(PROPOSALS, terms, format="json")
 
     assert response.status_code == 400
-    assert response.json() == {missing: ["This field is required."]}
+    assert response.json() == {missing: [message]}
     assert Proposal.objects.count() == 0
     assert new_events(before) == []
 

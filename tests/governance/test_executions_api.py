@@ -31,10 +31,17 @@ EXECUTION_FIELDS = {
     "id",
     "tx_hash",
     "proposal",
+    "kind",
     "quantity",
     "price_usd",
     "fee_usd",
+    "fee_quantity",
     "cost_usd",
+    "realised_pnl_usd",
+    "account",
+    "account_name",
+    "destination_account",
+    "destination_account_name",
     "venue",
     "external_ref",
     "executed_at",
@@ -121,6 +128,8 @@ def test_treasury_records_a_fill_and_gets_201_with_it(alem, proposal, treasury):
     assert data["price_usd"] == "600.0000000000"
     assert data["fee_usd"] == "1.2500000000000000000000000000"
     assert D(data["cost_usd"]) == D("1501.25")
+    assert (data["kind"], D(data["fee_quantity"]), data["realised_pnl_usd"]) == ("buy", 0, None)
+    assert (data["account"], data["destination_account"]) == (None, None)
     assert data["venue"] == "Binance"
     assert data["external_ref"] == "BNB-order-1001"
     assert parse_datetime(data["executed_at"]) == executed_at
