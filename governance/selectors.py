@@ -70,7 +70,14 @@ def proposals_of_user(user) -> QuerySet[Proposal]:
 
 def _as_shown(proposals: QuerySet[Proposal]) -> QuerySet[Proposal]:
     return proposals.select_related(
-        "fund", "asset", "author", "funding_source", "policy", "current_stage"
+        "fund",
+        "asset",
+        "author",
+        "funding_source",
+        "policy",
+        "current_stage",
+        "account",
+        "destination_account",
     ).prefetch_related(
         "policy__stages",
         Prefetch(
@@ -93,7 +100,9 @@ def proposal_stage_statuses(proposal: Proposal) -> list[policies.StageStatus]:
     """
     if proposal.policy is None:
         return []
-    applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
+    applicable = policies.applicable_stages(
+        proposal.policy.stages.all(), proposal.notional_usd, proposal.kind
+    )
     verdicts: dict[int, list[tuple[str, str]]] = defaultdict(list)
     for decision in proposal.decisions.all():
         if decision.proposal_version == proposal.version and decision.counts:
@@ -111,7 +120,15 @@ def proposal_executions(proposal: Proposal) -> QuerySet[Execution]:
     its cost to ``executed_notional_usd`` or its units to ``executed_quantity``)."""
     if not proposal.has_fills:
         return Execution.objects.none()
-    return proposal.executions.select_related("recorded_by").order_by("executed_at", "id")
+    return proposal.executions.select_related(
+        "recorded_by", "account", "destination_account"
+    ).order_by("executed_at", "id")
+
+
+def realised_pnl_usd(executions) -> Decimal | None:
+    """The profit or loss a sale's fills realised, summed; None before any fill."""
+    realised = [e.realised_pnl_usd for e in executions if e.realised_pnl_usd is not None]
+    return sum(realised, Decimal("0")) if realised else None
 
 
 def _reserved(fund_id: int, *, excluding: Proposal | None) -> QuerySet[Proposal]:
@@ -347,7 +364,9 @@ def decisions_awaiting_proposals(user, *, roles: dict[int, set[str]] | None = No
     return (
         Proposal.objects.filter(permissions.awaiting_decision_q(user, deciding))
         .annotate(waiting_since=Coalesce(F("stage_opened_at"), F("updated_at")))
-        .select_related("fund", "asset", "author", "current_stage")
+        .select_related(
+            "fund", "asset", "author", "current_stage", "account", "destination_account"
+        )
         .order_by("waiting_since", "id")
     )
 
@@ -383,7 +402,7 @@ def fills_awaiting(
     treasury = _funds_with(roles, {FundRole.EXECUTE_TRADES})
     return (
         Proposal.objects.filter(permissions.awaiting_fill_q(user, treasury, now=now))
-        .select_related("fund", "asset")
+        .select_related("fund", "asset", "account", "destination_account")
         .order_by("approval_expires_at", "id")
     )
 
@@ -392,7 +411,7 @@ def proposals_authored(user) -> QuerySet[Proposal]:
     """``user``'s own proposals on funds they can still see, the latest changed first."""
     return (
         Proposal.objects.filter(author=user, fund__in=books.funds_for_user(user))
-        .select_related("fund", "asset", "current_stage")
+        .select_related("fund", "asset", "current_stage", "account", "destination_account")
         .order_by("-updated_at", "-id")
     )
 
@@ -470,7 +489,9 @@ def proposal_compliance_preview(
     prices the page has read already (``compliance_facts`` reads the others)."""
     final_approval = False
     if proposal.state == ProposalState.IN_REVIEW and proposal.policy is not None:
-        applicable = policies.applicable_stages(proposal.policy.stages.all(), proposal.notional_usd)
+        applicable = policies.applicable_stages(
+            proposal.policy.stages.all(), proposal.notional_usd, proposal.kind
+        )
         final_approval = policies.is_final_stage(applicable, proposal.current_stage)
     facts, _price = compliance_facts(proposal, final_approval=final_approval, prices=prices)
     return compliance.evaluate(facts)
