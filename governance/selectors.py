@@ -125,6 +125,12 @@ def proposal_executions(proposal: Proposal) -> QuerySet[Execution]:
     ).order_by("executed_at", "id")
 
 
+def realised_pnl_usd(executions) -> Decimal | None:
+    """The profit or loss a sale's fills realised, summed; None before any fill."""
+    realised = [e.realised_pnl_usd for e in executions if e.realised_pnl_usd is not None]
+    return sum(realised, Decimal("0")) if realised else None
+
+
 def _reserved(fund_id: int, *, excluding: Proposal | None) -> QuerySet[Proposal]:
     """Approved buys of the fund that may still spend (other than ``excluding``)."""
     approved = Proposal.objects.filter(
@@ -358,7 +364,9 @@ def decisions_awaiting_proposals(user, *, roles: dict[int, set[str]] | None = No
     return (
         Proposal.objects.filter(permissions.awaiting_decision_q(user, deciding))
         .annotate(waiting_since=Coalesce(F("stage_opened_at"), F("updated_at")))
-        .select_related("fund", "asset", "author", "current_stage")
+        .select_related(
+            "fund", "asset", "author", "current_stage", "account", "destination_account"
+        )
         .order_by("waiting_since", "id")
     )
 
@@ -394,7 +402,7 @@ def fills_awaiting(
     treasury = _funds_with(roles, {FundRole.EXECUTE_TRADES})
     return (
         Proposal.objects.filter(permissions.awaiting_fill_q(user, treasury, now=now))
-        .select_related("fund", "asset")
+        .select_related("fund", "asset", "account", "destination_account")
         .order_by("approval_expires_at", "id")
     )
 
@@ -403,7 +411,7 @@ def proposals_authored(user) -> QuerySet[Proposal]:
     """``user``'s own proposals on funds they can still see, the latest changed first."""
     return (
         Proposal.objects.filter(author=user, fund__in=books.funds_for_user(user))
-        .select_related("fund", "asset", "current_stage")
+        .select_related("fund", "asset", "current_stage", "account", "destination_account")
         .order_by("-updated_at", "-id")
     )
 

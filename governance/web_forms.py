@@ -13,13 +13,15 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Q
-from django.utils import timezone
+from django.utils import formats, timezone
 from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext_lazy
 
-from governance.models import Decision, Proposal
+from governance import operations
+from governance.models import Decision, OperationKind, Proposal
+from governance.services.proposals import EDITABLE_FIELDS
 from governance.vocabulary import AuditAction
-from portfolio.models import Asset
+from portfolio.models import Asset, CustodyAccount
 
 MONEY_DIGITS, MONEY_PLACES = settings.ALEM_DECIMALS["money"]
 PRICE_DIGITS, PRICE_PLACES = settings.ALEM_DECIMALS["price"]
@@ -83,54 +85,150 @@ def add_service_errors(form: forms.Form, error: ValidationError) -> None:
         form.add_error(None, error)
 
 
+class CustodyAccountChoiceField(forms.ModelChoiceField):
+    """A custody account named as the author needs to choose it: name, kind, chain, and until
+    when it is still cooling off after it was added or changed."""
+
+    def label_from_instance(self, account: CustodyAccount) -> str:
+        label = _("%(name)s (%(kind)s, %(chain)s)") % {
+            "name": account.name,
+            "kind": account.get_kind_display(),
+            "chain": account.chain,
+        }
+        if account.usable_from > timezone.now():
+            until = formats.date_format(timezone.localtime(account.usable_from), "DATETIME_FORMAT")
+            label = _("%(account)s, cooling off until %(until)s") % {
+                "account": label,
+                "until": until,
+            }
+        return label
+
+
+K = OperationKind
+
+# What each field is called and what it says, by kind, where it differs from one kind to
+# another (the terms each kind takes are ``operations.TERMS``).
+_TERM_LABELS = {
+    "limit_price_usd": {
+        K.BUY: (_("Limit price (USD)"), _("The highest unit price the treasury may pay.")),
+        K.SELL: (_("Lowest price (USD)"), _("The lowest unit price the treasury may sell at.")),
+    },
+    "account": {
+        K.BUY: (
+            _("Custody account"),
+            _("Where the coins go once bought; leave empty to decide at execution."),
+        ),
+        K.SELL: (_("From custody account"), _("The account the coins are sold from.")),
+        K.TRANSFER: (_("From custody account"), _("The account the coins leave.")),
+        K.INTAKE: (
+            _("Custody account"),
+            _("Where the coins are received; none for US dollars."),
+        ),
+    },
+    "funding_source": {
+        K.BUY: (_("Funding source"), _("The money the purchase is paid from.")),
+        K.INTAKE: (_("Funding source"), _("Where the assets come from.")),
+    },
+    "asset": {
+        K.BUY: (_("Asset"), _("Only assets on the fund's whitelist are offered.")),
+        K.SELL: (_("Asset"), ""),
+        K.TRANSFER: (_("Asset"), ""),
+        K.INTAKE: (_("Asset"), _("Leave empty for an intake of US dollars.")),
+    },
+}
+_RATIONALE_HELP = {
+    K.BUY: _("Why the fund should make this purchase, for the reviewers and the record."),
+    K.SELL: _("Why the fund should make this sale, for the reviewers and the record."),
+    K.TRANSFER: _("Why the coins should move, for the reviewers and the record."),
+    K.INTAKE: _("What the fund is receiving and why, for the reviewers and the record."),
+}
+
+
 class ProposalForm(forms.Form):
-    """The terms of a draft, for ``proposal_create`` and ``proposal_update``.
+    """The terms of a draft of one ``kind``, for ``proposal_create`` and ``proposal_update``:
+    only the fields that kind takes (``operations.TERMS``), the required ones required.
 
-    Offers the fund's whitelisted assets (and the proposal's own asset, should it have left the
-    whitelist since) and the fund's funding sources; the services remain the authority."""
+    Offers the assets the kind may name (a buy only the fund's whitelist), the proposal's own
+    asset should it have left the list since, the fund's active custody accounts and its funding
+    sources; the services remain the authority. A draft keeps its kind: it is never a field."""
 
-    asset = forms.ModelChoiceField(
-        label=_("Asset"),
-        queryset=None,
-        empty_label=_("Choose an asset"),
-        help_text=_("Only assets on the fund's whitelist are offered."),
-    )
+    asset = forms.ModelChoiceField(label=_("Asset"), queryset=None)
     notional_usd = _exact_decimal_field(
         MONEY_DIGITS,
         MONEY_PLACES,
         label=_("Notional (USD)"),
         help_text=_("The most the purchase may cost, fees included, in US dollars and cents."),
     )
-    limit_price_usd = _exact_decimal_field(
-        PRICE_DIGITS,
-        PRICE_PLACES,
-        label=_("Limit price (USD)"),
-        help_text=_("The highest unit price the treasury may pay."),
+    limit_price_usd = _exact_decimal_field(PRICE_DIGITS, PRICE_PLACES, label=_("Limit price (USD)"))
+    quantity = _exact_decimal_field(
+        QUANTITY_DIGITS,
+        QUANTITY_PLACES,
+        label=_("Quantity (units)"),
+        help_text=_("How much of the asset, in units; valued at the consensus price."),
+    )
+    account = CustodyAccountChoiceField(
+        label=_("Custody account"), queryset=None, empty_label=_("Choose an account")
+    )
+    destination_account = CustodyAccountChoiceField(
+        label=_("To custody account"),
+        queryset=None,
+        empty_label=_("Choose an account"),
+        help_text=_("The account the coins arrive in, on the same chain."),
     )
     funding_source = forms.ModelChoiceField(
         label=_("Funding source"), queryset=None, empty_label=_("Choose a funding source")
     )
-    rationale = forms.CharField(
-        label=_("Rationale"),
-        widget=forms.Textarea(attrs={"rows": 6}),
-        help_text=_("Why the fund should make this purchase, for the reviewers and the record."),
+    document_reference = forms.CharField(
+        label=_("Document reference"),
+        max_length=200,
+        help_text=_(
+            "The court decision, mining statement or budget order the intake rests on, "
+            "as numbered on it."
+        ),
     )
+    rationale = forms.CharField(label=_("Rationale"), widget=forms.Textarea(attrs={"rows": 6}))
 
-    def __init__(self, *args, fund, proposal: Proposal | None = None, **kwargs):
-        if proposal is not None and "initial" not in kwargs:
-            kwargs["initial"] = {
-                "asset": proposal.asset_id,
-                "notional_usd": proposal.notional_usd,
-                "limit_price_usd": proposal.limit_price_usd,
-                "funding_source": proposal.funding_source_id,
-                "rationale": proposal.rationale,
-            }
-        super().__init__(*args, **kwargs)
-        offered = Q(whitelisting_funds=fund)
+    def __init__(
+        self, *args, fund, kind: str = OperationKind.BUY, proposal: Proposal | None = None, **kwargs
+    ):
         if proposal is not None:
-            offered |= Q(pk=proposal.asset_id)
-        self.fields["asset"].queryset = Asset.objects.filter(offered).distinct().order_by("symbol")
-        self.fields["funding_source"].queryset = fund.funding_sources.order_by("name")
+            kind = proposal.kind
+            kwargs.setdefault(
+                "initial", {name: getattr(proposal, name) for name in EDITABLE_FIELDS}
+            )
+        kwargs.setdefault("label_suffix", "")
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+        terms = operations.TERMS[kind]
+        for name in list(self.fields):
+            if name != "rationale" and name not in terms.allowed:
+                del self.fields[name]
+                continue
+            field = self.fields[name]
+            field.required = name == "rationale" or name in terms.required
+            if name in _TERM_LABELS:
+                field.label, field.help_text = _TERM_LABELS[name][kind]
+        self.fields["rationale"].help_text = _RATIONALE_HELP[kind]
+        own = (lambda name: Q(pk=getattr(proposal, f"{name}_id"))) if proposal else None
+        if "asset" in self.fields:
+            offered = Q(whitelisting_funds=fund) if kind == K.BUY else Q()
+            if own is not None and kind == K.BUY:
+                offered |= own("asset")
+            asset = self.fields["asset"]
+            asset.queryset = Asset.objects.filter(offered).distinct().order_by("symbol")
+            asset.empty_label = _("US dollars") if kind == K.INTAKE else _("Choose an asset")
+        for name in ("account", "destination_account"):
+            if name in self.fields:
+                offered = Q(active=True)
+                if own is not None:
+                    offered |= own(name)
+                self.fields[name].queryset = fund.custody_accounts.filter(offered).order_by("name")
+                if kind == K.BUY:
+                    self.fields[name].empty_label = _("None yet")
+                elif kind == K.INTAKE:
+                    self.fields[name].empty_label = _("None: US dollars")
+        if "funding_source" in self.fields:
+            self.fields["funding_source"].queryset = fund.funding_sources.order_by("name")
 
 
 class WithdrawForm(forms.Form):
@@ -295,7 +393,9 @@ class AlmatyDateTimeField(forms.DateTimeField):
 
 
 class FillForm(PageForm):
-    """One fill of an approved proposal, for ``execution_record``.
+    """One fill of an approved proposal of ``kind``, for ``execution_record``: a buy or a sale
+    at its traded price and USD fee; a transfer with the network's fee in units; an intake with
+    neither (valued at the consensus price at acceptance).
 
     The numbers are exact like the proposal's terms: the language's decimal mark is accepted and
     more digits than the ledger holds are refused, never rounded."""
@@ -308,6 +408,14 @@ class FillForm(PageForm):
     )
     fee_usd = _exact_decimal_field(
         AMOUNT_DIGITS, AMOUNT_PLACES, validators=(), label=_("Fee (USD)"), initial=Decimal("0")
+    )
+    fee_quantity = _exact_decimal_field(
+        QUANTITY_DIGITS,
+        QUANTITY_PLACES,
+        validators=(),
+        label=_("Network fee (units)"),
+        initial=Decimal("0"),
+        help_text=_("What the network took, in units of the asset, out of the source account."),
     )
     venue = forms.CharField(label=_("Venue"), max_length=100)
     external_ref = forms.CharField(
@@ -336,6 +444,38 @@ class FillForm(PageForm):
     )
     otp_token = _otp_field()
 
+    # The fields each kind's fill takes (rule 10; ``services.executions._validate_fill_terms``).
+    KIND_FIELDS = {
+        OperationKind.BUY: {"price_usd", "fee_usd"},
+        OperationKind.SELL: {"price_usd", "fee_usd"},
+        OperationKind.TRANSFER: {"fee_quantity"},
+        OperationKind.INTAKE: set(),
+    }
+    PRICED = {"price_usd", "fee_usd", "fee_quantity"}
+
+    def __init__(self, *args, kind: str = OperationKind.BUY, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kind = kind
+        for name in self.PRICED - self.KIND_FIELDS[kind]:
+            del self.fields[name]
+        if kind != OperationKind.BUY:
+            self.fields["close"].label = _(
+                "Close the proposal with this fill and release the quantity that remains"
+            )
+        if kind in (OperationKind.TRANSFER, OperationKind.INTAKE):
+            self.fields["venue"].label = _("Network or custodian")
+            self.fields["external_ref"].help_text = _(
+                "The transaction hash, or the custodian's reference for the movement."
+            )
+            self.fields["tx_hash"].help_text = _(
+                "The hash of the transaction that moved the coins, if any."
+            )
+        if kind == OperationKind.INTAKE:
+            self.fields["quantity"].help_text = _(
+                "What was received, in units; valued at the consensus price at acceptance."
+            )
+            self.fields["executed_at"].label = _("Received at (Almaty time)")
+
     def clean_quantity(self):
         value = self.cleaned_data["quantity"]
         if value <= 0:
@@ -354,10 +494,31 @@ class FillForm(PageForm):
             raise ValidationError(_("The fee cannot be negative."))
         return value
 
+    def clean_fee_quantity(self):
+        value = self.cleaned_data["fee_quantity"]
+        if value < 0:
+            raise ValidationError(_("The fee cannot be negative."))
+        return value
+
+    def fill_terms(self) -> dict:
+        """The cleaned fill as ``execution_record`` takes it for the kind."""
+        data = self.cleaned_data
+        terms = {
+            "quantity": data["quantity"],
+            "venue": data["venue"].strip(),
+            "external_ref": data["external_ref"].strip(),
+            "executed_at": data["executed_at"],
+            "otp_token": data["otp_token"],
+            "close": data["close"],
+            "tx_hash": data["tx_hash"].strip(),
+        }
+        return terms | {name: data[name] for name in self.KIND_FIELDS[self.kind]}
+
 
 def without_code(form: forms.Form) -> forms.Form:
     """The same form, unbound, showing what was typed except the one-time code."""
     initial = {k: v for k, v in form.cleaned_data.items() if k != "otp_token"}
     if isinstance(initial.get("executed_at"), dt.datetime):
         initial["executed_at"] = initial["executed_at"].astimezone(ALMATY).replace(tzinfo=None)
-    return type(form)(initial=initial)
+    kind = {"kind": form.kind} if isinstance(form, FillForm) else {}
+    return type(form)(initial=initial, **kind)

@@ -32,6 +32,12 @@ def action_label(action: str) -> str:
     return str(AuditAction(action).label) if action in AuditAction.values else action
 
 
+def asset_symbol(proposal) -> str:
+    """What the proposal moves, as its checks and headings name it: the asset's symbol, or USD
+    for an intake of US dollars."""
+    return proposal.asset.symbol if proposal.asset is not None else "USD"
+
+
 def refusal_message(error: GovernanceError) -> str:
     """The plain-words rule behind ``error``, or its own detail for a code without one."""
     return str(REFUSALS.get(error.code, error.detail))
@@ -49,6 +55,9 @@ def _check_key_and_values(check: dict, asset: str) -> tuple[tuple[str, str], dic
         return (rule, "no_value"), {}
     if rule == "limit_price" and "market_price_usd" not in values:
         return (rule, "no_market"), {}
+    if rule == "market_price" and outcome == "pass" and "price_usd" not in values:
+        # US dollars, valued at par: no sentence of its own, the stored message says so.
+        return (rule, "par"), {}
     words = {"asset": asset}
     if rule == "single_proposal_limit":
         words |= {"notional": number("notional_usd"), "limit": number("limit_usd")}
@@ -123,7 +132,7 @@ def event_sentence(event, proposal, stage_names: dict[int, str]) -> dict:
         "next_stage": stage(payload.get("next_stage")),
         "expires": _when(payload.get("approval_expires_at")),
         "quantity": quantity(payload.get("quantity")),
-        "asset": proposal.asset.symbol,
+        "asset": asset_symbol(proposal),
         "price": quantity(payload.get("price_usd")),
         "cost": money(payload.get("cost_usd")),
         "reference": payload.get("external_ref", ""),

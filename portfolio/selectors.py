@@ -234,3 +234,59 @@ def funding_sources_with_contributions(fund: Fund) -> QuerySet[FundingSource]:
         )
         .order_by("name")
     )
+
+
+@dataclass(frozen=True)
+class AccountHoldings:
+    """A custody account with its non-zero running balances (``AccountPosition``), by symbol."""
+
+    account: CustodyAccount
+    positions: list[AccountPosition]
+
+
+def custody_accounts_with_positions(fund: Fund) -> list[AccountHoldings]:
+    """The fund's active custody accounts by name, each with what it holds, and after them any
+    removed account that still holds something (its coins are still the fund's). Two queries:
+    the active accounts, and every account's balances with their assets and accounts."""
+    accounts = {a.pk: a for a in CustodyAccount.objects.filter(fund=fund, active=True)}
+    held: dict[int, list[AccountPosition]] = {pk: [] for pk in accounts}
+    positions = (
+        AccountPosition.objects.filter(account__fund=fund)
+        .exclude(quantity=0)
+        .select_related("asset", "account")
+        .order_by("asset__symbol")
+    )
+    for position in positions:
+        accounts.setdefault(position.account_id, position.account)
+        held.setdefault(position.account_id, []).append(position)
+    ordered = sorted(accounts.values(), key=lambda a: (not a.active, a.name))
+    return [AccountHoldings(account, held[account.pk]) for account in ordered]
+
+
+def holdings_outside_accounts(
+    holdings: Sequence[Holding], accounts: Sequence[AccountHoldings]
+) -> list[Holding]:
+    """What the fund holds beyond its custody accounts' balances, per asset: each holding less
+    what the accounts hold of it (coins booked before accounts existed, or without one); the
+    holdings the accounts cover in full are left out."""
+    in_accounts: dict[int, tuple[Decimal, Decimal]] = {}
+    for entry in accounts:
+        for position in entry.positions:
+            quantity, cost = in_accounts.get(position.asset_id, (ZERO, ZERO))
+            in_accounts[position.asset_id] = (
+                quantity + position.quantity,
+                cost + position.cost_usd,
+            )
+    outside = []
+    for holding in holdings:
+        quantity, cost = in_accounts.get(holding.asset_id, (ZERO, ZERO))
+        if holding.quantity != quantity:
+            outside.append(
+                Holding(
+                    holding.asset_id,
+                    holding.symbol,
+                    holding.quantity - quantity,
+                    holding.cost_usd - cost,
+                )
+            )
+    return outside

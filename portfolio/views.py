@@ -150,7 +150,8 @@ def _nav_charts_shown(*, monthly: bool) -> list[tuple[str, str, dict]]:
 @login_required
 @require_GET
 def portfolio(request, pk: int):
-    """One fund's positions, allocation, NAV history, funding sources and mandate limits.
+    """One fund's positions, allocation, NAV history, custody accounts with what each holds,
+    funding sources and mandate limits.
 
     404 for a fund the user holds no role on. ``?days=30|90|365|all`` picks the NAV period;
     anything else shows the default period.
@@ -167,6 +168,7 @@ def portfolio(request, pk: int):
     if monthly:
         snapshots = _month_ends(snapshots)
 
+    accounts = selectors.custody_accounts_with_positions(fund)
     positions = [
         PositionRow(
             position=p,
@@ -197,5 +199,14 @@ def portfolio(request, pk: int):
         "sees_reconciliation": reconciliation_funds_for_user(request.user)
         .filter(pk=fund.pk)
         .exists(),
+        "custody_accounts": accounts,
+        "outside_accounts": selectors.holdings_outside_accounts(
+            [
+                selectors.Holding(p.asset_id, p.symbol, p.quantity, p.cost_basis_usd)
+                for p in valuation.positions
+            ],
+            accounts,
+        ),
+        "now": timezone.now(),
     }
     return render(request, "portfolio/portfolio.html", context)

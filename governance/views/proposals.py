@@ -8,9 +8,11 @@ are looked up among the user's funds only, so anything else is a 404.
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_POST
 
 from governance import compliance, permissions, services
@@ -18,7 +20,7 @@ from governance.exceptions import ComplianceBlocked, GovernanceError
 from governance.models import Proposal
 from governance.selectors import proposal_list_for_user
 from governance.web_forms import ProposalForm, WithdrawForm, add_service_errors
-from governance.wording import compliance_checks, refusal_message
+from governance.wording import asset_symbol, compliance_checks, refusal_message
 from portfolio.selectors import funds_for_user
 
 
@@ -26,7 +28,7 @@ def _refused(request, error: GovernanceError, *, proposal: Proposal | None = Non
     """The refusal page for ``error``, with the status the API would answer."""
     fund = fund or (proposal.fund if proposal is not None else None)
     blocking = (
-        compliance_checks(error.context, asset=proposal.asset.symbol, outcome=compliance.BLOCK)
+        compliance_checks(error.context, asset=asset_symbol(proposal), outcome=compliance.BLOCK)
         if isinstance(error, ComplianceBlocked) and proposal is not None
         else []
     )
@@ -45,11 +47,32 @@ def _refused(request, error: GovernanceError, *, proposal: Proposal | None = Non
     )
 
 
+# What the page calls a proposal of each kind, in its heading and its choice of kinds.
+KIND_TITLES = {
+    Proposal.Kind.BUY: gettext_lazy("Purchase"),
+    Proposal.Kind.SELL: gettext_lazy("Sale"),
+    Proposal.Kind.TRANSFER: gettext_lazy("Transfer between custody accounts"),
+    Proposal.Kind.INTAKE: gettext_lazy("Intake from a funding source"),
+}
+
+
+def _kind_links(fund, current: str) -> list[dict]:
+    """One link per kind to a new proposal's form: the choice of kind works without script."""
+    url = reverse("proposal-new", args=[fund.pk])
+    return [
+        {"kind": kind, "title": title, "url": f"{url}?kind={kind}", "current": kind == current}
+        for kind, title in KIND_TITLES.items()
+    ]
+
+
 def _form_page(request, form: ProposalForm, *, fund, proposal: Proposal | None = None):
     context = {
         "form": form,
         "fund": fund,
         "proposal": proposal,
+        "kind": form.kind,
+        "kind_title": KIND_TITLES[form.kind],
+        "kind_links": _kind_links(fund, form.kind) if proposal is None else [],
         "withdraw_form": WithdrawForm() if proposal is not None else None,
         "cancel_url": (
             reverse("proposal-detail", args=[proposal.pk])
@@ -66,14 +89,16 @@ def _form_page(request, form: ProposalForm, *, fund, proposal: Proposal | None =
     )
 
 
-def _terms_page(request, *, fund, proposal: Proposal | None, refusal, save, saved_message: str):
-    """The terms form of a new or an existing proposal: the refusal page if a rule refuses the
-    user, else the form; a valid form is saved by ``save(cleaned_data)``, which returns the
-    proposal to go back to."""
+def _terms_page(
+    request, *, fund, kind: str, proposal: Proposal | None, refusal, save, saved_message: str
+):
+    """The terms form of a new or an existing proposal of ``kind``: the refusal page if a rule
+    refuses the user, else the form with that kind's fields; a valid form is saved by
+    ``save(cleaned_data)``, which returns the proposal to go back to."""
     if refusal is not None:
         return _refused(request, refusal, fund=fund, proposal=proposal)
     data = request.POST if request.method == "POST" else None
-    form = ProposalForm(data, fund=fund, proposal=proposal)
+    form = ProposalForm(data, fund=fund, kind=kind, proposal=proposal)
     if form.is_bound and form.is_valid():
         try:
             saved = save(form.cleaned_data)
@@ -89,15 +114,20 @@ def _terms_page(request, *, fund, proposal: Proposal | None, refusal, save, save
 
 @login_required
 def proposal_new(request, fund_pk: int):
-    """Draft a proposal for one of the user's funds (``propose`` role)."""
+    """Draft a proposal of ``?kind=`` (a buy when none) for one of the user's funds
+    (``propose`` role); an unknown kind is a page that does not exist."""
     fund = get_object_or_404(funds_for_user(request.user), pk=fund_pk)
+    kind = request.GET.get("kind") or Proposal.Kind.BUY
+    if kind not in Proposal.Kind.values:
+        raise Http404("No such kind of operation.")
     return _terms_page(
         request,
         fund=fund,
+        kind=kind,
         proposal=None,
         refusal=permissions.propose_refusal(request.user, fund),
         save=lambda terms: services.proposal_create(
-            author=request.user, fund=fund, kind=Proposal.Kind.BUY, **terms
+            author=request.user, fund=fund, kind=kind, **terms
         ),
         saved_message=_("Draft saved. Check it, then submit it for review when it is ready."),
     )
@@ -110,6 +140,7 @@ def proposal_edit(request, pk: int):
     return _terms_page(
         request,
         fund=proposal.fund,
+        kind=proposal.kind,
         proposal=proposal,
         refusal=permissions.edit_refusal(request.user, proposal),
         save=lambda terms: services.proposal_update(
@@ -130,7 +161,7 @@ def proposal_submit(request, pk: int):
         return _refused(request, error, proposal=proposal)
     messages.success(request, _("The proposal is submitted and waits for its first review."))
     for check in compliance_checks(
-        proposal.compliance, asset=proposal.asset.symbol, outcome=compliance.WARN
+        proposal.compliance, asset=asset_symbol(proposal), outcome=compliance.WARN
     ):
         messages.warning(
             request,

@@ -218,22 +218,23 @@ def _detail_context(
     refusal: GovernanceError | None = None,
 ) -> dict:
     user = request.user
-    asset = proposal.asset.symbol
+    asset = wording.asset_symbol(proposal)
     roles = selectors.request_roles(request).get(proposal.fund_id, set())
     decision_refusal = permissions.decide_refusal(user, proposal, roles=roles)
     fill_refusal = permissions.fill_refusal(user, proposal, roles=roles)
     stage_reviews = selectors.proposal_stage_reviews(proposal)
+    executions = list(selectors.proposal_executions(proposal))
 
-    consensus = consensus_for(proposal.asset)
+    # An intake of US dollars has no market price: no price card, nothing to chart.
+    consensus = consensus_for(proposal.asset) if proposal.asset is not None else None
     preview = None
     if proposal.state in PREVIEW_STATES:
-        preview = selectors.proposal_compliance_preview(
-            proposal, prices={proposal.asset_id: consensus}
-        ).as_json()
+        prices = {proposal.asset_id: consensus} if consensus is not None else {}
+        preview = selectors.proposal_compliance_preview(proposal, prices=prices).as_json()
     stored = proposal.compliance or {}
 
     source_names = dict(Price.Source.choices)
-    freshest = consensus.at - consensus.age if consensus.age is not None else None
+    freshest = consensus.at - consensus.age if consensus and consensus.age is not None else None
 
     stages = proposal.policy.stages.all() if proposal.policy else []
     stage_names = {stage.order: stage.name for stage in stages}
@@ -246,7 +247,7 @@ def _detail_context(
         decision_form = DecisionForm(initial={"stage_order": proposal.current_stage.order})
     if fill_refusal is None and fill_form is None:
         # No default time: the operator enters when the exchange filled the order.
-        fill_form = FillForm()
+        fill_form = FillForm(kind=proposal.kind)
 
     can = {
         "edit": permissions.edit_refusal(user, proposal, roles=roles) is None,
@@ -261,6 +262,10 @@ def _detail_context(
     return {
         "proposal": proposal,
         "remaining_usd": proposal.remaining_usd,
+        "asset_symbol": asset,
+        "realised_pnl_usd": (
+            selectors.realised_pnl_usd(executions) if proposal.kind == Proposal.Kind.SELL else None
+        ),
         "is_author": proposal.author_id == user.pk,
         "author_can": can,
         "withdraw_form": WithdrawForm(label_suffix="") if can["withdraw"] else None,
@@ -280,15 +285,18 @@ def _detail_context(
         "concentration": _concentration(preview or stored),
         "consensus": consensus,
         "consensus_freshest": freshest,
-        "consensus_flags": [str(FLAG_WORDS.get(flag, flag)) for flag in consensus.flags],
-        "quotes": [
-            {"quote": q, "source": source_names.get(q.source, q.source)} for q in consensus.quotes
+        "consensus_flags": [
+            str(FLAG_WORDS.get(flag, flag)) for flag in (consensus.flags if consensus else ())
         ],
-        "chart": _price_chart(proposal),
+        "quotes": [
+            {"quote": q, "source": source_names.get(q.source, q.source)}
+            for q in (consensus.quotes if consensus else ())
+        ],
+        "chart": _price_chart(proposal) if consensus is not None else None,
         "chart_days": CHART_DAYS,
         "stage_reviews": stage_reviews,
         "events": events,
-        "executions": selectors.proposal_executions(proposal),
+        "executions": executions,
         "refusal": refusal,
         "refusal_message": refusal_message(refusal) if refusal is not None else "",
         "refusal_checks": refusal_checks,
@@ -311,17 +319,17 @@ def proposal_detail(request: HttpRequest, pk: int) -> HttpResponse:
     return _render_detail(request, _proposal_for(request, pk))
 
 
-def _act(request: HttpRequest, pk: int, form_class, form_name: str, perform) -> HttpResponse:
-    """Validate the posted form and run ``perform(proposal, cleaned_data)``, answering as every
-    action on the proposal page does: the form again (400) on bad input, the refusal box (403 or
-    409) with the form refilled but for the one-time code when a rule refuses, else back to the
-    proposal with the message ``perform`` left."""
+def _act(request: HttpRequest, pk: int, make_form, form_name: str, perform) -> HttpResponse:
+    """Validate the form ``make_form(proposal, request.POST)`` and run ``perform(proposal,
+    form)``, answering as every action on the proposal page does: the form again (400) on bad
+    input, the refusal box (403 or 409) with the form refilled but for the one-time code when a
+    rule refuses, else back to the proposal with the message ``perform`` left."""
     proposal = _proposal_for(request, pk)
-    form = form_class(request.POST)
+    form = make_form(proposal, request.POST)
     if not form.is_valid():
         return _render_detail(request, proposal, status=400, **{form_name: form})
     try:
-        perform(proposal, form.cleaned_data)
+        perform(proposal, form)
     except GovernanceError as error:
         proposal = _proposal_for(request, pk)
         retry = without_code(form)
@@ -350,7 +358,8 @@ _VERDICT_RECORDED = {
 def proposal_decide(request: HttpRequest, pk: int) -> HttpResponse:
     """Record the user's verdict with a fresh one-time code (``services.decision_record``)."""
 
-    def decide(proposal: Proposal, data: dict) -> None:
+    def decide(proposal: Proposal, form: DecisionForm) -> None:
+        data = form.cleaned_data
         decision = services.decision_record(
             proposal_id=proposal.pk,
             user=request.user,
@@ -361,7 +370,7 @@ def proposal_decide(request: HttpRequest, pk: int) -> HttpResponse:
         )
         messages.success(request, _VERDICT_RECORDED[decision.verdict])
 
-    return _act(request, pk, DecisionForm, "decision_form", decide)
+    return _act(request, pk, lambda _proposal, data: DecisionForm(data), "decision_form", decide)
 
 
 @login_required
@@ -369,19 +378,9 @@ def proposal_decide(request: HttpRequest, pk: int) -> HttpResponse:
 def execution_create(request: HttpRequest, pk: int) -> HttpResponse:
     """Record one fill with a fresh one-time code (``services.execution_record``)."""
 
-    def record(proposal: Proposal, data: dict) -> None:
+    def record(proposal: Proposal, form: FillForm) -> None:
         execution, created = services.execution_record(
-            proposal_id=proposal.pk,
-            actor=request.user,
-            quantity=data["quantity"],
-            price_usd=data["price_usd"],
-            fee_usd=data["fee_usd"],
-            venue=data["venue"].strip(),
-            external_ref=data["external_ref"].strip(),
-            executed_at=data["executed_at"],
-            otp_token=data["otp_token"],
-            close=data["close"],
-            tx_hash=data["tx_hash"].strip(),
+            proposal_id=proposal.pk, actor=request.user, **form.fill_terms()
         )
         if created:
             messages.success(
@@ -399,4 +398,10 @@ def execution_create(request: HttpRequest, pk: int) -> HttpResponse:
             },
         )
 
-    return _act(request, pk, FillForm, "fill_form", record)
+    return _act(
+        request,
+        pk,
+        lambda proposal, data: FillForm(data, kind=proposal.kind),
+        "fill_form",
+        record,
+    )

@@ -59,3 +59,11 @@ def share(value) -> str:
         return ""
     places = settings.ALEM_DECIMALS["ratio"][1]
     return percent(Decimal(str(value)).quantize(Decimal(10) ** -places))
+
+
+@register.filter
+def shortened(value, keep: int = 6) -> str:
+    """A long address or reference as its first and last ``keep`` characters around an
+    ellipsis (the page gives the whole value beside it); short ones as they are."""
+    text = str(value or "")
+    return text if len(text) <= 2 * keep + 3 else f"{text[:keep]}…{text[-keep:]}"

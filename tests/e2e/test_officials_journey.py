@@ -116,7 +116,7 @@ def test_a_purchase_goes_from_the_managers_draft_through_every_stage_to_the_port
     expect(page).to_have_url(f"{live_server.url}/")
 
     # When they draft a purchase of USD 2,000,000.00 of BNB at a limit of USD 650 and submit it
-    page.get_by_role("link", name="New proposal for Alem Crypto Fund").click()
+    page.get_by_role("link", name="New purchase for Alem Crypto Fund").click()
     page.get_by_label("Asset", exact=True).select_option(label="BNB")
     page.get_by_label("Notional (USD)", exact=True).fill("2000000.00")
     page.get_by_label("Limit price (USD)", exact=True).fill("650")

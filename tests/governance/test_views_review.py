@@ -239,7 +239,10 @@ def test_queue_lists_own_proposals_with_state_and_a_new_proposal_link(client, al
     assert f'href="{detail_url(submitted)}"' in authored
     assert '<span class="badge badge--draft">Draft</span>' in authored
     assert '<span class="badge badge--in_review">In review</span>' in authored
-    assert f'href="{reverse("proposal-new", args=[alem.fund.pk])}"' in authored
+    new = reverse("proposal-new", args=[alem.fund.pk])
+    assert [f"{new}?kind={kind}" for kind in ("buy", "sell", "transfer", "intake")] == re.findall(
+        r'href="([^"]*/proposals/new/[^"]*)"', authored
+    )
 
     signed_in(client, alem.users["risk"])
     assert "proposals/new" not in get_page(client, reverse("queue"))

@@ -15,10 +15,11 @@ from django.utils import timezone
 
 from governance import services
 from portfolio import selectors
-from portfolio.models import Asset, FundingSource, FxRate, NavSnapshot, Price
+from portfolio.models import Asset, CustodyAccount, FundingSource, FxRate, NavSnapshot, Price
 from portfolio.prices.selectors import consensus_for, consensus_for_assets
 from tests.factories import (
     AssetFactory,
+    CustodyAccountFactory,
     FundBuilder,
     FundingSourceFactory,
     PriceFactory,
@@ -529,3 +530,103 @@ def test_page_sends_the_csp_header_and_has_no_inline_script_style_or_handler(cli
     assert "<style" not in html
     assert not re.search(r"\sstyle\s*=", html)
     assert not re.search(r"\son[a-z]+\s*=", html)
+
+
+# ---------------------------------------------------------------------------------------------
+# Custody accounts
+# ---------------------------------------------------------------------------------------------
+
+
+def accounts_section(response) -> str:
+    html = response.content.decode()
+    return html.split('id="accounts-heading"')[1].split("</section>")[0]
+
+
+def test_custody_accounts_show_kind_chain_address_cooling_off_and_what_each_holds(client, alem):
+    cold = CustodyAccountFactory(
+        fund=alem.fund, name="Cold multisig", address="0x" + "ab12" * 10, chain="BNB Smart Chain"
+    )
+    custodian = CustodyAccountFactory(
+        fund=alem.fund,
+        name="Custodian",
+        kind=CustodyAccount.Kind.QUALIFIED_CUSTODIAN,
+        address="",
+        account_reference="ACC-42",
+        usable_from=timezone.now() + dt.timedelta(hours=5),
+    )
+    CustodyAccountFactory(fund=alem.fund, name="Retired", active=False, removed_at=timezone.now())
+    services.opening_balance_record(
+        fund=alem.fund,
+        funding_source=alem.funding_source,
+        asset=alem.asset,
+        account=cold,
+        quantity=D("100"),
+        amount_usd=D("50000"),
+    )
+    contribute_in_kind(alem, alem.asset, quantity="2.5", amount_usd="1500.00")
+
+    response = get_page(client, alem.users["auditor"], alem.fund)
+
+    section = accounts_section(response)
+    text = " ".join(re.sub(r"<[^>]+>", " ", section).split())
+    assert "Cold multisig Kind Cold multisig wallet Chain BNB Smart Chain" in text
+    # The address shortened, whole in its title and for screen readers.
+    address = cold.address
+    assert f'<span aria-hidden="true" title="{address}">0xab12…12ab12</span>' in section
+    assert f'<span class="visually-hidden">{address}</span>' in section
+    assert re.search(
+        r"BNB\s*</th>\s*<td class=\"num\">100</td>\s*<td class=\"num\">50,000.00</td>", section
+    )
+    assert "Custodian Cooling off" in text
+    assert "Account reference ACC-42" in text
+    assert f'datetime="{timezone.localtime(custodian.usable_from).isoformat()}"' in section
+    assert "Holds nothing." in text
+    assert "Retired" not in text
+    # The 2.5 BNB contributed without an account.
+    outside = section.split('id="outside-accounts-heading"')[1]
+    assert "Not in a custody account" in outside
+    assert re.search(
+        r"BNB\s*</th>\s*<td class=\"num\">2.5</td>\s*<td class=\"num\">1,500.00</td>", outside
+    )
+
+
+def test_a_fund_whose_holdings_are_all_in_accounts_shows_nothing_outside_them(client, alem):
+    cold = CustodyAccountFactory(fund=alem.fund, name="Cold multisig")
+    services.opening_balance_record(
+        fund=alem.fund,
+        funding_source=alem.funding_source,
+        asset=alem.asset,
+        account=cold,
+        quantity=D("1"),
+        amount_usd=D("600"),
+    )
+
+    response = get_page(client, alem.users["auditor"], alem.fund)
+
+    assert 'id="outside-accounts-heading"' not in accounts_section(response)
+
+
+def test_query_count_does_not_grow_with_custody_accounts_and_their_positions(client, alem):
+    first = CustodyAccountFactory(fund=alem.fund)
+    contribute_in_account(alem, alem.asset, first, quantity="1")
+    one = count_queries(client, alem.users["auditor"], alem.fund)
+
+    for symbol in ("BTC", "ETH", "SOL"):
+        asset = priced_asset(symbol, "10.5")
+        for _ in range(2):
+            contribute_in_account(alem, asset, CustodyAccountFactory(fund=alem.fund), quantity="2")
+    many = count_queries(client, alem.users["auditor"], alem.fund)
+
+    assert CustodyAccount.objects.filter(fund=alem.fund).count() == 7
+    assert many == one
+
+
+def contribute_in_account(alem, asset, account, *, quantity: str):
+    return services.opening_balance_record(
+        fund=alem.fund,
+        funding_source=alem.funding_source,
+        asset=asset,
+        account=account,
+        quantity=D(quantity),
+        amount_usd=D("1.00"),
+    )
