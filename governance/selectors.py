@@ -39,6 +39,7 @@ from portfolio import selectors as books
 from portfolio.models import AccountPosition, Asset, Fund, FundRole, Position
 from portfolio.prices.consensus import Consensus
 from portfolio.prices.selectors import consensus_for_assets
+from portfolio.reconciliation.selectors import open_breaks_by_fund
 
 
 def policy_in_force(fund: Fund) -> ApprovalPolicy | None:
@@ -422,6 +423,8 @@ class FundSummary:
     valuation: books.FundValuation
     in_review: int
     can_propose: bool
+    # Reconciliation breaks of its custody accounts waiting for an explanation.
+    open_breaks: int = 0
 
 
 def fund_summaries(user, *, roles: dict[int, set[str]] | None = None) -> list[FundSummary]:
@@ -429,7 +432,8 @@ def fund_summaries(user, *, roles: dict[int, set[str]] | None = None) -> list[Fu
     proposals are in review, and whether ``user`` may propose there.
 
     Queries: the funds with their counts (and one for the roles unless ``roles`` is given), then
-    the three of ``portfolio.selectors.fund_valuations``; none depend on the number of funds,
+    the three of ``portfolio.selectors.fund_valuations`` and one for the open reconciliation
+    breaks; none depend on the number of funds,
     assets or proposals.
     """
     roles = roles_by_fund(user) if roles is None else roles
@@ -446,12 +450,14 @@ def fund_summaries(user, *, roles: dict[int, set[str]] | None = None) -> list[Fu
         .order_by("name")
     )
     valuations = books.fund_valuations(funds)
+    breaks = open_breaks_by_fund(fund.pk for fund in funds)
     return [
         FundSummary(
             fund=fund,
             valuation=valuations[fund.pk],
             in_review=fund.in_review_count,
             can_propose=FundRole.PROPOSE in roles[fund.pk],
+            open_breaks=breaks.get(fund.pk, 0),
         )
         for fund in funds
     ]

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET
 from portfolio import selectors
 from portfolio.calculations import decimal_string
 from portfolio.prices import consensus
-from portfolio.reconciliation.selectors import reconciliation_funds_for_user
+from portfolio.reconciliation.selectors import account_statuses, reconciliation_funds_for_user
 from portfolio.templatetags.alem_format import money
 from portfolio.templatetags.alem_format import share as share_percent
 
@@ -169,6 +169,9 @@ def portfolio(request, pk: int):
         snapshots = _month_ends(snapshots)
 
     accounts = selectors.custody_accounts_with_positions(fund)
+    statuses = account_statuses(entry.account.pk for entry in accounts)
+    for entry in accounts:
+        entry.account.reconciliation = statuses[entry.account.pk]
     positions = [
         PositionRow(
             position=p,

@@ -40,6 +40,7 @@ from governance.wording import compliance_checks, refusal_message
 from portfolio.models import Price
 from portfolio.prices.consensus import FLAG_WORDS
 from portfolio.prices.selectors import consensus_for, daily_price_closes
+from portfolio.reconciliation.selectors import account_statuses
 
 CHART_DAYS = 90
 # Rows of each list on the queue: what waits for a decision or a fill, and one's own proposals.
@@ -304,6 +305,11 @@ def _detail_context(
 
 
 def _render_detail(request, proposal, *, status: int = 200, **forms_and_refusal) -> HttpResponse:
+    accounts = [a for a in (proposal.account, proposal.destination_account) if a is not None]
+    if accounts:
+        statuses = account_statuses(a.pk for a in accounts)
+        for account in accounts:
+            account.reconciliation = statuses[account.pk]
     context = _detail_context(request, proposal, **forms_and_refusal)
     return render(request, "governance/proposal_detail.html", context, status=status)
 

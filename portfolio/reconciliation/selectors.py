@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.utils.translation import gettext_lazy as _
 
 from governance.roles import has_role
@@ -170,3 +170,57 @@ def _status(account_id, symbol, observation, open_pairs) -> str:
     if abs(observation.difference) <= rules.dust_for(symbol):
         return Status.MATCHED
     return Status.EXPLAINED
+
+
+def account_statuses(account_ids) -> dict[int, AccountStatus]:
+    """One status per custody account for the portfolio and proposal pages: an open break on
+    any of its assets first, then an explained difference, then a match; ``not_observed`` for
+    an account nothing was read or uploaded for. Two queries, whatever the number of accounts."""
+    account_ids = list(account_ids)
+    broken = set(
+        ReconciliationBreak.objects.filter(
+            account_id__in=account_ids, state=ReconciliationBreak.State.OPEN
+        ).values_list("account_id", flat=True)
+    )
+    latest = (
+        BalanceObservation.objects.filter(account_id__in=account_ids)
+        .order_by("account_id", "asset_id", "-id")
+        .distinct("account_id", "asset_id")
+        .values_list("account_id", "asset__symbol", "difference")
+    )
+    statuses = dict.fromkeys(account_ids, Status.NOT_OBSERVED)
+    severity = [Status.NOT_OBSERVED, Status.MATCHED, Status.EXPLAINED, Status.OPEN_BREAK]
+    for account_id, symbol, difference in latest:
+        found = Status.MATCHED if abs(difference) <= rules.dust_for(symbol) else Status.EXPLAINED
+        if severity.index(found) > severity.index(statuses[account_id]):
+            statuses[account_id] = found
+    for account_id in broken:
+        statuses[account_id] = Status.OPEN_BREAK
+    return {account_id: AccountStatus(status) for account_id, status in statuses.items()}
+
+
+def open_breaks_by_fund(fund_ids) -> dict[int, int]:
+    """How many breaks wait for an explanation in each fund (one query), for the queue."""
+    counts = (
+        ReconciliationBreak.objects.filter(
+            account__fund_id__in=list(fund_ids), state=ReconciliationBreak.State.OPEN
+        )
+        .values("account__fund_id")
+        .annotate(count=Count("pk"))
+    )
+    return {row["account__fund_id"]: row["count"] for row in counts}
+
+
+@dataclass(frozen=True)
+class AccountStatus:
+    """An account's reconciliation status, as the pages show it."""
+
+    status: str
+
+    @property
+    def words(self) -> str:
+        return str(STATUS_WORDS[self.status])
+
+    @property
+    def badge(self) -> str:
+        return STATUS_BADGES[self.status]
