@@ -53,6 +53,10 @@ class AuditAction(models.TextChoices):
     RECORD_CREATED = "back_office.record_created", _("Created in the back office")
     RECORD_CHANGED = "back_office.record_changed", _("Changed in the back office")
     RECORD_DELETED = "back_office.record_deleted", _("Deleted in the back office")
+    CUSTODY_CHANGE_REQUESTED = "custody.change_requested", _("Custody account change requested")
+    CUSTODY_CHANGE_CONFIRMED = "custody.change_confirmed", _("Custody account change confirmed")
+    CUSTODY_CHANGE_CANCELLED = "custody.change_cancelled", _("Custody account change cancelled")
+    CUSTODY_ACCOUNT_REMOVED = "custody.account_removed", _("Custody account removed")
 
 
 # Written once by a migration (governance 0011), never by ``governance.events``: the snapshots of
