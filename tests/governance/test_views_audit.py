@@ -107,9 +107,9 @@ def test_the_page_shows_times_in_almaty_actor_action_proposal_link_and_summary(c
     assert f'href="{reverse("proposal-detail", args=[proposal.pk])}">#{proposal.pk}</a>' in html
     assert "<td>manager</td>" in html
     assert response.context["rows"][0].summary == (
-        "asset: BNB; funding_source: Republican budget allocation; limit_price_usd: 650.00; "
-        "notional_usd: 500000.00; rationale: Build the strategic BNB position.; side: buy; "
-        "version: 1"
+        "asset: BNB; funding_source: Republican budget allocation; kind: buy; "
+        "limit_price_usd: 650.00; notional_usd: 500000.00; "
+        "rationale: Build the strategic BNB position.; version: 1"
     )
 
 
