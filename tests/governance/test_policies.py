@@ -205,7 +205,21 @@ def test_a_policy_must_have_a_stage_applying_from_zero():
     ]
 
     assert _problems(stages) == [
-        "At least one stage must apply from USD 0, so every proposal is reviewed."
+        "Every kind of operation needs a stage applying from USD 0, so every proposal is "
+        "reviewed; none does for: buy, sell, transfer, intake."
+    ]
+
+
+def test_every_kind_of_operation_needs_a_stage_from_zero():
+    # A stage from zero for purchases only leaves a small sale, transfer or intake unreviewed.
+    stages = [
+        StageSpec(1, "Risk review", R.REVIEW_RISK, 1, kinds=("buy",)),
+        StageSpec(2, "Treasury transfers", R.VOTE_COMMITTEE, 1, kinds=("transfer",)),
+    ]
+
+    assert _problems(stages) == [
+        "Every kind of operation needs a stage applying from USD 0, so every proposal is "
+        "reviewed; none does for: sell, intake."
     ]
 
 
@@ -242,7 +256,6 @@ def test_a_stage_threshold_cannot_be_negative():
 
     assert _problems(stages) == [
         "Stage 'Committee': the threshold cannot be negative.",
-        "At least one stage must apply from USD 0, so every proposal is reviewed.",
     ]
 
 
