@@ -2,9 +2,10 @@
 
 Nothing here moves a proposal or writes a record directly. Proposals, decisions, audit events
 and published policies are read-only for everyone, superusers included; role grants, policy
-drafts, policy publication and contributions go through ``governance.services``, which enforce
-the rules (site administrator for roles, ``manage_policy`` and four eyes for policies) and write
-the audit events.
+drafts, policy publication and custody accounts go through ``governance.services``, which
+enforce the rules (site administrator for roles, ``manage_policy`` and four eyes for policies and
+custody accounts) and write the audit events. Nothing here books a ledger entry: every movement
+of a fund's assets is a proposal (rule 15).
 """
 
 import json
@@ -17,8 +18,10 @@ from django.db.models import Prefetch
 from django.http import HttpResponseRedirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.timezone import localtime
 from django.utils.translation import gettext_lazy as _
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.admin import PeriodicTaskAdmin as BeatPeriodicTaskAdmin
@@ -31,12 +34,14 @@ from django_celery_beat.models import (
     SolarSchedule,
 )
 
-from governance import services
+from governance import permissions, services
 from governance.admin_audit import OnTheRecordAdminMixin
 from governance.audit import audit_verify
 from governance.exceptions import GovernanceError, NotPermitted
 from governance.forms import (
-    ContributionForm,
+    AdminChangeConfirmForm,
+    CustodyAccountRemoveForm,
+    CustodyChangeRequestForm,
     ManualPriceForm,
     PolicyDraftForm,
     PolicyStageFormSet,
@@ -50,6 +55,7 @@ from governance.models import (
     AuditEvent,
     AuditVerification,
     CheckpointAnchor,
+    CustodyAccountChange,
     Decision,
     Execution,
     PolicyStage,
@@ -57,7 +63,7 @@ from governance.models import (
     Proposal,
     TaskOutbox,
 )
-from governance.roles import direct_grants, users_with_role
+from governance.roles import direct_grants, roles_on_fund, users_with_role
 from governance.selectors import policy_in_force, proposal_stage_statuses
 from governance.services import back_office
 from portfolio import admin as portfolio_admin
@@ -87,7 +93,7 @@ class ReadOnlyInlineMixin(ReadOnlyAdminMixin):
 
 
 # ---------------------------------------------------------------------------------------------
-# Funds: role grants and contributions, on top of portfolio's fund page
+# Funds: role grants and custody accounts, on top of portfolio's fund page
 # ---------------------------------------------------------------------------------------------
 
 admin.site.unregister(Fund)
@@ -95,12 +101,12 @@ admin.site.unregister(Fund)
 
 @admin.register(Fund)
 class FundAdmin(OnTheRecordAdminMixin, ExtraPagesMixin, portfolio_admin.FundAdmin):
-    """Portfolio's fund page plus the governance tools: per-fund roles and contributions. Every
-    creation and edit is audited with old and new values (``OnTheRecordAdminMixin``)."""
+    """Portfolio's fund page plus the governance tools: per-fund roles and custody accounts.
+    Every creation and edit is audited with old and new values (``OnTheRecordAdminMixin``)."""
 
     extra_pages = (
         ("<path:object_id>/roles/", "roles_view", "roles"),
-        ("<path:object_id>/contribution/", "contribution_view", "contribution"),
+        ("<path:object_id>/custody/", "custody_view", "custody"),
     )
 
     def fund_tools(self, request, fund: Fund) -> list[tuple[str, str]]:
@@ -108,7 +114,7 @@ class FundAdmin(OnTheRecordAdminMixin, ExtraPagesMixin, portfolio_admin.FundAdmi
         if request.user.is_superuser:
             tools.append((_("Roles"), reverse("admin:portfolio_fund_roles", args=[fund.pk])))
         tools.append(
-            (_("Record contribution"), reverse("admin:portfolio_fund_contribution", args=[fund.pk]))
+            (_("Custody accounts"), reverse("admin:portfolio_fund_custody", args=[fund.pk]))
         )
         return tools
 
@@ -198,37 +204,123 @@ class FundAdmin(OnTheRecordAdminMixin, ExtraPagesMixin, portfolio_admin.FundAdmi
             form=form,
         )
 
-    def contribution_view(self, request, object_id):
-        """Book a contribution through ``contribution_record`` (needs ``manage_policy``)."""
+    def custody_view(self, request, object_id):
+        """The fund's custody accounts and the changes waiting for a second administrator.
+
+        Every button POSTs here and calls one service: a request to add or change an account
+        (``custody_change_request``), a confirmation with the confirmer's one-time code
+        (``custody_change_confirm``), a cancellation (``custody_change_cancel``) or a removal
+        (``custody_account_remove``); the services check ``manage_policy`` and four eyes and
+        write the audit events. Nothing on the page edits an account directly.
+        """
         fund, redirect = self._fund_or_redirect(request, object_id)
         if redirect:
             return redirect
         if not self.has_view_permission(request, fund):
             raise PermissionDenied
-        form = ContributionForm(request.POST or None, fund=fund)
-        if request.method == "POST" and form.is_valid():
-            try:
-                entry = services.contribution_record(
-                    actor=request.user, fund=fund, **form.cleaned_data
-                )
-            except GovernanceError as exc:
-                form.add_error(None, exc.detail)
-            except ValidationError as exc:
-                form.add_error(None, exc)
+        form = CustodyChangeRequestForm(fund=fund, initial={"action": "add"})
+        if request.method == "POST":
+            action = request.POST.get("action", "")
+            if action in ("add", "change"):
+                form = CustodyChangeRequestForm(request.POST, fund=fund)
+                if form.is_valid() and self._custody_act(
+                    request, form, self._custody_request, fund=fund
+                ):
+                    return HttpResponseRedirect(request.path)
+            elif action in ("confirm", "cancel", "remove"):
+                self._custody_act(request, None, getattr(self, f"_custody_{action}"), fund=fund)
+                return HttpResponseRedirect(request.path)
             else:
-                self.message_user(
-                    request,
-                    _("Booked: %(entry)s to %(fund)s.") % {"entry": entry, "fund": fund},
-                    messages.SUCCESS,
-                )
-                return HttpResponseRedirect(reverse("admin:portfolio_fund_change", args=[fund.pk]))
+                messages.error(request, _("Choose what to do."))
+                return HttpResponseRedirect(request.path)
+        roles = roles_on_fund(request.user, fund)
+        pending = CustodyAccountChange.objects.filter(
+            fund=fund, state=CustodyAccountChange.State.PENDING
+        ).select_related("fund", "account", "requested_by")
         return self._fund_page(
             request,
             fund,
-            "admin/portfolio/fund/contribution.html",
-            _("Record a contribution to %(fund)s") % {"fund": fund},
+            "admin/portfolio/fund/custody.html",
+            _("Custody accounts of %(fund)s") % {"fund": fund},
+            accounts=fund.custody_accounts.order_by("-active", "name"),
+            pending=[
+                {
+                    "change": change,
+                    "confirm_refusal": permissions.custody_change_confirm_refusal(
+                        request.user, change, roles=roles
+                    ),
+                    "cancel_refusal": permissions.custody_change_cancel_refusal(
+                        request.user, change, roles=roles
+                    ),
+                }
+                for change in pending
+            ],
+            decided=CustodyAccountChange.objects.filter(fund=fund)
+            .exclude(state=CustodyAccountChange.State.PENDING)
+            .select_related("requested_by", "decided_by")[:20],
+            may_administer=permissions.fund_admin_refusal(request.user, fund, roles=roles) is None,
             form=form,
+            code_form=AdminChangeConfirmForm(),
+            now=timezone.now(),
         )
+
+    def _custody_act(self, request, form, act, **kwargs) -> bool:
+        """Run one custody service call; its refusal becomes the form's error (a request) or a
+        message (the buttons). Whether it succeeded."""
+        try:
+            text = act(request, form, **kwargs)
+        except (GovernanceError, ValidationError) as exc:
+            if form is not None:
+                form.add_error(None, exc.detail if isinstance(exc, GovernanceError) else exc)
+            else:
+                detail = getattr(exc, "detail", None) or "; ".join(exc.messages)
+                messages.error(request, detail)
+            return False
+        self.message_user(request, text, messages.SUCCESS)
+        return True
+
+    def _custody_request(self, request, form, *, fund):
+        change = services.custody_change_request(actor=request.user, fund=fund, **form.cleaned_data)
+        return _(
+            "Requested: %(change)s. Another fund administrator must confirm it with their "
+            "one-time code."
+        ) % {"change": change}
+
+    def _custody_change(self, request, fund: Fund) -> CustodyAccountChange:
+        change = CustodyAccountChange.objects.filter(
+            fund=fund, pk=request.POST.get("change") or None
+        ).first()
+        if change is None:
+            raise ValidationError(_("There is no such change of this fund."))
+        return change
+
+    def _custody_confirm(self, request, form, *, fund):
+        change = services.custody_change_confirm(
+            actor=request.user,
+            change_id=self._custody_change(request, fund).pk,
+            otp_token=request.POST.get("otp_token", ""),
+        )
+        return _("Confirmed: %(name)s is usable from %(when)s.") % {
+            "name": change.account.name,
+            "when": localtime(change.account.usable_from).strftime("%Y-%m-%d %H:%M"),
+        }
+
+    def _custody_cancel(self, request, form, *, fund):
+        change = services.custody_change_cancel(
+            actor=request.user, change_id=self._custody_change(request, fund).pk
+        )
+        return _("Cancelled: %(change)s.") % {"change": change}
+
+    def _custody_remove(self, request, form, *, fund):
+        remove = CustodyAccountRemoveForm(request.POST, fund=fund)
+        if not remove.is_valid():
+            raise ValidationError([e for errors in remove.errors.values() for e in errors])
+        account = services.custody_account_remove(
+            actor=request.user,
+            account_id=remove.cleaned_data["account"].pk,
+            reason=remove.cleaned_data["reason"],
+        )
+        return _("Removed: %(account)s; no operation uses it from now on.") % {"account": account}
 
 
 admin.site.unregister(Asset)
@@ -362,7 +454,7 @@ class PolicyStatusFilter(admin.SimpleListFilter):
 
 class PolicyStageInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = PolicyStage
-    fields = ("order", "name", "permission", "quorum", "applies_from_usd")
+    fields = ("order", "name", "permission", "quorum", "applies_from_usd", "kinds")
     readonly_fields = fields
     ordering = ("order",)
     show_change_link = False
@@ -401,6 +493,8 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
         "drafted_at",
         "published_by",
         "published_at",
+        *Fund.DISCLOSURE,
+        *Fund.MANDATE,
     )
     readonly_fields = fields
     actions = ["publish_selected"]
@@ -422,7 +516,7 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
     def stage_summary(self, policy: ApprovalPolicy) -> str:
         return format_html_join(
             mark_safe("<br>"),
-            "{}. {} ({} × {}{})",
+            "{}. {} ({} × {}{}{})",
             (
                 (
                     s.order,
@@ -430,6 +524,7 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
                     s.permission,
                     s.quorum,
                     f", from USD {s.applies_from_usd}" if s.applies_from_usd else "",
+                    f", for {', '.join(s.kinds)}" if s.kinds else "",
                 )
                 for s in sorted(policy.stages.all(), key=lambda s: s.order)
             ),
@@ -462,9 +557,12 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
                         stages=stages.stage_specs(),
                         note=form.cleaned_data["note"],
                         disclosure=form.disclosure(),
+                        mandate=form.mandate(),
                     )
                 except GovernanceError as exc:
                     form.add_error(None, exc.detail)
+                except ValidationError as exc:
+                    form.add_error(None, exc)  # the service names the field it refuses
                 else:
                     self.message_user(
                         request,
@@ -478,8 +576,9 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
         else:
             fund = self._fund_from_query(request)
             in_force = policy_in_force(fund) if fund else None
-            disclosure = {field: getattr(fund, field) for field in Fund.DISCLOSURE} if fund else {}
-            form = PolicyDraftForm(initial={"fund": fund, **disclosure})
+            carried = (*Fund.DISCLOSURE, *Fund.MANDATE)
+            current = {field: getattr(fund, field) for field in carried} if fund else {}
+            form = PolicyDraftForm(initial={"fund": fund, **current})
             stages = PolicyStageFormSet(
                 prefix="stages",
                 initial=[
@@ -489,6 +588,7 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
                         "permission": s.permission,
                         "quorum": s.quorum,
                         "applies_from_usd": s.applies_from_usd,
+                        "kinds": s.kinds,
                     }
                     for s in (in_force.stages.order_by("order") if in_force else [])
                 ],
@@ -517,12 +617,25 @@ class ApprovalPolicyAdmin(admin.ModelAdmin):
             return None
 
 
+@admin.register(CustodyAccountChange)
+class CustodyAccountChangeAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Requests to add or change a custody account, across funds. Read-only: each fund's
+    "Custody accounts" page asks, confirms and cancels them through ``governance.services``."""
+
+    list_display = ("id", "fund", "action", "name", "chain", "address", "account_reference")
+    list_display += ("state", "requested_by", "requested_at", "decided_by", "decided_at")
+    list_filter = ("state", "action", "fund")
+    search_fields = ("name", "address", "account_reference", "reason")
+    ordering = ("-requested_at", "-id")
+    list_select_related = ("fund", "requested_by", "decided_by")
+
+
 @admin.register(PolicyStage)
 class PolicyStageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Stages across policies, e.g. to find every stage a role decides at. Edited never: a
     stage belongs to its policy version (drafted through ``policy_draft``)."""
 
-    list_display = ("policy", "order", "name", "permission", "quorum", "applies_from_usd")
+    list_display = ("policy", "order", "name", "permission", "quorum", "applies_from_usd", "kinds")
     list_filter = ("permission", "policy__fund")
     search_fields = ("name", "policy__fund__name")
     ordering = ("policy__fund__name", "-policy__version", "order")

@@ -538,3 +538,75 @@ def reconciliation_statement_recorded_event(*, actor, account, reference: str, o
             for o in observations
         ],
     )
+
+
+# Custody accounts: four eyes on where the fund's coins are kept (rule 14)
+# ---------------------------------------------------------------------------------------------
+
+
+def _account_terms(source) -> dict:
+    """An account's terms (of the account or of a change asking for them), as recorded."""
+    return {
+        "name": source.name,
+        "kind": source.kind,
+        "chain": source.chain,
+        "address": source.address,
+        "account_reference": source.account_reference,
+    }
+
+
+def _custody_change_json(change) -> dict:
+    return {
+        "custody_change": change.pk,
+        "custody_action": change.action,
+        "account": change.account_id,
+        "terms": _account_terms(change),
+    }
+
+
+def custody_change_requested_event(*, change, before: dict | None) -> AuditEvent:
+    """``before``: the account's terms when the change was asked for (``None`` for an add)."""
+    requested = {**_custody_change_json(change), "reason": change.reason}
+    if before is not None:
+        requested["changes"] = changes_json(before, _account_terms(change))
+    return _write(
+        Action.CUSTODY_CHANGE_REQUESTED, actor=change.requested_by, fund=change.fund, **requested
+    )
+
+
+def custody_change_confirmed_event(*, change, account, before: dict | None, device: str):
+    """``account``: as the confirmation left it; ``before``: its terms until then (``None`` for
+    an add); ``device``: the confirmer's authenticator that gave the one-time code."""
+    confirmed = {
+        **_custody_change_json(change),
+        "requested_by": change.requested_by_id,
+        "device": device,
+        "usable_from": account.usable_from.isoformat(),
+        "changes": changes_json(before or {}, _account_terms(account)),
+    }
+    return _write(
+        Action.CUSTODY_CHANGE_CONFIRMED, actor=change.decided_by, fund=change.fund, **confirmed
+    )
+
+
+def custody_change_cancelled_event(*, change, reason: str = "") -> AuditEvent:
+    """``reason``: why it was cancelled other than by a person asking (the account removed)."""
+    cancelled = _custody_change_json(change)
+    if reason:
+        cancelled["reason"] = reason
+    return _write(
+        Action.CUSTODY_CHANGE_CANCELLED, actor=change.decided_by, fund=change.fund, **cancelled
+    )
+
+
+def custody_account_removed_event(*, actor, account, reason: str, cancelled: list[int]):
+    """``cancelled``: the pending changes of the account the removal cancelled."""
+    removed = {
+        "account": account.pk,
+        "terms": _account_terms(account),
+        "reason": reason,
+        "removed_at": account.removed_at.isoformat(),
+        "cancelled_changes": cancelled,
+        "changes": {"active": {"old": True, "new": False}},
+    }
+    return _write(Action.CUSTODY_ACCOUNT_REMOVED, actor=actor, fund=account.fund, **removed)

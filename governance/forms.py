@@ -5,16 +5,17 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
-from governance.models import DECIDING_ROLES, AdminChange
+from governance.models import DECIDING_ROLES, AdminChange, CustodyAccountChange, OperationKind
 from governance.policies import StageSpec
 from portfolio.disclosure import Disclosure
-from portfolio.models import Asset, Fund, FundRole
+from portfolio.mandate import MAX_COOLING_OFF_HOURS, Mandate
+from portfolio.models import Asset, CustodyAccount, Fund, FundRole
 
 User = get_user_model()
 
 MONEY_DIGITS, MONEY_PLACES = settings.ALEM_DECIMALS["money"]
-QUANTITY_DIGITS, QUANTITY_PLACES = settings.ALEM_DECIMALS["quantity"]
 PRICE_DIGITS, PRICE_PLACES = settings.ALEM_DECIMALS["price"]
+RATIO_DIGITS, RATIO_PLACES = settings.ALEM_DECIMALS["ratio"]
 
 
 class UserChoiceField(forms.ModelChoiceField):
@@ -85,6 +86,56 @@ class PolicyDraftForm(forms.Form):
     disclose_deciders = forms.BooleanField(
         label=_("Name who decided in the public statistics"), required=False
     )
+    # The mandate the version carries (``Fund.MANDATE``); a field left empty keeps the fund's.
+    # The ranges are the service's (``Mandate.validate``), which names the field it refuses.
+    max_asset_share = forms.DecimalField(
+        label=_("Largest share of one asset (0-1)"),
+        max_digits=RATIO_DIGITS,
+        decimal_places=RATIO_PLACES,
+        required=False,
+    )
+    max_proposal_notional_usd = forms.DecimalField(
+        label=_("Single-proposal limit (USD)"),
+        max_digits=MONEY_DIGITS,
+        decimal_places=MONEY_PLACES,
+        required=False,
+    )
+    execution_window_days = forms.IntegerField(
+        label=_("Execution window (days)"), min_value=0, max_value=32767, required=False
+    )
+    price_tolerance = forms.DecimalField(
+        label=_("Price tolerance (0-1)"),
+        max_digits=RATIO_DIGITS,
+        decimal_places=RATIO_PLACES,
+        required=False,
+    )
+    max_fee_share = forms.DecimalField(
+        label=_("Largest fee share of a fill's value (0-1)"),
+        max_digits=RATIO_DIGITS,
+        decimal_places=RATIO_PLACES,
+        required=False,
+    )
+    custody_cooling_off_hours = forms.IntegerField(
+        label=_("Custody account cooling-off (hours)"),
+        min_value=0,
+        max_value=32767,
+        required=False,
+        help_text=_(
+            "How long a custody account added or changed waits before any operation may use "
+            "it (0 to %(max)s)."
+        )
+        % {"max": MAX_COOLING_OFF_HOURS},
+    )
+
+    def mandate(self) -> Mandate:
+        """The mandate the version carries; each field left empty keeps the fund's value."""
+        data, fund = self.cleaned_data, self.cleaned_data["fund"]
+        return Mandate(
+            **{
+                field: getattr(fund, field) if data[field] is None else data[field]
+                for field in Fund.MANDATE
+            }
+        )
 
     def disclosure(self) -> Disclosure:
         """The disclosure the version carries; a delay left empty keeps the fund's."""
@@ -107,6 +158,13 @@ class PolicyStageForm(forms.Form):
         decimal_places=MONEY_PLACES,
         initial=0,
     )
+    kinds = forms.MultipleChoiceField(
+        label=_("For"),
+        choices=OperationKind.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text=_("The kinds of operation the stage decides; none ticked for every kind."),
+    )
 
     def as_spec(self) -> StageSpec:
         data = self.cleaned_data
@@ -116,6 +174,7 @@ class PolicyStageForm(forms.Form):
             permission=data["permission"],
             quorum=data["quorum"],
             applies_from_usd=data["applies_from_usd"],
+            kinds=tuple(data["kinds"]),
         )
 
 
@@ -143,35 +202,6 @@ PolicyStageFormSet = forms.formset_factory(
 )
 
 
-class ContributionForm(forms.Form):
-    """A contribution of cash or of an asset in kind to one fund, for ``contribution_record``."""
-
-    funding_source = forms.ModelChoiceField(queryset=None)
-    amount_usd = forms.DecimalField(
-        label=_("Amount (USD)"),
-        help_text=_("The cash amount, or the value of the contributed asset (its cost basis)."),
-        min_value=0,
-        max_digits=MONEY_DIGITS,
-        decimal_places=MONEY_PLACES,
-    )
-    asset = forms.ModelChoiceField(
-        queryset=Asset.objects.order_by("symbol"),
-        required=False,
-        help_text=_("Leave empty for US dollar cash."),
-    )
-    quantity = forms.DecimalField(
-        required=False,
-        max_digits=QUANTITY_DIGITS,
-        decimal_places=QUANTITY_PLACES,
-        help_text=_("Units of the asset contributed in kind."),
-    )
-    memo = forms.CharField(max_length=500, required=False)
-
-    def __init__(self, *args, fund: Fund, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.fields["funding_source"].queryset = fund.funding_sources.order_by("name")
-
-
 class ManualPriceForm(forms.Form):
     """A USD price read elsewhere, for ``price_enter_manual``."""
 
@@ -186,3 +216,44 @@ class ManualPriceForm(forms.Form):
         required=False,
         help_text=_("When the price was seen (Asia/Almaty time); empty for now."),
     )
+
+
+class CustodyChangeRequestForm(forms.Form):
+    """An account to add, or the new terms of one of the fund's accounts, for
+    ``custody_change_request``; the fund comes from the page."""
+
+    action = forms.ChoiceField(choices=CustodyAccountChange.Action.choices)
+    account = forms.ModelChoiceField(
+        queryset=CustodyAccount.objects.none(),
+        required=False,
+        help_text=_("The account to change; empty to add one."),
+    )
+    name = forms.CharField(max_length=200)
+    kind = forms.ChoiceField(choices=CustodyAccount.Kind.choices)
+    chain = forms.CharField(max_length=100, help_text=_("As the assets name it, e.g. Bitcoin."))
+    address = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text=_("The public address; empty for an account known by its reference only."),
+    )
+    account_reference = forms.CharField(
+        max_length=200,
+        required=False,
+        help_text=_("The custodian's or exchange's account number."),
+    )
+    reason = forms.CharField(max_length=500, widget=forms.Textarea(attrs={"rows": 2}))
+
+    def __init__(self, *args, fund: Fund, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["account"].queryset = fund.custody_accounts.filter(active=True)
+
+
+class CustodyAccountRemoveForm(forms.Form):
+    """Which of the fund's active accounts to remove and why, for ``custody_account_remove``."""
+
+    account = forms.ModelChoiceField(queryset=CustodyAccount.objects.none())
+    reason = forms.CharField(max_length=500)
+
+    def __init__(self, *args, fund: Fund, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["account"].queryset = fund.custody_accounts.filter(active=True)

@@ -30,7 +30,7 @@ from governance.exceptions import (
     SegregationOfDuties,
     StageNotCurrent,
 )
-from governance.models import AdminChange, Decision, Proposal, ProposalState
+from governance.models import AdminChange, CustodyAccountChange, Decision, Proposal, ProposalState
 from governance.roles import roles_on_fund, users_with_role
 from portfolio.models import Fund, FundRole
 
@@ -280,5 +280,45 @@ def admin_change_cancel_refusal(user, change: AdminChange) -> GovernanceError | 
     if refusal := site_admin_refusal(user):
         return refusal
     if change.state not in AdminChange.OPEN_STATES:
+        return InvalidTransition(f"This change is {change.get_state_display().lower()}.")
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Custody accounts: fund administrators, four eyes to add or change one (rule 14)
+# ---------------------------------------------------------------------------------------------
+
+
+def fund_admin_refusal(user, fund: Fund, *, roles: set[str] | None = None) -> NotPermitted | None:
+    """May ``user`` administer ``fund``'s custody accounts: they hold ``manage_policy`` there."""
+    if FundRole.MANAGE_POLICY not in _roles(user, fund, roles):
+        return NotPermitted("Custody accounts are managed by holders of manage_policy on the fund.")
+    return None
+
+
+def custody_change_confirm_refusal(
+    user, change: CustodyAccountChange, *, roles: set[str] | None = None
+) -> GovernanceError | None:
+    """May ``user`` confirm ``change`` now: a fund administrator other than the one who asked
+    for it, while it waits for confirmation."""
+    if refusal := fund_admin_refusal(user, change.fund, roles=roles):
+        return refusal
+    if change.state != CustodyAccountChange.State.PENDING:
+        return InvalidTransition(f"This change is {change.get_state_display().lower()}.")
+    if change.requested_by_id == user.pk:
+        return FourEyesRequired(
+            "You asked for this change; another fund administrator must confirm it."
+        )
+    return None
+
+
+def custody_change_cancel_refusal(
+    user, change: CustodyAccountChange, *, roles: set[str] | None = None
+) -> GovernanceError | None:
+    """May ``user`` cancel ``change``: any fund administrator, the requester included, while it
+    waits for confirmation."""
+    if refusal := fund_admin_refusal(user, change.fund, roles=roles):
+        return refusal
+    if change.state != CustodyAccountChange.State.PENDING:
         return InvalidTransition(f"This change is {change.get_state_display().lower()}.")
     return None

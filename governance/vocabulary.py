@@ -62,6 +62,10 @@ class AuditAction(models.TextChoices):
         "reconciliation.statement_recorded",
         _("Custody statement recorded"),
     )
+    CUSTODY_CHANGE_REQUESTED = "custody.change_requested", _("Custody account change requested")
+    CUSTODY_CHANGE_CONFIRMED = "custody.change_confirmed", _("Custody account change confirmed")
+    CUSTODY_CHANGE_CANCELLED = "custody.change_cancelled", _("Custody account change cancelled")
+    CUSTODY_ACCOUNT_REMOVED = "custody.account_removed", _("Custody account removed")
 
 
 # Written once by a migration (governance 0011), never by ``governance.events``: the snapshots of

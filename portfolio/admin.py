@@ -2,11 +2,11 @@
 (market data has its own, ``portfolio.prices.admin``).
 
 The ledger that valuation and compliance rest on is read-only here: ledger entries are booked
-by services (contributions through ``governance.services.contribution_record``), NAV snapshots
-by ``nav_snapshot_take``. The fund page shows the fund's positions and
-NAV now (``portfolio.selectors.fund_valuation``). Governance extends the fund page with role
-grants and contributions (``governance.admin.FundAdmin``), keeping this app free of governance
-imports.
+by services, NAV snapshots by ``nav_snapshot_take``. The fund page shows the fund's positions and
+NAV now (``portfolio.selectors.fund_valuation``). Custody accounts are read-only too: two fund
+administrators add or change them through ``governance.services.custody``. Governance extends
+the fund page with role grants and custody accounts (``governance.admin.FundAdmin``), keeping
+this app free of governance imports.
 """
 
 from django.contrib import admin
@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext_lazy as _
 
 from portfolio.admin_mixins import CreateOnlyFieldsMixin, ReadOnlyAdminMixin, exact, exact_column
-from portfolio.models import Asset, Fund, FundingSource, LedgerEntry, NavSnapshot
+from portfolio.models import Asset, CustodyAccount, Fund, FundingSource, LedgerEntry, NavSnapshot
 
 # Importing market data's admin registers its read-only pages (prices, rates, fetches); the
 # names stay reachable here because governance extends ``PriceAdmin``.
@@ -27,10 +27,10 @@ from portfolio.prices.admin import FxRateAdmin, PriceAdmin  # noqa: F401
 from portfolio.reconciliation import admin as reconciliation_admin  # noqa: F401
 from portfolio.selectors import fund_valuation
 
-# The mandate: what pre-trade compliance checks every proposal against. DESIGN requires a
-# second administrator for any change, and there is no four-eyes service for that yet, so the
-# back office sets the mandate when a fund is created and shows it read-only afterwards.
-MANDATE_FIELDS = (*Fund.MANDATE_LIMITS, "whitelisted_assets")
+# The mandate: what pre-trade compliance checks every proposal against, and how long a custody
+# account cools off. Set when a fund is created; afterwards only publishing an approval policy
+# version that carries it changes it (two fund administrators, rule 14), so it is read-only here.
+MANDATE_FIELDS = (*Fund.MANDATE, "whitelisted_assets")
 
 
 @admin.register(Fund)
@@ -58,8 +58,8 @@ class FundAdmin(CreateOnlyFieldsMixin, admin.ModelAdmin):
             {
                 "fields": MANDATE_FIELDS,
                 "description": _(
-                    "Set when the fund is created. A mandate change needs a second "
-                    "administrator, which the back office does not offer yet."
+                    "Set when the fund is created; changed by publishing a policy version "
+                    "(drafted by one fund administrator, published by another)."
                 ),
             },
         ),
@@ -265,3 +265,16 @@ class NavSnapshotAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             _("price flags"),
             rows,
         )
+
+
+@admin.register(CustodyAccount)
+class CustodyAccountAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    """Where each fund keeps its coins. Read-only: a fund's "Custody accounts" page asks for
+    additions and changes (two fund administrators, then the cooling-off) and removes accounts."""
+
+    list_display = ("name", "fund", "kind", "chain", "address", "account_reference", "active")
+    list_display += ("usable_from", "created_at", "removed_at")
+    list_filter = ("active", "kind", "fund")
+    search_fields = ("name", "address", "account_reference", "fund__name")
+    ordering = ("fund__name", "-active", "name")
+    list_select_related = ("fund",)

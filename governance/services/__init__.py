@@ -19,6 +19,12 @@ from governance.services.admin_changes import (
     admin_changes_apply_due,
 )
 from governance.services.contributions import opening_balance_record
+from governance.services.custody import (
+    custody_account_remove,
+    custody_change_cancel,
+    custody_change_confirm,
+    custody_change_request,
+)
 from governance.services.decisions import approvals_void, decision_record
 from governance.services.executions import execution_record, proposal_close
 from governance.services.policies import policy_draft, policy_publish
@@ -40,6 +46,10 @@ __all__ = [
     "admin_change_request",
     "admin_changes_apply_due",
     "approvals_void",
+    "custody_account_remove",
+    "custody_change_cancel",
+    "custody_change_confirm",
+    "custody_change_request",
     "decision_record",
     "execution_record",
     "opening_balance_record",

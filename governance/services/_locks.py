@@ -9,19 +9,24 @@ never wait on each other in a cycle:
 2. the proposal (``lock_proposal``), when the change is about one proposal;
    then the custody accounts it moves coins out of or into (``lock_accounts``, by id), so two
    sales or transfers from one account count its coins one after the other;
-3. the fund (``lock_fund``): policy versions, role grants and the cash that compliance counts
-   (a submission and a final approval, not the other decisions);
-4. the audit chain head, taken last by ``governance.audit.audit_record`` when the event is
+3. the fund (``lock_fund``): policy versions, role grants, custody accounts and the cash that
+   compliance counts (a submission and a final approval, not the other decisions);
+4. a custody account (``lock_custody_account``), then a change asked for it
+   (``lock_custody_change``): taken only under the fund's lock, so custody writes of one fund
+   run one at a time and read the fund's cooling-off as the last published policy set it. A
+   fill locks accounts after its proposal and never takes the fund's lock, so the two orders
+   cannot wait on each other in a cycle;
+5. the audit chain head, taken last by ``governance.audit.audit_record`` when the event is
    written.
 
-Both locks here are ``FOR NO KEY UPDATE``, never a full ``FOR UPDATE``: audit events and
+The locks here are ``FOR NO KEY UPDATE``, never a full ``FOR UPDATE``: audit events and
 decisions reference these rows, and their inserts take a key-share lock on them while holding
 the audit chain lock, so a full lock here would deadlock against them.
 """
 
 from django.contrib.auth import get_user_model
 
-from governance.models import AdminChange, Proposal
+from governance.models import AdminChange, CustodyAccountChange, Proposal
 from portfolio.models import CustodyAccount, Fund
 
 
@@ -78,3 +83,18 @@ def lock_admin_change(change_id: int) -> AdminChange:
     two statements, so the relations are read after the lock)."""
     AdminChange.objects.select_for_update(no_key=True).only("pk").get(pk=change_id)
     return AdminChange.objects.select_related("user", "fund", "requested_by").get(pk=change_id)
+
+
+def lock_custody_account(account_id: int) -> CustodyAccount:
+    """Lock a custody account (after its fund), then read it."""
+    CustodyAccount.objects.select_for_update(no_key=True).only("pk").get(pk=account_id)
+    return CustodyAccount.objects.select_related("fund").get(pk=account_id)
+
+
+def lock_custody_change(change_id: int) -> CustodyAccountChange:
+    """Lock a custody account change (after its fund and account), then read it with the
+    people and the account it names (as ``lock_proposal``: two statements)."""
+    CustodyAccountChange.objects.select_for_update(no_key=True).only("pk").get(pk=change_id)
+    return CustodyAccountChange.objects.select_related(
+        "fund", "account", "requested_by", "decided_by"
+    ).get(pk=change_id)

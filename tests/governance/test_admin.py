@@ -19,6 +19,7 @@ from governance.models import (
     ApprovalPolicy,
     AuditEvent,
     CheckpointAnchor,
+    CustodyAccountChange,
     Decision,
     Execution,
     Proposal,
@@ -27,8 +28,8 @@ from governance.models import (
 from governance.policies import StageSpec
 from governance.preferences import language_preference_set
 from governance.roles import has_role
-from portfolio.models import FundRole, LedgerEntry
-from tests.factories import UserFactory, otp_device
+from portfolio.models import CustodyAccount, Fund, FundRole, LedgerEntry
+from tests.factories import UserFactory, otp_code, otp_device
 from tests.tampering import superuser_sql
 from tests.web import signed_in
 
@@ -87,6 +88,16 @@ def test_every_governance_changelist_and_object_page_opens_for_a_superuser(
 ):
     services.admin_change_request(
         actor=site_admin, kind="staff_grant", user=alem.users["auditor"], reason="Audit support"
+    )
+    services.custody_change_request(
+        actor=alem.users["fundadmin"],
+        fund=alem.fund,
+        action="add",
+        name="Exchange sub-account",
+        kind="exchange",
+        chain="Bitcoin",
+        account_reference="SUB-1",
+        reason="Trading account",
     )
     proposal = alem.approve_fully(alem.proposal(submit=True))
     checkpoint = checkpoint_sign()  # before the fill written directly below, no event records it
@@ -602,7 +613,8 @@ def test_policy_draft_page_refuses_stages_the_service_rejects(alem, admin_web, s
 
     assert response.status_code == 200
     assert (
-        "At least one stage must apply from USD 0" in response.context["form"].non_field_errors()[0]
+        "Every kind of operation needs a stage applying from USD 0"
+        in response.context["form"].non_field_errors()[0]
     )
     assert ApprovalPolicy.objects.count() == before
 
@@ -696,48 +708,294 @@ def test_policies_cannot_be_changed_or_deleted_in_admin(alem, admin_web):
 
 
 # ---------------------------------------------------------------------------------------------
-# Contributions from the fund page
+# The mandate and stage kinds on the policy draft page
 # ---------------------------------------------------------------------------------------------
 
 
-def _contribution_post(alem, amount="1000000.00") -> dict:
-    return {
-        "funding_source": alem.funding_source.pk,
-        "amount_usd": amount,
-        "asset": "",
-        "quantity": "",
-        "memo": "Second budget tranche",
+def test_policy_draft_page_starts_from_the_funds_mandate(alem, admin_web):
+    response = admin_web.get(url("governance_approvalpolicy_add"), {"fund": alem.fund.pk})
+
+    initial = response.context["form"].initial
+    assert {field: initial[field] for field in Fund.MANDATE} == {
+        "max_asset_share": Decimal("0.400000"),
+        "max_proposal_notional_usd": Decimal("5000000.00"),
+        "execution_window_days": 5,
+        "price_tolerance": Decimal("0.020000"),
+        "max_fee_share": Decimal("0.010000"),
+        "custody_cooling_off_hours": 48,
     }
 
 
-def test_contribution_page_books_through_the_service(alem, admin_web, site_admin):
+def test_a_mandate_and_stage_kinds_drafted_on_the_page_reach_the_fund_only_when_published(
+    alem, admin_web, site_admin
+):
     services.role_grant(user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
+    data = _draft_post(alem.fund) | {
+        "max_asset_share": "0.25",
+        "custody_cooling_off_hours": "72",
+        "stages-2-kinds": ["buy", "sell"],
+    }
 
-    response = admin_web.post(
-        url("portfolio_fund_contribution", alem.fund.pk), _contribution_post(alem)
-    )
+    response = admin_web.post(url("governance_approvalpolicy_add"), data)
 
-    entry = LedgerEntry.objects.filter(fund=alem.fund).latest("id")
+    policy = ApprovalPolicy.objects.get(fund=alem.fund, version=2)
     assert response.status_code == 302
-    assert (entry.kind, entry.asset, entry.quantity, entry.booked_by) == (
-        "contribution",
-        None,
-        Decimal("1000000.00"),
-        site_admin,
-    )
-    event = last_event()
-    assert (event.action, event.payload["ledger_entry"]) == ("contribution.recorded", entry.pk)
+    assert (policy.max_asset_share, policy.custody_cooling_off_hours) == (Decimal("0.25"), 72)
+    assert policy.max_proposal_notional_usd == Decimal("5000000.00")  # left empty: the fund's
+    assert [s.kinds for s in policy.stages.all()] == [[], [], ["buy", "sell"]]
+    fund = Fund.objects.get(pk=alem.fund.pk)
+    assert (fund.max_asset_share, fund.custody_cooling_off_hours) == (Decimal("0.40"), 48)
+
+    services.policy_publish(actor=alem.users["fundadmin"], policy_id=policy.pk)
+
+    fund.refresh_from_db()
+    assert (fund.max_asset_share, fund.custody_cooling_off_hours) == (Decimal("0.25"), 72)
 
 
-def test_contribution_page_refuses_without_manage_policy(alem, admin_web):
-    before = (LedgerEntry.objects.count(), AuditEvent.objects.count())
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("max_asset_share", "1.5"), ("price_tolerance", "0"), ("custody_cooling_off_hours", "721")],
+)
+def test_policy_draft_page_refuses_a_mandate_out_of_range_on_its_field(
+    alem, admin_web, site_admin, field, value
+):
+    services.role_grant(user=site_admin, fund=alem.fund, role=R.MANAGE_POLICY)
+    before = (ApprovalPolicy.objects.count(), AuditEvent.objects.count())
 
     response = admin_web.post(
-        url("portfolio_fund_contribution", alem.fund.pk), _contribution_post(alem)
+        url("governance_approvalpolicy_add"), _draft_post(alem.fund) | {field: value}
     )
 
     assert response.status_code == 200
-    assert response.context["form"].non_field_errors() == [
-        "Recording a contribution needs the manage_policy role on the fund."
+    assert list(response.context["form"].errors) == [field]
+    assert (ApprovalPolicy.objects.count(), AuditEvent.objects.count()) == before
+
+
+def test_the_fund_page_shows_the_mandate_read_only(alem, admin_web):
+    response = admin_web.get(url("portfolio_fund_change", alem.fund.pk))
+
+    readonly = response.context["adminform"].readonly_fields
+    assert set(Fund.MANDATE) <= set(readonly)
+    assert "changed by publishing a policy version" in response.content.decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Nothing in the back office books a ledger entry
+# ---------------------------------------------------------------------------------------------
+
+
+def _admin_pages():
+    """(name, kwargs names) of every named page of the admin site."""
+    pages = []
+    for entry in admin.site.get_urls():
+        for pattern in getattr(entry, "url_patterns", [entry]):
+            if pattern.name:
+                pages.append((pattern.name, set(pattern.pattern.regex.groupindex)))
+    return pages
+
+
+def test_no_back_office_page_books_a_ledger_entry(alem, admin_web, site_admin):
+    # Given a site administrator holding every role on the fund
+    for role in R:
+        services.role_grant(user=site_admin, fund=alem.fund, role=role)
+    contribution = {
+        "funding_source": alem.funding_source.pk,
+        "amount_usd": "1000000.00",
+        "asset": alem.asset.pk,
+        "quantity": "10",
+        "memo": "A tranche booked by one person",
+        "action": "contribution",
+    }
+    before = (
+        LedgerEntry.objects.count(),
+        AuditEvent.objects.filter(action="contribution.recorded"),
+    )
+    before = (before[0], before[1].count())
+    pages = [
+        (name, args)
+        for name, args in _admin_pages()
+        if args <= {"object_id"} and name not in ("logout", "password_change")
     ]
-    assert (LedgerEntry.objects.count(), AuditEvent.objects.count()) == before
+
+    # When each page is sent a contribution
+    for name, args in pages:
+        admin_web.post(
+            reverse(f"admin:{name}", kwargs=dict.fromkeys(args, alem.fund.pk)), contribution
+        )
+
+    # Then none booked it, and none is named for it
+    assert len(pages) > 40
+    assert not [name for name, _ in pages if "contribution" in name]
+    assert (
+        LedgerEntry.objects.count(),
+        AuditEvent.objects.filter(action="contribution.recorded").count(),
+    ) == before
+
+
+# ---------------------------------------------------------------------------------------------
+# Custody accounts from the fund page
+# ---------------------------------------------------------------------------------------------
+
+BTC_BECH32 = "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"
+
+
+def fund_admin_web(user) -> Client:
+    """A fund administrator with back-office access to the fund pages."""
+    from django.contrib.auth.models import Permission
+
+    user.is_staff = True
+    user.save(update_fields=["is_staff"])
+    user.user_permissions.add(Permission.objects.get(codename="view_fund"))
+    return signed_in(Client(), user)
+
+
+def _custody_request(**terms) -> dict:
+    return {
+        "action": "add",
+        "account": "",
+        "name": "Cold vault",
+        "kind": "cold_multisig",
+        "chain": "Bitcoin",
+        "address": BTC_BECH32,
+        "account_reference": "",
+        "reason": "Cold storage for the BTC reserve",
+    } | terms
+
+
+def _custody_rows() -> tuple[int, int, int]:
+    return (
+        CustodyAccount.objects.count(),
+        CustodyAccountChange.objects.count(),
+        AuditEvent.objects.count(),
+    )
+
+
+def test_fund_page_links_to_its_custody_accounts(alem, admin_web):
+    response = admin_web.get(url("portfolio_fund_change", alem.fund.pk))
+
+    assert url("portfolio_fund_custody", alem.fund.pk) in response.content.decode()
+    assert "portfolio_fund_contribution" not in {name for name, _ in _admin_pages()}
+
+
+def test_custody_page_requests_and_a_second_administrator_confirms_with_a_code(alem):
+    alice, bob = alem.users["fundadmin"], alem.users["fundadmin2"]
+    alice_web, bob_web = fund_admin_web(alice), fund_admin_web(bob)
+    page = url("portfolio_fund_custody", alem.fund.pk)
+
+    requested = alice_web.post(page, _custody_request())
+
+    change = CustodyAccountChange.objects.get()
+    assert requested.status_code == 302
+    assert (change.state, change.requested_by, change.address) == ("pending", alice, BTC_BECH32)
+    assert CustodyAccount.objects.count() == 0
+    shown = alice_web.get(page)
+    assert shown.context["pending"][0]["confirm_refusal"].code == "four_eyes_required"
+    assert 'value="confirm"' not in shown.content.decode()
+    assert 'value="confirm"' in bob_web.get(page).content.decode()
+
+    confirmed = bob_web.post(
+        page, {"action": "confirm", "change": change.pk, "otp_token": otp_code(bob)}, follow=True
+    )
+
+    account = CustodyAccount.objects.get()
+    change.refresh_from_db()
+    assert (change.state, change.decided_by, change.account) == ("applied", bob, account)
+    assert (account.name, account.address, account.active) == ("Cold vault", BTC_BECH32, True)
+    assert messages_of(confirmed)[0].startswith("Confirmed: Cold vault is usable from ")
+    assert "cooling off, usable from" in confirmed.content.decode()
+
+
+def test_custody_page_refuses_the_requesters_own_confirmation_and_writes_nothing(alem):
+    alice = alem.users["fundadmin"]
+    alice_web = fund_admin_web(alice)
+    page = url("portfolio_fund_custody", alem.fund.pk)
+    alice_web.post(page, _custody_request())
+    change = CustodyAccountChange.objects.get()
+    before = _custody_rows()
+
+    response = alice_web.post(
+        page, {"action": "confirm", "change": change.pk, "otp_token": otp_code(alice)}, follow=True
+    )
+
+    assert messages_of(response)[-1] == (
+        "You asked for this change; another fund administrator must confirm it."
+    )
+    assert _custody_rows() == before
+
+
+def test_custody_page_refuses_a_bad_address_on_the_form_and_writes_nothing(alem):
+    web = fund_admin_web(alem.users["fundadmin"])
+    before = _custody_rows()
+
+    response = web.post(
+        url("portfolio_fund_custody", alem.fund.pk), _custody_request(address="bc1qnotanaddress")
+    )
+
+    assert response.status_code == 200
+    assert "address" in response.context["form"].errors
+    assert _custody_rows() == before
+
+
+def test_custody_page_cancels_and_removes(alem):
+    alice, bob = alem.users["fundadmin"], alem.users["fundadmin2"]
+    alice_web = fund_admin_web(alice)
+    page = url("portfolio_fund_custody", alem.fund.pk)
+    alice_web.post(page, _custody_request())
+    first = CustodyAccountChange.objects.get()
+    alice_web.post(page, {"action": "cancel", "change": first.pk})
+    alice_web.post(page, _custody_request())
+    second = CustodyAccountChange.objects.get(state="pending")
+    services.custody_change_confirm(actor=bob, change_id=second.pk, otp_token=otp_code(bob))
+    account = CustodyAccount.objects.get()
+
+    removed = alice_web.post(
+        page, {"action": "remove", "account": account.pk, "reason": "Signer lost"}, follow=True
+    )
+
+    first.refresh_from_db()
+    account.refresh_from_db()
+    assert (first.state, first.decided_by) == ("cancelled", alice)
+    assert (account.active, account.removed_at is not None) == (False, True)
+    assert messages_of(removed)[-1] == f"Removed: {account}; no operation uses it from now on."
+    assert last_event().action == "custody.account_removed"
+
+
+def test_custody_page_refuses_an_administrator_without_manage_policy(alem, admin_web):
+    page = url("portfolio_fund_custody", alem.fund.pk)
+    before = _custody_rows()
+
+    shown = admin_web.get(page)
+    response = admin_web.post(page, _custody_request())
+
+    assert shown.status_code == 200
+    assert 'id="custody_request_form"' not in shown.content.decode()
+    assert response.status_code == 200
+    assert response.context["form"].non_field_errors() == [
+        "Custody accounts are managed by holders of manage_policy on the fund."
+    ]
+    assert _custody_rows() == before
+
+
+def test_custody_accounts_and_changes_cannot_be_edited_in_the_admin(alem, admin_web):
+    alice, bob = alem.users["fundadmin"], alem.users["fundadmin2"]
+    change = services.custody_change_request(
+        actor=alice, fund=alem.fund, **_custody_request(account=None)
+    )
+    services.custody_change_confirm(actor=bob, change_id=change.pk, otp_token=otp_code(bob))
+    account = CustodyAccount.objects.get()
+
+    responses = [
+        admin_web.get(url("portfolio_custodyaccount_changelist")),
+        admin_web.get(url("portfolio_custodyaccount_change", account.pk)),
+        admin_web.get(url("governance_custodyaccountchange_change", change.pk)),
+        admin_web.post(url("portfolio_custodyaccount_add"), {"name": "Rogue"}),
+        admin_web.post(
+            url("portfolio_custodyaccount_change", account.pk), {"address": "bc1qrogue"}
+        ),
+        admin_web.post(url("portfolio_custodyaccount_delete", account.pk), {"post": "yes"}),
+        admin_web.post(url("governance_custodyaccountchange_delete", change.pk), {"post": "yes"}),
+    ]
+
+    account.refresh_from_db()
+    assert [r.status_code for r in responses] == [200, 200, 200, 403, 403, 403, 403]
+    assert (account.address, account.active) == (BTC_BECH32, True)

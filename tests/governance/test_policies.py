@@ -210,6 +210,19 @@ def test_a_policy_must_have_a_stage_applying_from_zero():
     ]
 
 
+def test_every_kind_of_operation_needs_a_stage_from_zero():
+    # A stage from zero for purchases only leaves a small sale, transfer or intake unreviewed.
+    stages = [
+        StageSpec(1, "Risk review", R.REVIEW_RISK, 1, kinds=("buy",)),
+        StageSpec(2, "Treasury transfers", R.VOTE_COMMITTEE, 1, kinds=("transfer",)),
+    ]
+
+    assert _problems(stages) == [
+        "Every kind of operation needs a stage applying from USD 0, so every proposal is "
+        "reviewed; none does for: sell, intake."
+    ]
+
+
 def test_a_policy_needs_only_one_stage_from_zero_not_the_first():
     stages = [
         StageSpec(1, "Ministry first", R.APPROVE_MINISTRY, 1, Decimal("1000000.00")),
@@ -426,16 +439,6 @@ def test_a_reject_or_a_request_for_changes_ends_the_review_at_any_stage(verdict,
 def test_no_decision_applies_outside_review(verdict):
     with pytest.raises(InvalidTransition):
         outcome(RISK, verdict=verdict, state=S.APPROVED)
-
-
-def test_every_kind_of_operation_needs_a_stage_from_zero():
-    # A stage for buys alone leaves sales, transfers and intakes approved by nobody.
-    stages = [StageSpec(1, "Risk review", R.REVIEW_RISK, 1, kinds=("buy",))]
-
-    assert _problems(stages) == [
-        "Every kind of operation needs a stage applying from USD 0, so every proposal is "
-        "reviewed; none does for: sell, transfer, intake."
-    ]
 
 
 def test_stages_apply_by_kind_and_threshold():

@@ -112,6 +112,7 @@ def test_fund_created_in_admin_gets_its_mandate(db, admin_web):
             "execution_window_days": "4",
             "price_tolerance": "0.02",
             "max_fee_share": "0.005",
+            "custody_cooling_off_hours": "24",
             "whitelisted_assets": [bnb.pk],
         },
     )
@@ -123,7 +124,8 @@ def test_fund_created_in_admin_gets_its_mandate(db, admin_web):
         fund.max_proposal_notional_usd,
         fund.execution_window_days,
         fund.max_fee_share,
-    ) == (Decimal("0.50"), Decimal("3000000.00"), 4, Decimal("0.005"))
+        fund.custody_cooling_off_hours,
+    ) == (Decimal("0.50"), Decimal("3000000.00"), 4, Decimal("0.005"), 24)
     assert list(fund.whitelisted_assets.all()) == [bnb]
 
 
@@ -140,6 +142,7 @@ def test_fund_with_a_fee_share_outside_0_to_1_is_not_created(db, admin_web, shar
             "execution_window_days": "4",
             "price_tolerance": "0.02",
             "max_fee_share": share,
+            "custody_cooling_off_hours": "48",
         },
     )
 
