@@ -834,10 +834,16 @@ class CustodyAccountChange(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     decided_at = models.DateTimeField(null=True, blank=True)
+    # The second factor that confirmed it: the persistent id of the confirmer's TOTP device.
+    confirmed_by_device = models.CharField(max_length=100, blank=True)
 
     class Meta:
         ordering = ["-requested_at", "-id"]
         constraints = [
+            check(
+                ~Q(state="applied") | ~Q(confirmed_by_device=""),
+                what="applied_with_a_second_factor",
+            ),
             # Four eyes: whoever asked for it does not confirm it.
             check(
                 ~Q(state="applied") | ~Q(decided_by=F("requested_by")),

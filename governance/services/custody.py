@@ -226,7 +226,10 @@ def custody_change_confirm(*, actor, change_id: int, otp_token: str | None) -> C
         change.state = State.APPLIED
         change.decided_by = actor
         change.decided_at = now
-        change.save(update_fields=["account", "state", "decided_by", "decided_at"])
+        change.confirmed_by_device = device
+        change.save(
+            update_fields=["account", "state", "decided_by", "decided_at", "confirmed_by_device"]
+        )
         events.custody_change_confirmed_event(
             change=change, account=account, before=before, device=device
         )
