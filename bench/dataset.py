@@ -822,7 +822,7 @@ class Life:
             "id": self.pk,
             "fund_id": b.fund.pk,
             "asset_id": b.assets[symbol].pk,
-            "side": "buy",
+            "kind": "buy",
             "notional_usd": notional,
             "limit_price_usd": limit_price,
             "rationale": f"Build the strategic {symbol} position within the mandate.",

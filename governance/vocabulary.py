@@ -117,6 +117,14 @@ REFUSALS = {
         "mandate allows."
     ),
     "over_notional": _("The fill would spend more than the approved notional that remains."),
+    "below_limit_price": _("The price is below the sale's lowest price."),
+    "over_quantity": _("The fill would move more than the approved quantity that remains."),
+    "insufficient_holdings": _(
+        "The custody account does not hold what the fill takes out, its network fee included."
+    ),
+    "account_unusable": _(
+        "A custody account the proposal names was removed or is still cooling off."
+    ),
     "consensus_unusable": _(
         "There is no usable market price for this moment (stale, divergent or single-source), "
         "so the fill cannot be checked."
@@ -194,6 +202,26 @@ CHECK_SENTENCES = {
         "pass": _("%(asset)s has a usable consensus price of USD %(price)s."),
         "warn": _("The consensus price of %(asset)s cannot back an approval yet: %(flags)s"),
         "block": _("The consensus price of %(asset)s cannot back an approval: %(flags)s"),
+    },
+    "holdings": {
+        "pass": _(
+            "The account holds enough %(asset)s: %(available)s available, %(needed)s needed."
+        ),
+        "block": _(
+            "Not enough %(asset)s in the account: %(available)s available after %(reserved)s "
+            "reserved for approved operations, %(needed)s needed."
+        ),
+    },
+    "custody_accounts": {
+        "pass": _("The custody accounts named can be used."),
+    },
+    "lowest_price": {
+        "pass": _("The lowest price is at or below the market."),
+        "no_market": _("No market price to compare the lowest price with."),
+        "warn": _(
+            "The lowest price of USD %(limit)s is above the consensus price of USD %(market)s: "
+            "the sale may not fill."
+        ),
     },
     "limit_price": {
         "pass": _("The limit price is at or above the market."),

@@ -53,8 +53,11 @@ def _check_key_and_values(check: dict, asset: str) -> tuple[tuple[str, str], dic
         return (rule, "unpriced"), {"unpriced": values["unpriced"]}
     if rule == "concentration" and "post_trade_share" not in values:
         return (rule, "no_value"), {}
-    if rule == "limit_price" and "market_price_usd" not in values:
+    if rule in ("limit_price", "lowest_price") and "market_price_usd" not in values:
         return (rule, "no_market"), {}
+    if rule == "custody_accounts":
+        # The reasons name accounts and moments; the stored message says them.
+        return (rule, outcome if outcome == "pass" else "stored"), {}
     if rule == "market_price" and outcome == "pass" and "price_usd" not in values:
         # US dollars, valued at par: no sentence of its own, the stored message says so.
         return (rule, "par"), {}
@@ -78,7 +81,13 @@ def _check_key_and_values(check: dict, asset: str) -> tuple[tuple[str, str], dic
         flags = [flag.strip() for flag in values.get("flags", "").split(",") if flag.strip()]
         flag_words = price_consensus.FLAG_WORDS
         words |= {"flags": " ".join(str(flag_words.get(flag, flag)) for flag in flags)}
-    elif rule == "limit_price":
+    elif rule == "holdings":
+        words |= {
+            "available": number("available_quantity", quantity),
+            "reserved": number("reserved_quantity", quantity),
+            "needed": number("quantity", quantity),
+        }
+    elif rule in ("limit_price", "lowest_price"):
         words |= {
             "limit": number("limit_price_usd", quantity),
             "market": number("market_price_usd", quantity),

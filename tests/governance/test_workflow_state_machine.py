@@ -481,9 +481,14 @@ class WorkflowMachine(RuleBasedStateMachine):
         )
     )
     def first_proposals(self, drafts):
-        """Every run starts with a few buys to work on, some submitted already (under policy
-        v1, so that a later version leaves them to the policy they were submitted under). More,
-        of every kind, come from ``create``."""
+        """Every run starts with a sale, a transfer and an intake submitted, and a few buys,
+        some submitted already (all under policy v1, so that a later version leaves them to the
+        policy they were submitted under). More, of every kind, come from ``create``."""
+        for kind in ("sell", "transfer", "intake"):
+            self._create("manager", kind, self._terms(kind, quantity=Decimal("10")))
+            self._submit(
+                Proposal.objects.select_related("author").latest("pk"), self.users["manager"]
+            )
         for author, notional, submit in drafts:
             self._create(author, "buy", self._buy_terms(notional, "BNB"))
             if submit:
@@ -491,12 +496,14 @@ class WorkflowMachine(RuleBasedStateMachine):
                     Proposal.objects.select_related("author").latest("pk"), self.users[author]
                 )
 
-    def _buy_terms(self, notional: Decimal, asset: str) -> dict:
+    def _buy_terms(self, notional: Decimal, asset: str, account=None) -> dict:
+        """A buy whose coins land in ``account`` (the exchange account by default)."""
         return {
             "asset": self.assets[asset],
             "notional_usd": notional,
             "limit_price_usd": Decimal("650.00"),
             "funding_source": self.source,
+            "account": account or self.exchange,
         }
 
     @precondition(
@@ -509,37 +516,58 @@ class WorkflowMachine(RuleBasedStateMachine):
         notional=notionals,
         asset=assets,
         quantity=quantities,
-        from_cold=st.booleans(),
+        from_cold=st.sampled_from([True, True, False]),
         of_coins=st.booleans(),
     )
     def create(self, author, kind, notional, asset, quantity, from_cold, of_coins):
-        """A new proposal of any kind: a buy of BNB (or DOGE, off the whitelist); a sale of BNB
-        from one account; a transfer between the two; an intake of BNB into cold storage or of
-        US dollars."""
+        """A new proposal of any kind (``_terms``)."""
+        terms = self._terms(
+            kind,
+            notional=notional,
+            asset=asset,
+            quantity=quantity,
+            from_cold=from_cold,
+            of_coins=of_coins,
+        )
+        self._create(author, kind, terms)
+
+    def _terms(
+        self,
+        kind: str,
+        *,
+        quantity: Decimal,
+        notional: Decimal = Decimal("500000.00"),
+        asset: str = "BNB",
+        from_cold: bool = True,
+        of_coins: bool = True,
+    ) -> dict:
+        """A buy of BNB (or DOGE, off the whitelist) into one account; a sale of BNB from one
+        account; a transfer between the two; an intake of BNB into cold storage or of US
+        dollars."""
         account, other = (self.cold, self.exchange) if from_cold else (self.exchange, self.cold)
-        terms = {
-            "buy": lambda: self._buy_terms(notional, asset),
-            "sell": lambda: {
+        if kind == "buy":
+            return self._buy_terms(notional, asset, account)
+        if kind == "sell":
+            return {
                 "asset": self.assets["BNB"],
                 "quantity": quantity,
                 "limit_price_usd": Decimal("590.00"),
                 "account": account,
-            },
-            "transfer": lambda: {
+            }
+        if kind == "transfer":
+            return {
                 "asset": self.assets["BNB"],
                 "quantity": quantity,
                 "account": account,
                 "destination_account": other,
-            },
-            "intake": lambda: {
-                "asset": self.assets["BNB"] if of_coins else None,
-                "quantity": quantity if of_coins else quantity * 10_000,
-                "account": self.cold if of_coins else None,
-                "funding_source": self.source,
-                "document_reference": "Court of Astana, case 2-1/2026",
-            },
-        }[kind]()
-        self._create(author, kind, terms)
+            }
+        return {
+            "asset": self.assets["BNB"] if of_coins else None,
+            "quantity": quantity if of_coins else quantity * 10_000,
+            "account": self.cold if of_coins else None,
+            "funding_source": self.source,
+            "document_reference": "Court of Astana, case 2-1/2026",
+        }
 
     def _create(self, author: str, kind: str, terms: dict) -> None:
         user = self.users[author]
@@ -1123,7 +1151,8 @@ class WorkflowMachine(RuleBasedStateMachine):
         }
         assert in_accounts == account_sums
         assert all(quantity >= 0 for quantity, _cost in in_accounts.values())
-        # The accounts hold all the fund's coins: every coin entry names its account.
+        # The accounts hold all the fund's coins: every coin entry names its account (every buy
+        # of the walk names the account its coins land in).
         assert not LedgerEntry.objects.filter(asset__isnull=False, account__isnull=True).exists()
 
     @invariant()

@@ -24,7 +24,7 @@ from governance.policies import StageSpec
 from governance.selectors import policy_in_force
 from governance.services import opening_balance_record, policy_draft, policy_publish, role_grant
 from portfolio.disclosure import Disclosure, disclosures_refresh
-from portfolio.models import Asset, Fund, FundingSource, FundRole, LedgerEntry
+from portfolio.models import Asset, CustodyAccount, Fund, FundingSource, FundRole, LedgerEntry
 from portfolio.prices.selectors import consensus_for
 from portfolio.prices.services import parse_daily_closes, price_history_import
 from portfolio.services import end_of_day, nav_snapshot_take
@@ -80,6 +80,23 @@ FUNDS = [
         "sources": [("Republican budget allocation", FundingSource.Kind.BUDGET_ALLOCATION)],
         "cash": [("Republican budget allocation", Decimal("25000000.00"))],
         "in_kind": [],
+        # name, kind, chain, address, account reference
+        "accounts": [
+            (
+                "BNB cold multisig",
+                CustodyAccount.Kind.COLD_MULTISIG,
+                "BNB Smart Chain",
+                "0x4a1e5c0a3d1f2b8e9c7d6f5a4b3c2d1e0f9a8b7c",
+                "",
+            ),
+            (
+                "Exchange trading account",
+                CustodyAccount.Kind.EXCHANGE,
+                "BNB Smart Chain",
+                "",
+                "EX-ALEM-001",
+            ),
+        ],
         "stages": [
             StageSpec(1, "Risk review", R.REVIEW_RISK, 1),
             StageSpec(2, "Investment committee", R.VOTE_COMMITTEE, 2),
@@ -104,6 +121,22 @@ FUNDS = [
         ],
         "cash": [("State mining revenue", Decimal("8000000.00"))],
         "in_kind": [("Seized digital assets", "BTC", Decimal("120"))],
+        "accounts": [
+            (
+                "BTC cold multisig",
+                CustodyAccount.Kind.COLD_MULTISIG,
+                "Bitcoin",
+                "bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq",
+                "",
+            ),
+            (
+                "BTC qualified custodian",
+                CustodyAccount.Kind.QUALIFIED_CUSTODIAN,
+                "Bitcoin",
+                "",
+                "QC-NDAR-7",
+            ),
+        ],
         "stages": [
             StageSpec(1, "Risk review", R.REVIEW_RISK, 1),
             StageSpec(2, "Investment committee", R.VOTE_COMMITTEE, 2),
@@ -264,6 +297,26 @@ class Command(BaseCommand):
             policy_publish(actor=admin, policy_id=policy.pk)
 
         opened_at = end_of_day(OPENING_DAY - dt.timedelta(days=1))
+        # The demo's custody accounts were in use before Alem kept the books, as its opening
+        # balances were held: they are set up here, not through the four-eyes change requests
+        # (governance.services.custody) every later account goes through.
+        accounts = {}
+        for name, kind, chain, address, reference in spec["accounts"]:
+            accounts[chain] = (
+                accounts.get(chain)
+                or CustodyAccount.objects.get_or_create(
+                    fund=fund,
+                    name=name,
+                    defaults={
+                        "kind": kind,
+                        "chain": chain,
+                        "address": address,
+                        "account_reference": reference,
+                        "created_at": opened_at,
+                        "usable_from": opened_at,
+                    },
+                )[0]
+            )
         if not LedgerEntry.objects.filter(fund=fund, kind=LedgerEntry.Kind.CONTRIBUTION).exists():
             for source_name, amount in spec["cash"]:
                 opening_balance_record(
@@ -279,6 +332,7 @@ class Command(BaseCommand):
                     fund=fund,
                     funding_source=sources[source_name],
                     asset=assets[symbol],
+                    account=accounts[assets[symbol].chain],
                     quantity=quantity,
                     amount_usd=(quantity * price.price).quantize(Decimal("0.01")),
                     memo="Transferred to the reserve by court order",
