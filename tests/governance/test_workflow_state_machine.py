@@ -481,11 +481,13 @@ class WorkflowMachine(RuleBasedStateMachine):
         )
     )
     def first_proposals(self, drafts):
-        """Every run starts with a sale, a transfer and an intake submitted, and a few buys,
+        """Every run starts with a sale, a transfer, an intake and a buy submitted, and a few buys,
         some submitted already (all under policy v1, so that a later version leaves them to the
         policy they were submitted under). More, of every kind, come from ``create``."""
-        for kind in ("sell", "transfer", "intake"):
-            self._create("manager", kind, self._terms(kind, quantity=Decimal("10")))
+        # The sale and the transfer each fit the cold account's 100 BNB, not both: the second
+        # final approval is blocked (rule 8 for the coins).
+        for kind, quantity in (("sell", "60"), ("transfer", "60"), ("intake", "10"), ("buy", "0")):
+            self._create("manager", kind, self._terms(kind, quantity=Decimal(quantity)))
             self._submit(
                 Proposal.objects.select_related("author").latest("pk"), self.users["manager"]
             )
@@ -758,18 +760,29 @@ class WorkflowMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def advance(self, data):
         """The next sensible move on a live proposal: its author submits (or resubmits) it when
-        compliance would let it through, or someone who may still decide at its current stage
-        decides (mostly approves)."""
+        compliance would let it through, someone who may still decide at its current stage
+        decides (mostly approves), or the treasury fills it once approved."""
         live = [
             p
-            for p in Proposal.objects.filter(state__in=(S.DRAFT, S.CHANGES_REQUESTED, S.IN_REVIEW))
+            for p in Proposal.objects.filter(state__in=(*LIVE, S.APPROVED))
             .select_related("author", "current_stage")
             .order_by("pk")
-            if p.state == S.IN_REVIEW or not self._blocked(p, notional=self._value(p))
+            if p.state in (S.IN_REVIEW, S.APPROVED) or not self._blocked(p, notional=self._value(p))
         ]
+        # Mostly not one whose final approval compliance would block (it would stay in review
+        # and take the moves); sometimes it, for the refusal.
+        unblocked = [
+            p for p in live if p.state != S.IN_REVIEW or not self._blocked(p, final_approval=True)
+        ]
+        if unblocked and data.draw(st.integers(0, 3), label="skip blocked approvals"):
+            live = unblocked
         if not live:
             return
         p = data.draw(st.sampled_from(live), label="proposal")
+        if p.state == S.APPROVED:
+            share = data.draw(st.sampled_from([Decimal("1"), Decimal("0.5"), Decimal("1.5")]))
+            self._execute(p, share)
+            return
         if p.state != S.IN_REVIEW:
             self._submit(p, p.author)
             return
@@ -903,14 +916,17 @@ class WorkflowMachine(RuleBasedStateMachine):
     # Executions
     # -----------------------------------------------------------------------------------------
 
-    @rule(data=st.data(), share=st.sampled_from([Decimal("1"), Decimal("0.5"), Decimal("1.5")]))
+    @precondition(lambda self: Proposal.objects.filter(state=S.APPROVED).exists())
+    @rule(data=st.data(), share=st.sampled_from([Decimal("1"), Decimal("1.5"), Decimal("0.5")]))
     def execute(self, data, share):
         """The treasury fills half, all or more than what remains of an approved proposal of
-        any kind, at USD 600 for a trade (a transfer pays 0.01 BNB to the network)."""
+        any kind."""
         approved = list(Proposal.objects.filter(state=S.APPROVED).order_by("pk"))
-        if not approved:
-            return
-        p = data.draw(st.sampled_from(approved), label="approved proposal")
+        self._execute(data.draw(st.sampled_from(approved), label="approved proposal"), share)
+
+    def _execute(self, p: Proposal, share: Decimal) -> None:
+        """A fill of ``share`` of what remains of ``p``, at USD 600 for a trade (a transfer pays
+        0.01 BNB to the network)."""
         user = self.users["treasury"]
         price = Decimal("600")
         terms = {}
