@@ -125,7 +125,7 @@ def test_an_added_account_exists_only_after_a_second_administrator_confirms(peop
     assert (event.action, event.actor) == ("custody.change_confirmed", bob)
     assert event.payload["usable_from"] == account.usable_from.isoformat()
     assert event.payload["terms"]["address"] == BTC_BECH32
-    assert event.payload["device"]
+    assert event.payload["device"] == change.confirmed_by_device != ""
     assert audit_verify().ok
 
 
@@ -157,7 +157,30 @@ def test_the_database_refuses_a_change_applied_by_its_requester(people):
 
     with pytest.raises(IntegrityError, match="confirmer_is_not_requester"), transaction.atomic():
         CustodyAccountChange.objects.filter(pk=change.pk).update(
-            state=State.APPLIED, account=account, decided_by=alice, decided_at=timezone.now()
+            state=State.APPLIED,
+            account=account,
+            decided_by=alice,
+            decided_at=timezone.now(),
+            confirmed_by_device="otp_totp.totpdevice/1",
+        )
+
+
+def test_the_database_refuses_a_change_applied_without_a_second_factor(people):
+    fund, (alice, bob, _), _ = people
+    change = request_add(fund, alice)
+    account = CustodyAccount.objects.create(
+        fund=fund,
+        name="Cold vault",
+        kind=Kind.COLD_MULTISIG,
+        chain="Bitcoin",
+        address=BTC_BECH32,
+        created_at=timezone.now(),
+        usable_from=timezone.now(),
+    )
+
+    with pytest.raises(IntegrityError, match="applied_with_a_second_factor"), transaction.atomic():
+        CustodyAccountChange.objects.filter(pk=change.pk).update(
+            state=State.APPLIED, account=account, decided_by=bob, decided_at=timezone.now()
         )
 
 
