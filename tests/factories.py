@@ -159,6 +159,29 @@ class FundBuilder:
             users={name: users[user.pk] for name, user in self.users.items()},
         )
 
+    def with_custody_accounts(self) -> "FundBuilder":
+        """The same fund with its asset on BNB Smart Chain, a cold multisig (``cold``) holding
+        100 of it bought at USD 500 (an opening balance), an empty exchange account
+        (``exchange``) and a seized-assets funding source (``seized``)."""
+        Asset.objects.filter(pk=self.asset.pk).update(chain="BNB Smart Chain")
+        self.asset.refresh_from_db()
+        self.cold = CustodyAccountFactory(fund=self.fund, name="Cold multisig")
+        self.exchange = CustodyAccountFactory(
+            fund=self.fund, name="Exchange", kind=CustodyAccount.Kind.EXCHANGE
+        )
+        self.seized = FundingSource.objects.create(
+            fund=self.fund, name="Court-ordered confiscation", kind="seized_assets"
+        )
+        services.opening_balance_record(
+            fund=self.fund,
+            funding_source=self.funding_source,
+            asset=self.asset,
+            account=self.cold,
+            quantity=Decimal("100"),
+            amount_usd=Decimal("50000"),
+        )
+        return self
+
     def proposal(self, *, author: str = "manager", submit: bool = False, **terms) -> Proposal:
         values = {
             "asset": self.asset,

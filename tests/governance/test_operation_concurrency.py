@@ -14,8 +14,8 @@ from django.utils import timezone
 from governance import services
 from governance.exceptions import ComplianceBlocked, ExecutionRefused
 from governance.models import Proposal, ProposalState
-from portfolio.models import AccountPosition, Asset, FundRole
-from tests.factories import CustodyAccountFactory, FundBuilder, UserFactory, otp_code
+from portfolio.models import AccountPosition, FundRole
+from tests.factories import FundBuilder, UserFactory, otp_code
 from tests.governance.test_execution_concurrency import assert_audit_chain_intact
 from tests.threads import run_together
 
@@ -29,20 +29,7 @@ S = ProposalState
 def fund(settings) -> FundBuilder:
     """The Alem-like fund with 100 BNB in a cold multisig and an empty exchange account."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    built = FundBuilder.alem_like()
-    Asset.objects.filter(pk=built.asset.pk).update(chain="BNB Smart Chain")
-    built.asset.refresh_from_db()
-    built.cold = CustodyAccountFactory(fund=built.fund, name="Cold multisig")
-    built.exchange = CustodyAccountFactory(fund=built.fund, name="Exchange", kind="exchange")
-    services.opening_balance_record(
-        fund=built.fund,
-        funding_source=built.funding_source,
-        asset=built.asset,
-        account=built.cold,
-        quantity=D("100"),
-        amount_usd=D("50000"),
-    )
-    return built
+    return FundBuilder.alem_like().with_custody_accounts()
 
 
 def submitted(fund: FundBuilder, kind: str, **terms) -> Proposal:

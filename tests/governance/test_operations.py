@@ -20,9 +20,7 @@ from governance.policies import StageSpec
 from portfolio import selectors as books
 from portfolio.models import (
     AccountPosition,
-    Asset,
     CustodyAccount,
-    FundingSource,
     FundRole,
     LedgerEntry,
     Position,
@@ -40,26 +38,8 @@ _refs = iter(range(1, 10_000))
 
 @pytest.fixture
 def fund(alem: FundBuilder) -> FundBuilder:
-    """The Alem-like fund with BNB on BNB Smart Chain, a cold multisig holding 100 BNB bought
-    at USD 500 (an opening balance) and an exchange account holding none."""
-    Asset.objects.filter(pk=alem.asset.pk).update(chain=CHAIN)
-    alem.asset.refresh_from_db()
-    alem.cold = CustodyAccountFactory(fund=alem.fund, name="Cold multisig")
-    alem.exchange = CustodyAccountFactory(
-        fund=alem.fund, name="Exchange", kind=CustodyAccount.Kind.EXCHANGE
-    )
-    alem.seized = FundingSource.objects.create(
-        fund=alem.fund, name="Court-ordered confiscation", kind="seized_assets"
-    )
-    services.opening_balance_record(
-        fund=alem.fund,
-        funding_source=alem.funding_source,
-        asset=alem.asset,
-        account=alem.cold,
-        quantity=D("100"),
-        amount_usd=D("50000"),
-    )
-    return alem
+    """The Alem-like fund with 100 BNB in a cold multisig and an empty exchange account."""
+    return alem.with_custody_accounts()
 
 
 def operation(fund: FundBuilder, kind: str, *, submit: bool = True, **terms) -> Proposal:

@@ -17,9 +17,7 @@ from governance import services
 from governance.models import AuditEvent, Execution, Proposal, ProposalState
 from portfolio.models import (
     AccountPosition,
-    Asset,
     CustodyAccount,
-    FundingSource,
     LedgerEntry,
     Price,
 )
@@ -51,24 +49,8 @@ def assert_no_floats(value, where: str = "body") -> None:
 
 @pytest.fixture
 def fund(alem: FundBuilder) -> FundBuilder:
-    Asset.objects.filter(pk=alem.asset.pk).update(chain=CHAIN)
-    alem.asset.refresh_from_db()
-    alem.cold = CustodyAccountFactory(fund=alem.fund, name="Cold multisig")
-    alem.exchange = CustodyAccountFactory(
-        fund=alem.fund, name="Exchange", kind=CustodyAccount.Kind.EXCHANGE
-    )
-    alem.seized = FundingSource.objects.create(
-        fund=alem.fund, name="Court-ordered confiscation", kind="seized_assets"
-    )
-    services.opening_balance_record(
-        fund=alem.fund,
-        funding_source=alem.funding_source,
-        asset=alem.asset,
-        account=alem.cold,
-        quantity=D("100"),
-        amount_usd=D("50000"),
-    )
-    return alem
+    """The Alem-like fund with 100 BNB in a cold multisig and an empty exchange account."""
+    return alem.with_custody_accounts()
 
 
 def terms(fund: FundBuilder, kind: str, **values) -> dict:

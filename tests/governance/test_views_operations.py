@@ -20,9 +20,7 @@ from governance import services
 from governance.models import Execution, Proposal, ProposalState
 from portfolio.models import (
     AccountPosition,
-    Asset,
     CustodyAccount,
-    FundingSource,
     LedgerEntry,
     Price,
 )
@@ -65,24 +63,8 @@ COMMON_FILL_FIELDS = ["tx_hash", "close", "otp_token"]
 
 @pytest.fixture
 def fund(alem: FundBuilder) -> FundBuilder:
-    Asset.objects.filter(pk=alem.asset.pk).update(chain=CHAIN)
-    alem.asset.refresh_from_db()
-    alem.cold = CustodyAccountFactory(fund=alem.fund, name="Cold multisig")
-    alem.exchange = CustodyAccountFactory(
-        fund=alem.fund, name="Exchange", kind=CustodyAccount.Kind.EXCHANGE
-    )
-    alem.seized = FundingSource.objects.create(
-        fund=alem.fund, name="Court-ordered confiscation", kind="seized_assets"
-    )
-    services.opening_balance_record(
-        fund=alem.fund,
-        funding_source=alem.funding_source,
-        asset=alem.asset,
-        account=alem.cold,
-        quantity=D("100"),
-        amount_usd=D("50000"),
-    )
-    return alem
+    """The Alem-like fund with 100 BNB in a cold multisig and an empty exchange account."""
+    return alem.with_custody_accounts()
 
 
 def new_url(fund: FundBuilder, kind: str) -> str:
