@@ -142,10 +142,9 @@ def test_the_requester_cannot_confirm_their_own_request(people):
     assert written() == before
 
 
-def test_the_database_refuses_a_change_applied_by_its_requester(people):
-    fund, (alice, _, _), _ = people
-    change = request_add(fund, alice)
-    account = CustodyAccount.objects.create(
+def written_behind_the_services(fund) -> CustodyAccount:
+    """An account written straight to the table, for the database's own refusals."""
+    return CustodyAccount.objects.create(
         fund=fund,
         name="Cold vault",
         kind=Kind.COLD_MULTISIG,
@@ -154,6 +153,12 @@ def test_the_database_refuses_a_change_applied_by_its_requester(people):
         created_at=timezone.now(),
         usable_from=timezone.now(),
     )
+
+
+def test_the_database_refuses_a_change_applied_by_its_requester(people):
+    fund, (alice, _, _), _ = people
+    change = request_add(fund, alice)
+    account = written_behind_the_services(fund)
 
     with pytest.raises(IntegrityError, match="confirmer_is_not_requester"), transaction.atomic():
         CustodyAccountChange.objects.filter(pk=change.pk).update(
@@ -168,15 +173,7 @@ def test_the_database_refuses_a_change_applied_by_its_requester(people):
 def test_the_database_refuses_a_change_applied_without_a_second_factor(people):
     fund, (alice, bob, _), _ = people
     change = request_add(fund, alice)
-    account = CustodyAccount.objects.create(
-        fund=fund,
-        name="Cold vault",
-        kind=Kind.COLD_MULTISIG,
-        chain="Bitcoin",
-        address=BTC_BECH32,
-        created_at=timezone.now(),
-        usable_from=timezone.now(),
-    )
+    account = written_behind_the_services(fund)
 
     with pytest.raises(IntegrityError, match="applied_with_a_second_factor"), transaction.atomic():
         CustodyAccountChange.objects.filter(pk=change.pk).update(
