@@ -17,10 +17,11 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
+from governance.selectors import request_roles
 from portfolio import selectors
 from portfolio.calculations import decimal_string
 from portfolio.prices import consensus
-from portfolio.reconciliation.selectors import account_statuses, reconciliation_funds_for_user
+from portfolio.reconciliation.selectors import VIEWING_ROLES, account_statuses
 from portfolio.templatetags.alem_format import money
 from portfolio.templatetags.alem_format import share as share_percent
 
@@ -199,9 +200,8 @@ def portfolio(request, pk: int):
         "periods": [(key, PERIOD_LABELS[key]) for key in PERIODS],
         "period": period,
         "funding_sources": selectors.funding_sources_with_contributions(fund),
-        "sees_reconciliation": reconciliation_funds_for_user(request.user)
-        .filter(pk=fund.pk)
-        .exists(),
+        # From the roles the page's navigation reads anyway: no query of its own.
+        "sees_reconciliation": bool(request_roles(request).get(fund.pk, set()) & VIEWING_ROLES),
         "custody_accounts": accounts,
         "outside_accounts": selectors.holdings_outside_accounts(
             [

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, QuerySet
 from django.utils.translation import gettext_lazy as _
 
 from governance.roles import has_role
@@ -24,7 +24,7 @@ from portfolio.selectors import funds_for_user
 
 # Who sees a fund's reconciliation: its auditors and administrators, and its treasury operators,
 # who upload the statements of accounts without an address.
-VIEWING_ROLES = [FundRole.AUDIT, FundRole.MANAGE_POLICY, FundRole.EXECUTE_TRADES]
+VIEWING_ROLES = {FundRole.AUDIT, FundRole.MANAGE_POLICY, FundRole.EXECUTE_TRADES}
 
 
 class Status:
@@ -84,7 +84,7 @@ class FundReconciliation:
 
 def reconciliation_funds_for_user(user) -> QuerySet[Fund]:
     """Funds whose reconciliation ``user`` sees."""
-    return funds_for_user(user, roles=VIEWING_ROLES)
+    return funds_for_user(user, roles=list(VIEWING_ROLES))
 
 
 def may_explain(user, fund: Fund) -> bool:
@@ -175,27 +175,33 @@ def _status(account_id, symbol, observation, open_pairs) -> str:
 def account_statuses(account_ids) -> dict[int, AccountStatus]:
     """One status per custody account for the portfolio and proposal pages: an open break on
     any of its assets first, then an explained difference, then a match; ``not_observed`` for
-    an account nothing was read or uploaded for. Two queries, whatever the number of accounts."""
+    an account nothing was read or uploaded for. One query, whatever the number of accounts:
+    each asset's latest observation, with whether a break on it is open (a break is opened by
+    an observation, so every open one has its asset's observation here)."""
     account_ids = list(account_ids)
-    broken = set(
-        ReconciliationBreak.objects.filter(
-            account_id__in=account_ids, state=ReconciliationBreak.State.OPEN
-        ).values_list("account_id", flat=True)
+    open_break = ReconciliationBreak.objects.filter(
+        account_id=OuterRef("account_id"),
+        asset_id=OuterRef("asset_id"),
+        state=ReconciliationBreak.State.OPEN,
     )
     latest = (
         BalanceObservation.objects.filter(account_id__in=account_ids)
         .order_by("account_id", "asset_id", "-id")
         .distinct("account_id", "asset_id")
-        .values_list("account_id", "asset__symbol", "difference")
+        .annotate(broken=Exists(open_break))
+        .values_list("account_id", "asset__symbol", "difference", "broken")
     )
     statuses = dict.fromkeys(account_ids, Status.NOT_OBSERVED)
     severity = [Status.NOT_OBSERVED, Status.MATCHED, Status.EXPLAINED, Status.OPEN_BREAK]
-    for account_id, symbol, difference in latest:
-        found = Status.MATCHED if abs(difference) <= rules.dust_for(symbol) else Status.EXPLAINED
+    for account_id, symbol, difference, broken in latest:
+        if broken:
+            found = Status.OPEN_BREAK
+        elif abs(difference) <= rules.dust_for(symbol):
+            found = Status.MATCHED
+        else:
+            found = Status.EXPLAINED
         if severity.index(found) > severity.index(statuses[account_id]):
             statuses[account_id] = found
-    for account_id in broken:
-        statuses[account_id] = Status.OPEN_BREAK
     return {account_id: AccountStatus(status) for account_id, status in statuses.items()}
 
 

@@ -551,3 +551,43 @@ def test_a_treasury_operator_uploads_a_statement_from_the_page(client, alem, exc
     (observation,) = BalanceObservation.objects.all()
     assert observation.observed_quantity == Decimal(3)
     assert breaks_of(exchange)[0].difference == Decimal(3)
+
+
+# ---------------------------------------------------------------------------------------------
+# The status the portfolio and proposal pages show per account
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_portfolio_page_shows_each_accounts_reconciliation_status(client, alem, bnb):
+    exchange = custody_account(alem.fund, name="Exchange", chain=BSC, reference="EX-9")
+    unread = custody_account(alem.fund, name="Custodian", chain=BSC, reference="QC-1")
+    book_coins(alem, exchange, bnb, "10")
+
+    def statuses():
+        signed_in(client, alem.users["auditor"])
+        page = client.get(reverse("portfolio", args=[alem.fund.pk])).content.decode()
+        return {
+            name: page.split(f">{name}<", 1)[1].split("badge badge--", 1)[1].split("<", 1)[0]
+            for name in ("Exchange", "Custodian")
+        }
+
+    def upload(balance: str) -> None:
+        as_of = timezone.now().isoformat()
+        statement_record(
+            actor=alem.users["treasury"],
+            account_id=exchange.pk,
+            file_name="ex.csv",
+            content=f"asset,balance,as_of\nBNB,{balance},{as_of}\n".encode(),
+        )
+
+    upload("10")
+    assert statuses() == {
+        "Exchange": 'ok">Matches the ledger',
+        "Custodian": 'neutral">Not observed yet',
+    }
+    upload("9.5")
+    assert statuses()["Exchange"] == 'bad">Open break'
+    (break_,) = breaks_of(exchange)
+    break_explain(actor=alem.users["auditor"], break_id=break_.pk, explanation="Exchange fee.")
+    assert statuses()["Exchange"] == 'warn">Differs by an explained amount'
+    assert unread.pk  # never read: still not observed
