@@ -5,8 +5,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db.models import DecimalField, OuterRef, Prefetch, QuerySet, Subquery, Sum, Value
-from django.db.models.functions import Coalesce
+from django.contrib.postgres.aggregates import JSONBAgg
+from django.db.models import (
+    DecimalField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    TextField,
+    Value,
+)
+from django.db.models.functions import Cast, Coalesce, JSONObject
 from django.utils import timezone
 from guardian.shortcuts import get_objects_for_user
 
@@ -246,21 +257,34 @@ class AccountHoldings:
 
 def custody_accounts_with_positions(fund: Fund) -> list[AccountHoldings]:
     """The fund's active custody accounts by name, each with what it holds, and after them any
-    removed account that still holds something (its coins are still the fund's). Two queries:
-    the active accounts, and every account's balances with their assets and accounts."""
-    accounts = {a.pk: a for a in CustodyAccount.objects.filter(fund=fund, active=True)}
-    held: dict[int, list[AccountPosition]] = {pk: [] for pk in accounts}
-    positions = (
-        AccountPosition.objects.filter(account__fund=fund)
-        .exclude(quantity=0)
-        .select_related("asset", "account")
-        .order_by("asset__symbol")
+    removed account that still holds something (its coins are still the fund's).
+
+    One query: every account of the fund with its non-zero balances gathered as JSON, the
+    amounts as text so that no digit is lost on the way.
+    """
+    balance = JSONObject(
+        asset_id="positions__asset_id",
+        symbol="positions__asset__symbol",
+        quantity=Cast("positions__quantity", TextField()),
+        cost_usd=Cast("positions__cost_usd", TextField()),
     )
-    for position in positions:
-        accounts.setdefault(position.account_id, position.account)
-        held.setdefault(position.account_id, []).append(position)
-    ordered = sorted(accounts.values(), key=lambda a: (not a.active, a.name))
-    return [AccountHoldings(account, held[account.pk]) for account in ordered]
+    accounts = CustodyAccount.objects.filter(fund=fund).annotate(
+        held=JSONBAgg(balance, filter=Q(positions__quantity__gt=0) | Q(positions__quantity__lt=0))
+    )
+    result = []
+    for account in sorted(accounts, key=lambda a: (not a.active, a.name)):
+        positions = [
+            AccountPosition(
+                account=account,
+                asset=Asset(pk=row["asset_id"], symbol=row["symbol"]),
+                quantity=Decimal(row["quantity"]),
+                cost_usd=Decimal(row["cost_usd"]),
+            )
+            for row in sorted(account.held or [], key=lambda row: row["symbol"])
+        ]
+        if account.active or positions:
+            result.append(AccountHoldings(account, positions))
+    return result
 
 
 def holdings_outside_accounts(
