@@ -36,7 +36,7 @@ from governance.models import (
 )
 from governance.roles import funds_for_user
 from portfolio import selectors as books
-from portfolio.models import AccountPosition, Asset, Fund, FundRole, Position
+from portfolio.models import Asset, Fund, FundRole, Position
 from portfolio.prices.consensus import Consensus
 from portfolio.prices.selectors import consensus_for_assets
 from portfolio.reconciliation.selectors import open_breaks_by_fund
@@ -169,12 +169,6 @@ def reserved_quantity(account_id: int, asset_id: int, *, excluding: Proposal | N
     return total or Decimal("0")
 
 
-def account_quantity(account_id: int, asset_id: int) -> Decimal:
-    """What a custody account holds of an asset (its running position)."""
-    held = AccountPosition.objects.filter(account_id=account_id, asset_id=asset_id)
-    return held.values_list("quantity", flat=True).first() or Decimal("0")
-
-
 def compliance_prices(proposal: Proposal) -> dict[int, Consensus]:
     """The consensus prices compliance values ``proposal``'s fund at: its asset's and each held
     asset's, keyed by asset id.
@@ -229,7 +223,9 @@ def compliance_facts(
         cash=cash,
         quantity=proposal.quantity,
         account_quantity=(
-            account_quantity(proposal.account_id, proposal.asset_id) if taken_out else Decimal(0)
+            books.account_quantity(proposal.account_id, proposal.asset_id)
+            if taken_out
+            else Decimal(0)
         ),
         reserved_quantity=(
             reserved_quantity(proposal.account_id, proposal.asset_id, excluding=proposal)

@@ -255,6 +255,12 @@ class AccountHoldings:
     positions: list[AccountPosition]
 
 
+def account_quantity(account_id: int, asset_id: int) -> Decimal:
+    """What a custody account holds of an asset now: its running position (0 without one)."""
+    held = AccountPosition.objects.filter(account_id=account_id, asset_id=asset_id)
+    return held.values_list("quantity", flat=True).first() or Decimal("0")
+
+
 def custody_accounts_with_positions(fund: Fund) -> list[AccountHoldings]:
     """The fund's active custody accounts by name, each with what it holds, and after them any
     removed account that still holds something (its coins are still the fund's).

@@ -18,8 +18,8 @@ from governance.exceptions import (
 from governance.models import TX_HASH, Execution, Proposal
 from governance.roles import roles_on_fund
 from governance.second_factor import second_factor_confirm
-from governance.selectors import account_quantity
 from governance.services._locks import lock_accounts, lock_proposal
+from portfolio import selectors as books_read
 from portfolio import services as books
 from portfolio.fields import EXACT_DIGITS
 from portfolio.models import AccountPosition, LedgerEntry, Position
@@ -98,7 +98,7 @@ def _check_units(proposal: Proposal, *, quantity: Decimal, fee_quantity: Decimal
     if problems:
         _refuse("account_unusable", " ".join(problems))
     if proposal.kind in (Proposal.Kind.SELL, Proposal.Kind.TRANSFER):
-        held = account_quantity(proposal.account_id, proposal.asset_id)
+        held = books_read.account_quantity(proposal.account_id, proposal.asset_id)
         needed = quantity + fee_quantity
         if needed > held:
             _refuse(

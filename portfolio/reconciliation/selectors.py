@@ -151,7 +151,11 @@ def fund_reconciliation(fund: Fund, *, explained_limit: int = 50) -> FundReconci
                     asset_symbol=symbol,
                     ledger_quantity=positions.get((account.pk, symbol), Decimal(0)),
                     observation=observation,
-                    status=_status(account.pk, symbol, observation, open_pairs),
+                    status=_status(
+                        symbol,
+                        observation.difference if observation else None,
+                        broken=(account.pk, symbol) in open_pairs,
+                    ),
                 )
             )
     result.last_run = ReconciliationRun.objects.first()
@@ -162,12 +166,14 @@ def fund_reconciliation(fund: Fund, *, explained_limit: int = 50) -> FundReconci
     return result
 
 
-def _status(account_id, symbol, observation, open_pairs) -> str:
-    if (account_id, symbol) in open_pairs:
+def _status(symbol: str, difference: Decimal | None, *, broken: bool) -> str:
+    """One asset's status in one account: an open break first, then whether its latest
+    observation (``difference`` from the ledger; None when there is none) is within dust."""
+    if broken:
         return Status.OPEN_BREAK
-    if observation is None:
+    if difference is None:
         return Status.NOT_OBSERVED
-    if abs(observation.difference) <= rules.dust_for(symbol):
+    if abs(difference) <= rules.dust_for(symbol):
         return Status.MATCHED
     return Status.EXPLAINED
 
@@ -194,12 +200,7 @@ def account_statuses(account_ids) -> dict[int, AccountStatus]:
     statuses = dict.fromkeys(account_ids, Status.NOT_OBSERVED)
     severity = [Status.NOT_OBSERVED, Status.MATCHED, Status.EXPLAINED, Status.OPEN_BREAK]
     for account_id, symbol, difference, broken in latest:
-        if broken:
-            found = Status.OPEN_BREAK
-        elif abs(difference) <= rules.dust_for(symbol):
-            found = Status.MATCHED
-        else:
-            found = Status.EXPLAINED
+        found = _status(symbol, difference, broken=broken)
         if severity.index(found) > severity.index(statuses[account_id]):
             statuses[account_id] = found
     return {account_id: AccountStatus(status) for account_id, status in statuses.items()}

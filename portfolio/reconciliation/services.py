@@ -36,6 +36,7 @@ from portfolio.models import (
     same_chain,
 )
 from portfolio.reconciliation import readers, rules
+from portfolio.selectors import account_quantity
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,7 @@ def _ledger_quantity(account: CustodyAccount, asset: Asset, *, as_of: dt.datetim
     """The ledger's balance of ``asset`` in ``account``: its running position now, or the sum
     of its entries booked by ``as_of``."""
     if as_of is None:
-        position = AccountPosition.objects.filter(account=account, asset=asset).first()
-        return position.quantity if position else Decimal(0)
+        return account_quantity(account.pk, asset.pk)
     total = LedgerEntry.objects.filter(
         account=account, asset=asset, booked_at__lte=as_of
     ).aggregate(total=Sum("quantity"))["total"]
