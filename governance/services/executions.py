@@ -83,6 +83,13 @@ def _check_consensus(proposal: Proposal, *, executed_at: dt.datetime, price_usd=
     return evidence
 
 
+def _check_accounts(proposal: Proposal, *, now: dt.datetime) -> None:
+    """The custody accounts the proposal names are usable now: not removed, cooled off."""
+    problems = operations.account_problems(proposal, now=now)
+    if problems:
+        _refuse("account_unusable", " ".join(problems))
+
+
 def _check_units(proposal: Proposal, *, quantity: Decimal, fee_quantity: Decimal, now) -> None:
     """A sale, transfer or intake moves no more than its remaining quantity, through accounts
     usable now, and takes out of its account no more than the account holds."""
@@ -94,9 +101,7 @@ def _check_units(proposal: Proposal, *, quantity: Decimal, fee_quantity: Decimal
             "approved quantity remains.",
             remaining_quantity=str(remaining),
         )
-    problems = operations.account_problems(proposal, now=now)
-    if problems:
-        _refuse("account_unusable", " ".join(problems))
+    _check_accounts(proposal, now=now)
     if proposal.kind in (Proposal.Kind.SELL, Proposal.Kind.TRANSFER):
         held = books_read.account_quantity(proposal.account_id, proposal.asset_id)
         needed = quantity + fee_quantity
@@ -136,9 +141,7 @@ def _check_fill_terms(
                 f"Price USD {price_usd} is above the limit price USD {proposal.limit_price_usd}.",
             )
         _check_fee(proposal.fund, fee=fee_usd, value=quantity * price_usd, unit="USD")
-        problems = operations.account_problems(proposal, now=now)
-        if problems:
-            _refuse("account_unusable", " ".join(problems))
+        _check_accounts(proposal, now=now)
         cost_usd = quantity * price_usd + fee_usd
         remaining = proposal.remaining_usd
         if cost_usd > remaining:
